@@ -1,0 +1,132 @@
+"""Checkpoints: one file holding config, model/optimizer states, step and RNG states.
+
+Written atomically (temp file in the same folder + ``os.replace``) so a crash mid-write never leaves a truncated
+checkpoint, and loaded with ``torch.load(weights_only=True)``, which refuses any pickle that would run code.
+Everything stored is therefore plain data: tensors, numbers, strings, lists and dicts.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unsafe, or does not match the configuration it is loaded into."""
+
+
+def rng_state() -> dict:
+    """RNG states of python, numpy and torch as plain data (safe for ``weights_only`` loading)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": _to_plain(random.getstate()),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    random.setstate(_to_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_plain(x: Any) -> Any:
+    return [_to_plain(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over it (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | Path, *, config: dict, step: int, model: dict, optimizers: dict | None = None,
+                    extra: dict | None = None, include_rng: bool = True) -> Path:
+    """Write a checkpoint atomically.
+
+    ``model`` and ``optimizers`` map names to ``state_dict()``s (e.g. ``{"codec": ..., "disc": ...}``).
+    ``extra`` holds any other plain data (trainer counters, logs).
+    """
+    state = {"format": 1, "config": config, "step": int(step), "model": model,
+             "optimizers": optimizers or {}, "extra": extra or {}}
+    if include_rng:
+        state["rng"] = rng_state()
+    atomic_torch_save(state, path)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, expected_config: dict | None = None, map_location: str | torch.device = "cpu",
+                    compare_keys: tuple[str, ...] = ("model", "data.sample_rate", "data.channels")) -> dict:
+    """Load a checkpoint safely (never unpickles code).
+
+    With ``expected_config``, the stored config must agree with it on ``compare_keys`` (dotted paths; ``model``
+    compares the whole model section), otherwise ``CheckpointError`` lists the differing keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"refusing to load {path}: it is not a plain-data checkpoint "
+                              f"(weights_only loading rejected it: {str(e).splitlines()[0]})") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise CheckpointError(f"{path} is not a workbook checkpoint (no 'config'/'model' entries)")
+    if expected_config is not None:
+        diffs = []
+        for key in compare_keys:
+            a, b = _get(state["config"], key), _get(expected_config, key)
+            diffs += [f"{key}{k}: checkpoint={x!r} config={y!r}" for k, x, y in _diff(a, b)]
+        if diffs:
+            raise CheckpointError(f"checkpoint {path} was made with a different configuration:\n  "
+                                  + "\n  ".join(diffs[:20]))
+    return state
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}")
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        a, b = list(a), list(b)
+    return [] if a == b else [(prefix, a, b)]

@@ -1,0 +1,327 @@
+"""Typed configuration: dataclasses loaded from YAML presets with overrides, validated with clear errors.
+
+A preset lives in ``lib/presets/<name>.yml``; it may name a ``base`` preset it extends. Overrides are either a
+nested dict or dotted strings (``"model.quantizer.n_q=4"``), so a notebook's parameters cell and the command line
+share one mechanism. Unknown keys and inconsistent values raise ``ConfigError`` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    sample_rate: int = 24000
+    channels: int = 1
+    segment_seconds: float = 1.0  # training crop length
+    batch_size: int = 8
+    num_workers: int = 0
+    valid_clips: int = 8  # held-out clips used for validation metrics
+    valid_seconds: float = 4.0  # validation clips are cut to at most this length
+    corpus_minutes: float = 12.0  # size of the embedded default corpus (data/default)
+
+
+@dataclass
+class QuantizerConfig:
+    n_q: int = 8
+    codebook_size: int = 1024
+    codebook_dim: int | None = None  # < model.dim gives factorised low-dimensional codes
+    decay: float = 0.99
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 2.0
+    cosine: bool = False
+    quantizer_dropout: bool = True
+    # Self-organising-map codebooks (Kohonen learning rule); off = plain EMA codebooks.
+    som: bool = False
+    som_shape: list[int] | None = None  # [rows, cols]; None = near-square
+    som_neighbourhood: str = "gaussian"  # or "box"
+    som_sigma_start: float | None = None  # None = max(rows, cols) / 4
+    som_sigma_end: float = 0.0
+    som_anneal_steps: int = 2000
+    som_schedule: str = "exp"  # or "linear"
+
+
+@dataclass
+class EnergyConfig:
+    n_heads: int = 4
+    head_dim: int = 32
+    hopfield_hidden: int | None = None
+    n_steps: int = 4
+    step_size: float = 0.1
+    causal: bool = True
+    hopfield: str = "relu"  # or "softmax"
+
+
+@dataclass
+class ModelConfig:
+    channels: int = 1
+    dim: int = 128
+    n_filters: int = 32
+    ratios: list[int] = field(default_factory=lambda: [2, 4, 5, 8])  # encoder order; decoder reverses
+    hop_length: int | None = None  # optional check: must equal prod(ratios)
+    dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    last_kernel_size: int = 7
+    activation: str = "elu"
+    compress: int = 2
+    block: str = "conv"  # "conv" (dilated residual units) or "multires" (MultiresConv blocks)
+    upsampler: str = "transposed"  # "transposed" or "wavelet"
+    bottleneck: str = "none"  # "none" or "energy" (energy transformer before the quantizer)
+    continuous: bool = False  # True skips quantisation: NOT a codec, for comparison only
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+
+@dataclass
+class LossConfig:
+    mel: float = 15.0
+    stft: float = 0.0
+    l1: float = 0.1
+    adversarial: float = 3.0
+    feature: float = 3.0
+    commitment: float = 1.0
+    repulsion: float = 0.0  # seed's discriminator repulsion term; 0 = off
+    downsampled: float = 0.0  # seed's downsampled-signal objective on decoder stages; 0 = off
+    adversarial_kind: str = "hinge"  # or "lsgan"
+    balancer: bool = False  # EnCodec-style gradient balancer instead of fixed weights
+    mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    disc_lr: float = 3e-4
+    discriminators: list[str] = field(default_factory=lambda: ["stft", "waveform"])
+    disc_channels: int = 32
+    stft_n_ffts: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+    one_disc_at_a_time: bool = False
+    disc_choice: str = "uniform"  # or "loss_weighted"
+    disc_window: int = 1  # steps between draws of the active discriminator
+    tie_bitrate: bool = False  # the drawn discriminator also fixes n_q for the window
+    adv_warmup_steps: int = 0  # reconstruction-only steps before the GAN starts
+    grad_clip: float | None = 10.0
+    max_bad_steps: int = 10  # stop after this many non-finite steps in a row
+    ema_decay: float | None = None  # generator weight EMA; None = off
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast, GPU only)
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 200
+    ckpt_every: int = 500
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.model.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.data.sample_rate / self.hop_length
+
+    def bitrate(self, n_q: int | None = None) -> float:
+        """Bits per second at ``n_q`` quantizers (default: all)."""
+        q = self.model.quantizer
+        return (n_q or q.n_q) * math.log2(q.codebook_size) * self.frame_rate
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yml"))
+
+
+def _read_preset(name_or_path: str | Path, seen: tuple = ()) -> dict:
+    path = Path(name_or_path)
+    if path.suffix not in (".yml", ".yaml"):
+        path = PRESET_DIR / f"{name_or_path}.yml"
+    if not path.is_file():
+        raise ConfigError(f"preset {str(name_or_path)!r} not found (known presets: {', '.join(list_presets())})")
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if base in seen:
+        raise ConfigError(f"{path}: circular 'base' chain {seen + (base,)}")
+    return _merge(_read_preset(base, seen + (base,)), raw)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(overrides: dict | list[str] | None) -> dict:
+    """Turn ``["model.dim=64", ...]`` (values parsed as YAML) or a nested/dotted dict into a nested dict."""
+    if not overrides:
+        return {}
+    items = overrides.items() if isinstance(overrides, dict) else []
+    if not isinstance(overrides, dict):
+        pairs = []
+        for s in overrides:
+            if "=" not in s:
+                raise ConfigError(f"override {s!r} must look like key.path=value")
+            k, v = s.split("=", 1)
+            pairs.append((k.strip(), yaml.safe_load(v)))
+        items = pairs
+    nested: dict = {}
+    for key, value in items:
+        node = nested
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = _merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = prefix or "config"
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + '.' + u if prefix else u for u in unknown)} "
+                          f"(valid keys in {where}: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict) -> Config:
+    cfg = _build(Config, raw)
+    validate(cfg)
+    return cfg
+
+
+def load_config(preset: str | Path = "cpu", overrides: dict | list[str] | None = None) -> Config:
+    """Load a preset (name in lib/presets or a YAML path) and apply overrides; validated."""
+    raw = _merge(_read_preset(preset), parse_overrides(overrides))
+    raw.setdefault("name", Path(str(preset)).stem)
+    return config_from_dict(raw)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks; raise ConfigError naming the offending key."""
+    m, q, t, d, lo = cfg.model, cfg.model.quantizer, cfg.train, cfg.data, cfg.loss
+    if not m.ratios or any(r < 1 for r in m.ratios):
+        raise ConfigError(f"model.ratios: must be positive integers, got {m.ratios}")
+    hop = math.prod(m.ratios)
+    if m.hop_length is not None and m.hop_length != hop:
+        raise ConfigError(f"model.hop_length={m.hop_length} but model.ratios {m.ratios} multiply to {hop}")
+    if d.sample_rate <= 0:
+        raise ConfigError(f"data.sample_rate must be positive, got {d.sample_rate}")
+    if d.segment_seconds * d.sample_rate < hop:
+        raise ConfigError(f"data.segment_seconds={d.segment_seconds} is shorter than one frame ({hop} samples)")
+    if m.channels != d.channels:
+        raise ConfigError(f"model.channels={m.channels} differs from data.channels={d.channels}")
+    for key, value, allowed in [
+        ("model.block", m.block, ("conv", "multires")),
+        ("model.upsampler", m.upsampler, ("transposed", "wavelet")),
+        ("model.bottleneck", m.bottleneck, ("none", "energy")),
+        ("model.activation", m.activation, ("elu", "leaky_relu", "gelu", "snake")),
+        ("model.energy.hopfield", m.energy.hopfield, ("relu", "softmax")),
+        ("model.quantizer.som_neighbourhood", q.som_neighbourhood, ("gaussian", "box")),
+        ("model.quantizer.som_schedule", q.som_schedule, ("exp", "linear")),
+        ("loss.adversarial_kind", lo.adversarial_kind, ("hinge", "lsgan")),
+        ("train.disc_choice", t.disc_choice, ("uniform", "loss_weighted")),
+        ("train.precision", t.precision, ("fp32", "bf16", "fp16")),
+    ]:
+        _choice(key, value, allowed)
+    for name in t.discriminators:
+        _choice("train.discriminators", name, ("stft", "waveform", "period"))
+    if q.n_q < 1 or q.codebook_size < 2:
+        raise ConfigError(f"model.quantizer: need n_q >= 1 and codebook_size >= 2, got {q.n_q}, {q.codebook_size}")
+    if q.codebook_dim is not None and not 0 < q.codebook_dim <= m.dim:
+        raise ConfigError(f"model.quantizer.codebook_dim={q.codebook_dim} must be in 1..model.dim={m.dim}")
+    if q.som and q.som_shape is not None:
+        if len(q.som_shape) != 2 or math.prod(q.som_shape) != q.codebook_size:
+            raise ConfigError(f"model.quantizer.som_shape={q.som_shape} does not hold "
+                              f"codebook_size={q.codebook_size} codes (rows x cols must equal it)")
+    if not 0.0 < q.decay < 1.0:
+        raise ConfigError(f"model.quantizer.decay must be in (0, 1), got {q.decay}")
+    if m.continuous and q.som:
+        raise ConfigError("model.continuous=true has no quantizer, so model.quantizer.som must be false")
+    if t.steps < 0 or t.val_every < 1 or t.ckpt_every < 1 or t.log_every < 1:
+        raise ConfigError("train.steps must be >= 0 and train.val_every/ckpt_every/log_every >= 1")
+    if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
+    if lo.balancer and lo.l1 == lo.mel == lo.stft == lo.adversarial == lo.feature == 0:
+        raise ConfigError("loss.balancer=true but every loss weight is 0")

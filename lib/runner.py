@@ -1,0 +1,67 @@
+"""Run the workbook's notebooks headless, in order, with papermill.
+
+    python -m lib.runner --preset cpu --run-dir runs/workbook --figures figures --data data/default
+
+Every notebook accepts the same four parameters (``preset``, ``data_dir``, ``run_dir``, ``figures_dir``); the
+rest of its knobs default from the preset. Executed copies go to ``<run_dir>/executed/`` (git-ignored), figures
+to ``figures_dir``. Papermill runs each notebook with ``notebooks/`` as working directory, like JupyterLab does.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+
+def notebook_paths(selection: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order, optionally filtered by prefix (e.g. ``["01", "02"]``)."""
+    paths = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if selection:
+        paths = [p for p in paths if any(p.name.startswith(s) for s in selection)]
+    return paths
+
+
+def run_notebook(path: Path, parameters: dict, out_dir: Path, kernel: str = "python3") -> Path:
+    """Execute one notebook; raises papermill's error (with the failing cell) when a cell fails."""
+    import papermill
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    papermill.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(NOTEBOOK_DIR),
+                               kernel_name=kernel, progress_bar=False, log_output=False)
+    return out
+
+
+def run_all(preset: str, run_dir: str | Path, figures_dir: str | Path, data_dir: str | Path,
+            selection: list[str] | None = None, extra: dict | None = None) -> list[Path]:
+    """Run the notebooks in order with shared parameters; returns the executed copies."""
+    run_dir, figures_dir, data_dir = (Path(p).resolve() for p in (run_dir, figures_dir, data_dir))
+    params = {"preset": preset, "data_dir": str(data_dir), "run_dir": str(run_dir),
+              "figures_dir": str(figures_dir), **(extra or {})}
+    executed = []
+    for nb in notebook_paths(selection):
+        t0 = time.time()
+        print(f"[runner] {nb.name} (preset={preset}) ...", flush=True)
+        executed.append(run_notebook(nb, params, run_dir / "executed"))
+        print(f"[runner] {nb.name} done in {time.time() - t0:.0f} s -> {executed[-1]}", flush=True)
+    return executed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--run-dir", default="runs/workbook")
+    ap.add_argument("--figures", default="figures")
+    ap.add_argument("--data", default="data/default")
+    ap.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 01 02")
+    args = ap.parse_args(argv)
+    run_all(args.preset, args.run_dir, args.figures, args.data, args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

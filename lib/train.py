@@ -1,0 +1,515 @@
+"""The trainer: a codec, its discriminators, two optimizers and a loop you can read top to bottom.
+
+Usable from a notebook (``Trainer(cfg, data_dir, run_dir).fit()``) and from a script::
+
+    python -m lib.train --preset cpu --data data/default --run-dir runs/cpu
+    torchrun --nproc_per_node 2 -m lib.train --preset cpu --data data/default --run-dir runs/ddp   # DDP
+
+What a step does (``Trainer.train_step``):
+
+1. the codec reconstructs a batch of crops (quantizer dropout picks the bitrate per item);
+2. the generator loss (mel + L1 [+ STFT] + commitment [+ adversarial + feature matching once the warm-up is
+   over]) is backpropagated with the discriminators' parameters frozen, so no generator gradient can ever
+   reach them; a gradient balancer may replace the fixed weights;
+3. the discriminators in play (all, or one drawn per window) take a step on their own loss, computed on the
+   detached reconstruction.
+
+Non-finite losses or gradients skip the step (codebook buffers restored) and are counted; too many in a row
+stop the run with a message. Checkpoints are atomic and hold everything needed to continue exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from .build import build_codec, build_discriminators
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .config import Config, config_from_dict, load_config
+from .data import AudioFolder, crop_or_pad
+from .losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
+                     feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss, mel_distance,
+                     repulsion_loss, waveform_l1)
+from .metrics import si_sdr
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised after ``train.max_bad_steps`` non-finite steps in a row."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Training batches indexed by step: batch ``s`` depends only on (seed, rank, s).
+
+    This is what makes resume exact without saving a data-loader state, and lets DataLoader workers load files
+    in parallel. Each item is a random crop of ``segment`` samples (short clips zero-padded).
+    """
+
+    def __init__(self, clips: AudioFolder, batch_size: int, segment: int, seed: int, rank: int = 0):
+        self.clips, self.batch_size, self.segment = clips, batch_size, segment
+        self.seed, self.rank = seed, rank
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
+        idx = torch.randint(len(self.clips), (self.batch_size,), generator=g).tolist()
+        return torch.stack([crop_or_pad(self.clips.load(i), self.segment, generator=g) for i in idx])
+
+
+def validation_clips(data_dir: str | Path, cfg: Config) -> list[torch.Tensor]:
+    """Held-out clips ``[1, 1, T]`` for validation (valid split, else test split, else first train clips)."""
+    d = cfg.data
+    for split in ("valid", "test", "train"):
+        try:
+            ds = AudioFolder(data_dir, split=split, sample_rate=d.sample_rate)
+        except ValueError:
+            continue
+        if len(ds):
+            n = min(d.valid_clips, len(ds))
+            max_len = int(d.valid_seconds * d.sample_rate)
+            return [ds.load(i)[..., :max_len].unsqueeze(0) for i in range(n)]
+    raise ValueError(f"{data_dir}: no usable clips for validation")
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class StepResult:
+    step: int
+    losses: dict[str, float]
+    skipped: bool = False
+
+
+class Trainer:
+    """Trains ``build_codec(cfg)`` on ``data_dir`` and writes checkpoints and logs to ``run_dir``.
+
+    ``resume``: ``True`` continues from ``run_dir/checkpoint.pt`` when it exists, a path continues from that
+    checkpoint, ``False`` starts fresh.
+    """
+
+    def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool | str | Path = True,
+                 progress: bool = True, device: str | None = None):
+        self.cfg, self.data_dir, self.run_dir, self.progress = cfg, Path(data_dir), Path(run_dir), progress
+        t, lo = cfg.train, cfg.loss
+        self.rank, self.world = _init_distributed(cfg.train.device if device is None else device)
+        self.device = pick_device(device or t.device)
+        if lo.balancer and t.precision == "fp16":
+            raise ValueError("loss.balancer with train.precision=fp16 is not supported (use bf16 or fp32)")
+        seed_everything(t.seed)
+
+        self.codec = build_codec(cfg).to(self.device)
+        self.discs = build_discriminators(cfg).to(self.device)
+        self.model = self.codec  # the DDP-wrapped view used for the training forward
+        self.disc_model = self.discs
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Codebooks are buffers kept identical by the quantizer's own all-reduce; dropout leaves levels unused.
+            self.model = DDP(self.codec, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+            self.disc_model = nn.ModuleDict({k: DDP(v, device_ids=ids) for k, v in self.discs.items()})
+        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t.lr, betas=tuple(t.betas))
+        self.opt_d = (torch.optim.AdamW(self.discs.parameters(), lr=t.disc_lr, betas=tuple(t.betas))
+                      if len(self.discs) else None)
+        self.ema = copy.deepcopy(self.codec).eval().requires_grad_(False) if t.ema_decay else None
+        self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and t.precision == "fp16")
+
+        sr = cfg.data.sample_rate
+        self.mel_loss = MultiScaleMelLoss(sr, windows=tuple(lo.mel_windows)).to(self.device)
+        self.stft_loss = MultiResolutionSTFTLoss().to(self.device) if lo.stft > 0 else None
+        weights = {k: getattr(lo, k) for k in ("mel", "l1", "stft", "adversarial", "feature") if getattr(lo, k) > 0}
+        self.balancer = Balancer(weights) if lo.balancer else None
+
+        self.train_clips = AudioFolder(data_dir, split="train", sample_rate=sr)
+        self.batches = StepBatches(self.train_clips, cfg.data.batch_size, int(cfg.data.segment_seconds * sr),
+                                   t.seed, self.rank)
+        self.valid = validation_clips(data_dir, cfg)
+
+        # State that a checkpoint must carry for an exact resume.
+        self.step = 0
+        self.bad_in_row = 0
+        self.skipped = 0
+        self.disc_loss_ema = {name: 1.0 for name in self.discs}
+        self.active: list[str] = list(self.discs)
+        self.tied_n_q: int | None = None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.run_dir / "log.jsonl"
+        if resume:
+            path = self.run_dir / "checkpoint.pt" if resume is True else Path(resume)
+            if path.is_file():
+                self.load(path)
+        if self.rank == 0:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    # ------------------------------------------------------------------ one step
+
+    def _autocast(self):
+        t = self.cfg.train
+        if self.device.type != "cuda" or t.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if t.precision == "bf16" else torch.float16)
+
+    def choose_discriminators(self) -> None:
+        """Pick the discriminators in play for this step (all, or one drawn every ``disc_window`` steps)."""
+        t = self.cfg.train
+        names = list(self.discs)
+        if not t.one_disc_at_a_time or len(names) <= 1:
+            self.active = names
+            return
+        if self.step % t.disc_window:
+            return
+        if t.disc_choice == "loss_weighted":  # the discriminator losing most (highest loss) is drawn most often
+            w = torch.tensor([self.disc_loss_ema[n] for n in names]).clamp_min(1e-3)
+        else:
+            w = torch.ones(len(names))
+        i = int(torch.multinomial(w / w.sum(), 1))
+        self.active = [names[i]]
+        if t.tie_bitrate:  # discriminator i of N trains the codec at n_q = ceil(n_q_max * (i + 1) / N)
+            n_q_max = self.cfg.model.quantizer.n_q
+            self.tied_n_q = max(1, math.ceil(n_q_max * (i + 1) / len(names)))
+
+    def generator_losses(self, wav: torch.Tensor, adversarial: bool):
+        """Codec forward and every generator loss; returns (codec output, dict of loss tensors)."""
+        lo = self.cfg.loss
+        out = self.model(wav, n_q=self.tied_n_q, return_stages=lo.downsampled > 0)
+        recon = out.recon
+        losses = {"mel": self.mel_loss(recon, wav), "l1": waveform_l1(recon, wav)}
+        if self.stft_loss is not None:
+            losses["stft"] = self.stft_loss(recon, wav)
+        if adversarial:
+            adv, feat = [], []
+            with _frozen(self.discs):  # generator gradients must never reach discriminator parameters
+                for name in self.active:
+                    disc = self.discs[name]
+                    fake_logits, fake_feats = disc(recon)
+                    with torch.no_grad():
+                        _, real_feats = disc(wav)
+                    g_loss = hinge_g_loss if lo.adversarial_kind == "hinge" else lsgan_g_loss
+                    adv.append(g_loss(fake_logits))
+                    feat.append(feature_matching_loss(real_feats, fake_feats))
+            losses["adversarial"] = torch.stack(adv).mean()
+            losses["feature"] = torch.stack(feat).mean()
+        if lo.downsampled > 0:
+            losses["downsampled"] = downsampled_signal_loss(out.stages, wav)
+        losses["commitment"] = out.commit_loss
+        return out, losses
+
+    def discriminator_losses(self, wav: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One loss per active discriminator, on real audio and the detached reconstruction."""
+        lo = self.cfg.loss
+        d_loss = hinge_d_loss if lo.adversarial_kind == "hinge" else lsgan_d_loss
+        out = {}
+        for name in self.active:
+            real_logits, _ = self.disc_model[name](wav)
+            fake_logits, _ = self.disc_model[name](recon.detach())
+            loss = d_loss(real_logits, fake_logits)
+            if lo.repulsion > 0:
+                loss = loss + lo.repulsion * repulsion_loss(real_logits, fake_logits)
+            out[name] = loss
+        return out
+
+    def train_step(self, wav: torch.Tensor) -> StepResult:
+        """One generator step and (after the warm-up) one discriminator step on a batch ``[B, C, T]``."""
+        t, lo = self.cfg.train, self.cfg.loss
+        wav = wav.to(self.device)
+        self.choose_discriminators()
+        adversarial = len(self.discs) > 0 and self.step >= t.adv_warmup_steps
+        self.codec.train()
+        snapshot = {k: v.clone() for k, v in self.codec.quantizer.named_buffers()}
+
+        # 1) generator
+        with self._autocast():
+            out, losses = self.generator_losses(wav, adversarial)
+        self.opt_g.zero_grad(set_to_none=True)
+        finite = all(torch.isfinite(v).all() for v in losses.values())
+        if finite:
+            if self.balancer is not None:
+                on_output = {k: v for k, v in losses.items() if k in self.balancer.weights}
+                rest = lo.commitment * losses["commitment"] + lo.downsampled * losses.get("downsampled", 0.0)
+                self.balancer.backward(on_output, out.recon, other=rest)
+            else:
+                self.scaler.scale(self.weighted_sum(losses)).backward()
+            finite = self._clip_and_check(self.codec, self.opt_g)
+        if not finite:
+            return self._skip(snapshot, losses)
+        self.scaler.step(self.opt_g)
+
+        # 2) discriminator(s), on their own loss only
+        logs = {k: float(v) for k, v in losses.items()}
+        if adversarial:
+            d_losses = self.discriminator_losses(wav, out.recon)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_total = torch.stack(list(d_losses.values())).sum()
+            if torch.isfinite(d_total):
+                self.scaler.scale(d_total).backward()
+                if self._clip_and_check(self.discs, self.opt_d):
+                    self.scaler.step(self.opt_d)
+            for name, v in d_losses.items():
+                self.disc_loss_ema[name] = 0.9 * self.disc_loss_ema[name] + 0.1 * float(v)
+                logs[f"d_{name}"] = float(v)
+        self.scaler.update()
+        if self.ema is not None:
+            _ema_update(self.ema, self.codec, self.cfg.train.ema_decay)
+        self.bad_in_row = 0
+        self.step += 1
+        logs["n_q"] = float(out.n_q) if not torch.is_tensor(out.n_q) else float(out.n_q.float().mean())
+        return StepResult(self.step, logs)
+
+    def weighted_sum(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        lo = self.cfg.loss
+        return sum(getattr(lo, k) * v for k, v in losses.items())
+
+    def _clip_and_check(self, module: nn.Module, opt: torch.optim.Optimizer) -> bool:
+        self.scaler.unscale_(opt)
+        params = [p for p in module.parameters() if p.grad is not None]
+        clip = self.cfg.train.grad_clip or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, clip) if params else torch.tensor(0.0)
+        return bool(torch.isfinite(norm))
+
+    def _skip(self, snapshot: dict, losses: dict) -> StepResult:
+        """Undo a non-finite step: no optimizer update, codebook buffers restored, counted."""
+        self.opt_g.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for k, v in self.codec.quantizer.named_buffers():
+                v.copy_(snapshot[k])
+        self.scaler.update()
+        self.skipped += 1
+        self.bad_in_row += 1
+        if self.bad_in_row >= self.cfg.train.max_bad_steps:
+            raise TrainingDiverged(
+                f"{self.bad_in_row} non-finite steps in a row at step {self.step} (last losses: "
+                f"{ {k: float(v) for k, v in losses.items()} }). Lower train.lr, enable loss.balancer or "
+                f"train.grad_clip, or check the data for NaN/inf; the last good checkpoint is in {self.run_dir}.")
+        return StepResult(self.step, {k: float(v) for k, v in losses.items()}, skipped=True)
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self, n_q: int | None = None) -> dict[str, float]:
+        """Mel distance, SI-SDR and per-level codebook usage/perplexity on the held-out clips."""
+        codec = self.ema if self.ema is not None else self.codec
+        codec.eval()
+        sr = self.cfg.data.sample_rate
+        mels, sdrs, codes = [], [], []
+        for wav in self.valid:
+            wav = wav.to(self.device)
+            out = codec(wav, n_q=n_q)
+            mels.append(float(mel_distance(out.recon, wav, sr)))
+            sdrs.append(float(si_sdr(out.recon, wav).mean()))
+            if out.codes is not None:
+                codes.append(out.codes[0])
+        result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs))}
+        if codes:
+            allc = torch.cat(codes, dim=-1)  # [n_q, frames]
+            k = self.cfg.model.quantizer.codebook_size
+            for level, c in enumerate(allc):
+                counts = torch.bincount(c, minlength=k).float()
+                p = counts / counts.sum()
+                result[f"usage_{level}"] = float((counts > 0).float().mean())
+                result[f"perplexity_{level}"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+        return result
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, steps: int | None = None, callback: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train until ``steps`` (default ``train.steps``); log, validate and checkpoint on schedule.
+
+        ``callback`` receives every log record (dicts with ``kind`` = ``train`` or ``val``), e.g. to draw a live
+        loss plot in a notebook. Returns the records of this call.
+        """
+        from tqdm.auto import tqdm
+
+        t = self.cfg.train
+        total = t.steps if steps is None else steps
+        records: list[dict] = []
+        if self.step >= total:
+            return records
+        loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=range(self.step, total),
+                                             num_workers=self.cfg.data.num_workers)
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress or self.rank != 0,
+                   desc="train", dynamic_ncols=True)
+        t0, running = time.time(), {}
+        for wav in loader:
+            res = self.train_step(wav)
+            bar.update(1)
+            for k, v in res.losses.items():
+                running.setdefault(k, []).append(v)
+            if self.step % t.log_every == 0 or self.step == total:
+                rec = {"kind": "train", "step": self.step, "time": time.time() - t0, "skipped": self.skipped,
+                       **{k: float(np.mean(v)) for k, v in running.items()}}
+                running = {}
+                records.append(self._log(rec, callback))
+                bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("mel", "commitment", "adversarial") if k in rec})
+            if self.step % t.val_every == 0 or self.step == total:
+                records.append(self._log({"kind": "val", "step": self.step, **self.validate()}, callback))
+            if self.step % t.ckpt_every == 0 or self.step == total:
+                self.save()
+        bar.close()
+        return records
+
+    def _log(self, rec: dict, callback: Callable[[dict], None] | None) -> dict:
+        if self.rank == 0:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        if callback is not None:
+            callback(rec)
+        return rec
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict:
+        extra = {"bad_in_row": self.bad_in_row, "skipped": self.skipped, "disc_loss_ema": self.disc_loss_ema,
+                 "active": self.active, "tied_n_q": self.tied_n_q,
+                 "balancer": self.balancer.state_dict() if self.balancer is not None else None,
+                 "scaler": self.scaler.state_dict()}
+        model = {"codec": self.codec.state_dict(), "discs": self.discs.state_dict()}
+        if self.ema is not None:
+            model["ema"] = self.ema.state_dict()
+        optim = {"g": self.opt_g.state_dict()}
+        if self.opt_d is not None:
+            optim["d"] = self.opt_d.state_dict()
+        return dict(config=self.cfg.to_dict(), step=self.step, model=model, optimizers=optim, extra=extra)
+
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Atomic checkpoint (rank 0 only); also trims nothing: the log is append-only."""
+        if self.rank != 0:
+            return None
+        return save_checkpoint(path or self.run_dir / "checkpoint.pt", **self.state())
+
+    def load(self, path: str | Path) -> None:
+        """Continue from a checkpoint: weights, optimizers, counters and RNG states; log lines past it dropped."""
+        state = load_checkpoint(path, expected_config=self.cfg.to_dict(), map_location=self.device)
+        self.codec.load_state_dict(state["model"]["codec"])
+        self.discs.load_state_dict(state["model"]["discs"])
+        if self.ema is not None and "ema" in state["model"]:
+            self.ema.load_state_dict(state["model"]["ema"])
+        self.opt_g.load_state_dict(state["optimizers"]["g"])
+        if self.opt_d is not None and "d" in state["optimizers"]:
+            self.opt_d.load_state_dict(state["optimizers"]["d"])
+        e = state["extra"]
+        self.step, self.bad_in_row, self.skipped = state["step"], e["bad_in_row"], e["skipped"]
+        self.disc_loss_ema, self.active, self.tied_n_q = dict(e["disc_loss_ema"]), list(e["active"]), e["tied_n_q"]
+        if self.balancer is not None and e.get("balancer"):
+            self.balancer.load_state_dict(e["balancer"])
+        self.scaler.load_state_dict(e["scaler"])
+        set_rng_state(state["rng"])
+        _truncate_log(self.log_path, self.step)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module):
+    """Temporarily set ``requires_grad=False`` on every parameter of ``module``."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after ``step`` (by a run that crashed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a run's ``log.jsonl``."""
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def load_codec(path: str | Path, device: str = "cpu", use_ema: bool = True):
+    """Rebuild a trained codec (and its config) from a checkpoint, in eval mode."""
+    state = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(state["config"])
+    codec = build_codec(cfg)
+    weights = state["model"].get("ema") if use_ema and "ema" in state["model"] else state["model"]["codec"]
+    codec.load_state_dict(weights)
+    return codec.to(device).eval(), cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train the codec (see module docstring).")
+    ap.add_argument("--preset", default="cpu", help="preset name in lib/presets or a YAML path")
+    ap.add_argument("--data", default="data/default", help="dataset folder (made by notebook 01)")
+    ap.add_argument("--run-dir", default=None, help="where checkpoints and logs go (default runs/<preset>)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. model.dim=32")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in run-dir")
+    args = ap.parse_args(argv)
+    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    cfg = load_config(args.preset, overrides)
+    run_dir = args.run_dir or f"runs/{cfg.name}"
+    trainer = Trainer(cfg, args.data, run_dir, resume=not args.fresh)
+    trainer.fit()
+    if trainer.rank == 0:
+        print(json.dumps(trainer.validate(), indent=1))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

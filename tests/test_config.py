@@ -1,0 +1,56 @@
+"""Config loading, overrides and validation errors."""
+import pytest
+
+from lib.config import ConfigError, config_from_dict, list_presets, load_config
+
+
+def test_presets_load_and_have_the_promised_bitrates():
+    assert {"tiny", "cpu", "paper"} <= set(list_presets())
+    cpu = load_config("cpu")
+    assert cpu.data.sample_rate == 24000 and cpu.hop_length == 320 and cpu.frame_rate == 75.0
+    assert cpu.model.quantizer.n_q == 8 and cpu.model.quantizer.codebook_size == 1024
+    assert cpu.bitrate() == 8 * 10 * 75 == 6000
+    assert cpu.bitrate(2) == 1500
+    paper = load_config("paper")
+    assert paper.bitrate() == 24000 and paper.model.n_filters == 32
+    tiny = load_config("tiny")
+    assert tiny.name == "tiny" and tiny.model.n_filters < cpu.model.n_filters
+
+
+def test_overrides_dotted_strings_and_nested_dicts():
+    a = load_config("tiny", ["model.quantizer.n_q=2", "train.discriminators=[period]", "loss.balancer=true"])
+    assert a.model.quantizer.n_q == 2 and a.train.discriminators == ["period"] and a.loss.balancer is True
+    b = load_config("tiny", {"model": {"dim": 24}, "train.steps": 7})
+    assert b.model.dim == 24 and b.train.steps == 7
+    # round trip through a plain dict (what checkpoints store)
+    assert config_from_dict(b.to_dict()) == b
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["model.foo=1"], "unknown key(s) model.foo"),
+    (["model.quantizer.codebok_size=8"], "model.quantizer.codebok_size"),
+    (["model.hop_length=300"], "model.hop_length=300 but model.ratios"),
+    (["model.quantizer.som=true", "model.quantizer.som_shape=[7, 9]"], "som_shape=[7, 9] does not hold"),
+    (["model.dim=abc"], "model.dim: expected an integer"),
+    (["model.block=transformer"], "model.block: 'transformer' is not one of"),
+    (["train.discriminators=[stft, mpd]"], "train.discriminators: 'mpd'"),
+    (["model.quantizer.codebook_dim=999"], "codebook_dim=999"),
+    (["data.segment_seconds=0.001"], "shorter than one frame"),
+    (["model.quantizer.decay=1.5"], "decay must be in (0, 1)"),
+])
+def test_bad_values_name_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides)
+    assert fragment in str(e.value)
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(ConfigError, match="known presets: .*cpu"):
+        load_config("no-such-preset")
+
+
+def test_preset_from_yaml_path_with_base(tmp_path):
+    p = tmp_path / "mine.yml"
+    p.write_text("base: tiny\nmodel:\n  quantizer:\n    n_q: 3\n")
+    cfg = load_config(p)
+    assert cfg.name == "mine" and cfg.model.quantizer.n_q == 3 and cfg.model.n_filters == 4
