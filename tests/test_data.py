@@ -1,0 +1,362 @@
+"""Tests of lib.data: manifests, bad-file handling, stable splits, AudioFolder crops, corpus and conversion."""
+import csv
+import json
+import os
+import struct
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import lib.data as data
+from lib.audio import AudioError, check_audio
+from lib.data import (AudioFolder, ManifestEntry, SkippedFileWarning, build_default_corpus, build_manifest,
+                      collate_segments, convert_folder, format_report, manifest_table, pick_examples, read_manifest,
+                      scan_folder, split_of, summarize_manifest)
+
+SR = 8000
+
+
+def write_tone(path, seconds: float, sample_rate: int = SR, channels: int = 1, freq: float = 440.0):
+    """A sine file; different `freq` values make files distinguishable. Returns `[C, T]` float32 samples."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    x = np.stack([0.5 * np.sin(2 * np.pi * freq * (c + 1) * t) for c in range(channels)]).astype(np.float32)
+    sf.write(str(path), x.T, sample_rate, subtype="FLOAT" if path.suffix == ".wav" else None)
+    return x
+
+
+def wav_bytes(channels: int, frames: int, sample_rate: int = SR) -> bytes:
+    """A hand-made 16-bit PCM RIFF/WAVE file (lets us declare 0 channels, which no writer allows)."""
+    block = max(channels, 1) * 2
+    fmt = struct.pack("<HHIIHH", 1, channels, sample_rate, sample_rate * block, block, 16)
+    payload = b"\x01\x00" * frames * max(channels, 1)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def make_bad_file(folder, kind: str):
+    """Write one unusable file of `kind` into folder; return its path."""
+    rng = np.random.default_rng(1)
+    if kind == "corrupt":
+        path = folder / "corrupt.wav"
+        path.write_bytes(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    elif kind == "corrupt_flac":  # a valid header followed by half the stream
+        good = folder / "tmp.flac"
+        sf.write(str(good), rng.standard_normal(SR) * 0.1, SR)
+        path = folder / "truncated.flac"
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        good.unlink()
+    elif kind == "empty":
+        path = folder / "empty.wav"
+        path.write_bytes(b"")
+    elif kind == "empty_header":
+        path = folder / "header_only.wav"
+        path.write_bytes(wav_bytes(channels=1, frames=0))
+    elif kind == "zero_channels":
+        path = folder / "zero_channels.wav"
+        path.write_bytes(wav_bytes(channels=0, frames=100))
+    elif kind in ("nan", "inf"):
+        path = folder / f"{kind}.wav"
+        x = np.full(SR // 4, 0.1, dtype=np.float32)
+        x[100] = np.nan if kind == "nan" else np.inf
+        sf.write(str(path), x, SR, subtype="FLOAT")
+    elif kind == "silent":
+        path = folder / "silent.wav"
+        sf.write(str(path), np.zeros(SR // 4, dtype=np.float32), SR)
+    elif kind == "unsupported":
+        path = folder / "song.m4a"  # an audio extension libsndfile has no decoder for
+        path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(200))
+    else:
+        raise ValueError(kind)
+    return path
+
+
+BAD_KINDS = {"corrupt": "corrupt", "corrupt_flac": "corrupt", "empty": "empty", "empty_header": "empty",
+             "zero_channels": "zero_channels", "nan": "nan_or_inf", "inf": "nan_or_inf", "silent": "silent",
+             "unsupported": "unsupported_format"}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_KINDS))
+def test_bad_file_is_skipped_with_its_reason(tmp_path, kind):
+    write_tone(tmp_path / "good.wav", 0.5)
+    bad = make_bad_file(tmp_path, kind)
+    with pytest.raises(AudioError) as info:
+        check_audio(bad)
+    assert info.value.reason == BAD_KINDS[kind]
+    with pytest.warns(SkippedFileWarning, match=bad.name):
+        entries = build_manifest(tmp_path, progress=False)
+    status = {e.path: e.status for e in entries}
+    assert status == {"good.wav": "ok", bad.name: BAD_KINDS[kind]}
+    with pytest.raises(ValueError, match="no usable files"):  # the bad file is never served
+        AudioFolder(tmp_path, split="all", manifest=[e for e in entries if not e.ok])
+
+
+def test_non_audio_files_and_hidden_files_are_ignored(tmp_path):
+    write_tone(tmp_path / "a.wav", 0.2)
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "._a.wav").write_bytes(b"apple double")
+    write_tone(tmp_path / ".hidden" / "b.wav", 0.2)
+    assert [p.name for p in scan_folder(tmp_path)] == ["a.wav"]
+
+
+def test_empty_or_unusable_folder_raises_naming_it(tmp_path):
+    empty = tmp_path / "my_empty_folder"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no audio files in folder .*my_empty_folder"):
+        build_manifest(empty, progress=False)
+    bad_only = tmp_path / "all_bad"
+    bad_only.mkdir()
+    make_bad_file(bad_only, "silent")
+    make_bad_file(bad_only, "corrupt")
+    with pytest.warns(SkippedFileWarning), pytest.raises(ValueError, match="no usable audio in folder .*all_bad"):
+        build_manifest(bad_only, progress=False)
+    with pytest.raises(ValueError, match="does not exist"):
+        scan_folder(tmp_path / "nope")
+
+
+def test_manifest_csv_columns_and_values(tmp_path):
+    write_tone(tmp_path / "sub" / "x.flac", 0.75, sample_rate=16000, channels=2)
+    build_manifest(tmp_path, progress=False)
+    with open(tmp_path / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1
+    row = rows[0]
+    assert {"path", "duration", "sample_rate", "channels", "split", "status"} <= set(row)
+    assert row["path"] == "sub/x.flac" and row["status"] == "ok"
+    assert float(row["duration"]) == pytest.approx(0.75) and int(row["sample_rate"]) == 16000
+    assert int(row["channels"]) == 2 and row["split"] == split_of("sub/x.flac")
+    assert read_manifest(tmp_path / "manifest.csv")[0].frames == 12000
+
+
+def test_split_of_is_stable_and_follows_fractions():
+    names = [f"speaker{i % 7}/clip_{i:05d}.wav" for i in range(4000)]
+    splits = [split_of(n) for n in names]
+    assert splits == [split_of(n) for n in names]
+    counts = Counter(splits)
+    assert abs(counts["train"] / 4000 - 0.9) < 0.02 and abs(counts["valid"] / 4000 - 0.05) < 0.015
+    assert {split_of(n, (0.5, 0.5, 0.0)) for n in names} == {"train", "valid"}  # zero fraction: never chosen
+    assert split_of("a\\b.wav") == split_of("a/b.wav")  # same split on Windows paths
+    with pytest.raises(ValueError, match="fractions"):
+        split_of("a.wav", (0.9, 0.2, 0.1))
+
+
+def test_adding_files_never_reshuffles_existing_ones(tmp_path):
+    for i in range(30):
+        write_tone(tmp_path / f"clip_{i:02d}.wav", 0.05, freq=200 + 10 * i)
+    before = {e.path: e.split for e in build_manifest(tmp_path, fractions=(0.6, 0.2, 0.2), progress=False)}
+    assert len(set(before.values())) == 3
+    for i in range(30, 60):
+        write_tone(tmp_path / "more" / f"clip_{i:02d}.wav", 0.05, freq=200 + 10 * i)
+    after = {e.path: e.split for e in build_manifest(tmp_path, fractions=(0.6, 0.2, 0.2), progress=False)}
+    assert len(after) == 60
+    assert {p: after[p] for p in before} == before
+
+
+def test_manifest_is_reused_and_only_changed_files_rechecked(tmp_path, monkeypatch):
+    for i in range(5):
+        write_tone(tmp_path / f"c{i}.wav", 0.1)
+    first = build_manifest(tmp_path, progress=False)
+    checked = []
+    real_check = data.check_audio
+    monkeypatch.setattr(data, "check_audio", lambda path, **kw: checked.append(path.name) or real_check(path, **kw))
+    assert build_manifest(tmp_path, progress=False) == first
+    assert checked == []
+    write_tone(tmp_path / "c1.wav", 0.3)  # changed size
+    os.utime(tmp_path / "c1.wav", ns=(1, 1))  # and mtime
+    write_tone(tmp_path / "new.wav", 0.2)
+    (tmp_path / "c4.wav").unlink()
+    entries = build_manifest(tmp_path, progress=False)
+    assert sorted(checked) == ["c1.wav", "new.wav"]
+    by_path = {e.path: e for e in entries}
+    assert "c4.wav" not in by_path and by_path["c1.wav"].duration == pytest.approx(0.3)
+
+
+def test_unwritable_manifest_only_warns(tmp_path, monkeypatch):
+    write_tone(tmp_path / "a.wav", 0.2)
+
+    def refuse(path, entries):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(data, "write_manifest", refuse)
+    with pytest.warns(UserWarning, match="could not write manifest"):
+        entries = build_manifest(tmp_path, progress=False)
+    assert [e.path for e in entries] == ["a.wav"] and not (tmp_path / "manifest.csv").exists()
+
+
+def test_summary_and_table(tmp_path):
+    write_tone(tmp_path / "a.wav", 1.0)
+    write_tone(tmp_path / "b.wav", 3.0)
+    make_bad_file(tmp_path, "silent")
+    with pytest.warns(SkippedFileWarning):
+        entries = build_manifest(tmp_path, fractions=(1.0, 0.0, 0.0), progress=False)
+    summary = summarize_manifest(entries)
+    assert summary["train"]["files"] == 2 and summary["train"]["seconds"] == pytest.approx(4.0)
+    assert summary["train"]["mean"] == pytest.approx(2.0) and summary["skipped"] == {"silent": 1}
+    table = manifest_table(entries)
+    assert "train" in table and "0.07" in table and "silent" in table  # 4 s = 0.07 minutes
+
+
+def test_pick_examples_round_robins_over_folders():
+    entries = [ManifestEntry(f"{folder}/{i}.wav", "ok", "train", duration=d)
+               for folder in ("music", "speech") for i, d in enumerate([0.5, 2.0, 3.0, 4.0])]
+    entries.append(ManifestEntry("music/bad.wav", "corrupt", "train"))
+    picked = pick_examples(entries, 3)
+    assert len(picked) == 3 and {p.path.split("/")[0] for p in picked[:2]} == {"music", "speech"}
+    assert all(p.ok and p.duration >= 1.0 for p in picked)
+    assert pick_examples(entries, 3) == picked
+    assert len(pick_examples(entries, 50)) == 6  # only the usable clips of at least 1 s
+
+
+def one_split_folder(tmp_path, seconds_by_name):
+    """Files of given lengths, all in the train split. Returns (entries, {name: samples [1, T]})."""
+    samples = {name: write_tone(tmp_path / name, s, freq=100 + 50 * i)
+               for i, (name, s) in enumerate(seconds_by_name.items())}
+    entries = build_manifest(tmp_path, fractions=(1.0, 0.0, 0.0), progress=False)
+    return entries, {name: torch.from_numpy(x) for name, x in samples.items()}
+
+
+def test_crops_pad_short_keep_exact_and_slice_long_clips(tmp_path):
+    entries, samples = one_split_folder(tmp_path, {"long.wav": 2.5, "exact.wav": 1.0, "short.wav": 0.3})
+    ds = AudioFolder(tmp_path, "train", sample_rate=SR, segment_seconds=1.0, manifest=entries)
+    assert len(ds) == 3 and ds.segment_samples == SR
+    items = {e.path: ds[i] for i, e in enumerate(ds.entries)}
+    assert all(x.shape == (1, SR) and x.dtype == torch.float32 for x in items.values())
+    assert torch.allclose(items["exact.wav"], samples["exact.wav"])  # kept whole, not dropped or shifted
+    short = samples["short.wav"].shape[-1]
+    assert torch.allclose(items["short.wav"][:, :short], samples["short.wav"])
+    assert items["short.wav"][:, short:].abs().max() == 0
+    long_clip = samples["long.wav"][0]
+    crop = items["long.wav"][0]
+    candidates = torch.nonzero((long_clip[:long_clip.numel() - SR + 1] - crop[0]).abs() < 1e-6).flatten().tolist()
+    assert any(torch.allclose(long_clip[s:s + SR], crop, atol=1e-6) for s in candidates)  # a contiguous window
+
+
+def test_crops_are_random_but_seeded(tmp_path):
+    entries, _ = one_split_folder(tmp_path, {"long.wav": 3.0})
+
+    def crops(seed):
+        ds = AudioFolder(tmp_path, "train", sample_rate=SR, segment_samples=800, manifest=entries, seed=seed)
+        return torch.stack([ds[0] for _ in range(6)])
+
+    assert torch.equal(crops(0), crops(0))
+    first = crops(0)
+    assert not all(torch.equal(first[0], first[i]) for i in range(1, 6))
+    assert not torch.equal(first, crops(1))
+
+
+def test_eval_returns_whole_resampled_clips_and_collate_pads(tmp_path):
+    entries, _ = one_split_folder(tmp_path, {"a.wav": 0.5, "b.wav": 0.25})
+    ds = AudioFolder(tmp_path, "train", sample_rate=SR // 2, manifest=entries)
+    clips = [ds[i] for i in range(len(ds))]
+    assert [c.shape for c in clips] == [(1, 2000), (1, 1000)]
+    batch, lengths = collate_segments(clips)
+    assert batch.shape == (2, 1, 2000) and lengths.tolist() == [2000, 1000]
+    assert torch.equal(batch[1, :, :1000], clips[1]) and batch[1, :, 1000:].abs().max() == 0
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_segments)
+    assert next(iter(loader))[0].shape == (2, 1, 2000)
+
+
+def test_audiofolder_arguments_and_empty_split(tmp_path):
+    entries, _ = one_split_folder(tmp_path, {"a.wav": 0.5})
+    with pytest.raises(ValueError, match="split 'test'.*no usable files"):
+        AudioFolder(tmp_path, "test", manifest=entries)
+    with pytest.raises(ValueError, match="split must be"):
+        AudioFolder(tmp_path, "training", manifest=entries)
+    with pytest.raises(ValueError, match="not both"):
+        AudioFolder(tmp_path, segment_seconds=1.0, segment_samples=10, manifest=entries)
+    stereo = AudioFolder(tmp_path, "train", sample_rate=SR, mono=False, manifest=entries)
+    assert stereo[0].shape == (1, SR // 2)
+    # manifest=None builds (and then reuses) root/manifest.csv
+    assert len(AudioFolder(tmp_path, "all", sample_rate=SR)) == 1 and (tmp_path / "manifest.csv").is_file()
+
+
+def corpus_files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.wav"))
+
+
+def test_synthetic_corpus_is_deterministic_and_usable(tmp_path):
+    report = build_default_corpus(tmp_path / "a", sample_rate=16000, minutes=0.25, seed=3, sources="synthetic",
+                                  progress=False)
+    assert report["sources"].keys() == {"synthetic"} and not report["reused"]
+    assert 0.25 <= report["minutes_total"] < 0.25 + 8 / 60
+    kinds = {f["origin"] for f in report["files"]}
+    assert {"melody", "chords", "chirps"} <= kinds
+    assert json.loads((tmp_path / "a" / "corpus.json").read_text())["minutes_total"] == report["minutes_total"]
+    again = build_default_corpus(tmp_path / "b", sample_rate=16000, minutes=0.25, seed=3, sources="synthetic",
+                                 progress=False)
+    assert corpus_files(tmp_path / "a") == corpus_files(tmp_path / "b")
+    for rel in corpus_files(tmp_path / "a"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    entries = build_manifest(tmp_path / "a", progress=False)
+    assert all(e.ok and e.sample_rate == 16000 and e.channels == 1 for e in entries)
+    assert sum(e.duration for e in entries) / 60 == pytest.approx(again["minutes_total"], abs=1e-3)
+
+
+def test_corpus_is_reused_and_rebuilt_when_the_request_changes(tmp_path):
+    first = build_default_corpus(tmp_path, sample_rate=8000, minutes=0.1, sources="synthetic", progress=False)
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.wav")}
+    second = build_default_corpus(tmp_path, sample_rate=8000, minutes=0.1, sources="synthetic", progress=False)
+    assert second["reused"] and second["files"] == first["files"]
+    assert stamp == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.wav")}
+    assert "synthetic" in format_report(second) and "reused" in format_report(second)
+    (tmp_path / "mine.wav").write_bytes(b"user file")  # not listed in corpus.json: must survive a rebuild
+    third = build_default_corpus(tmp_path, sample_rate=8000, minutes=0.1, seed=1, sources="synthetic",
+                                 progress=False)
+    assert not third["reused"] and (tmp_path / "mine.wav").exists()
+    assert set(corpus_files(tmp_path)) == {f["path"] for f in third["files"]} | {"mine.wav"}
+
+
+def test_auto_corpus_falls_back_to_synthetic_without_debian_packages(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SONIC_PI_DIR", tmp_path / "no_sonic_pi")
+    monkeypatch.setattr(data, "ALSA_SOUNDS_DIR", tmp_path / "no_alsa")
+    monkeypatch.setattr(data, "ESPEAK_BINARY", "espeak-ng-not-installed")
+    report = build_default_corpus(tmp_path / "out", sample_rate=8000, minutes=0.1, progress=False)
+    assert list(report["sources"]) == ["synthetic"] and report["sources"]["synthetic"]["minutes"] >= 0.1
+    with pytest.raises(ValueError, match="not available"):
+        build_default_corpus(tmp_path / "out2", minutes=0.1, sources=["espeak"], progress=False)
+
+
+@pytest.mark.skipif(not all(data.available_sources()[s] for s in ("espeak", "sonic_pi", "alsa")),
+                    reason="espeak-ng, sonic-pi-samples or alsa-utils not installed")
+def test_default_corpus_with_real_sources(tmp_path):
+    report = build_default_corpus(tmp_path, sample_rate=24000, minutes=1.0, progress=False)
+    minutes = {name: s["minutes"] for name, s in report["sources"].items()}
+    assert minutes["sonic_pi"] > 0.1 and minutes["espeak"] > 0.1 and minutes["alsa"] > 0
+    assert minutes["synthetic"] == 0  # the real sources filled the request
+    assert sum(minutes.values()) == pytest.approx(report["minutes_total"], abs=0.01)
+    assert report["minutes_total"] >= 1.0
+    voices = {f["origin"].split(":")[0] for f in report["files"] if f["source"] == "espeak"}
+    assert len(voices) >= 2
+    entries = build_manifest(tmp_path, progress=False)
+    assert all(e.ok and e.sample_rate == 24000 and e.channels == 1 for e in entries)
+    assert build_default_corpus(tmp_path, sample_rate=24000, minutes=1.0, progress=False)["reused"]
+
+
+def test_convert_folder_mirrors_resamples_and_skips(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write_tone(src / "x" / "song.flac", 0.5, sample_rate=44100, channels=2)
+    write_tone(src / "x" / "song.wav", 0.25, sample_rate=16000)
+    sf.write(str(src / "speech.ogg"), 0.3 * np.sin(np.arange(22050) / 5.0), 22050)
+    make_bad_file(src, "corrupt")
+    make_bad_file(src, "unsupported")
+    make_bad_file(src, "silent")
+    with pytest.warns(SkippedFileWarning):
+        report = convert_folder(src, dst, sample_rate=SR, progress=False)
+    assert report["converted"] == 3
+    assert report["skipped"] == {"corrupt.wav": "corrupt", "song.m4a": "unsupported_format", "silent.wav": "silent"}
+    assert corpus_files(dst) == ["speech.wav", "x/song.wav", "x/song_wav.wav"]
+    info = sf.info(str(dst / "x" / "song.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (SR, 1, SR // 2)
+    assert report["minutes"] == pytest.approx((0.5 + 0.25 + 1.0) / 60, abs=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFileWarning)
+        again = convert_folder(src, dst, sample_rate=SR, progress=False)
+    assert again["converted"] == 0 and again["up_to_date"] == 3
+    assert json.loads((dst / "convert.json").read_text())["up_to_date"] == 3
+    assert "skipped song.m4a: unsupported_format" in format_report(report)
+    with pytest.raises(ValueError, match="inside"):
+        convert_folder(src, src / "out", progress=False)
