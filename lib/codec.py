@@ -1,0 +1,467 @@
+"""The codec: a causal SEANet encoder, a quantizer on its latent frames, and a mirrored SEANet decoder.
+
+Shapes: audio ``[B, C, T]`` (C = 1 for mono), latents ``[B, D, F]`` with ``F = ceil(T / hop)`` and
+``hop = prod(ratios)``, codes ``[B, n_q, F]`` (int64).
+
+Every layer is causal per sample (see :mod:`lib.conv`), so by default the whole codec is too: a change of the input
+at sample ``t`` changes no reconstructed sample before ``t``. The price is that latent frame ``f`` has seen the input
+only up to sample ``f * hop``, so the decoder has to *extrapolate* the ``hop - 1`` samples that follow.
+``Codec(..., frame_lookahead=True)`` instead lets frame ``f`` see its own ``hop`` samples (the usual SoundStream /
+EnCodec framing, an algorithmic latency of one frame): then the reconstruction before ``t`` is unchanged only up to
+the start of the frame holding ``t``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
+
+__all__ = ["ACTIVATIONS", "Snake", "make_activation", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
+           "CodecOutput", "Codec"]
+
+ACTIVATIONS = ("elu", "leaky_relu", "gelu", "snake")
+BLOCKS = ("conv", "multires")
+UPSAMPLERS = ("transposed", "wavelet")
+
+
+# --------------------------------------------------------------------------------------------------- activations
+
+class Snake(nn.Module):
+    """Snake activation ``x + sin^2(alpha * x) / alpha`` with one learnable ``alpha`` per channel (``[B, C, T]``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The small epsilon keeps 1/alpha finite should an alpha be driven to zero.
+        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
+
+
+def make_activation(name: str, channels: int) -> nn.Module:
+    """The activation called ``name`` (one of :data:`ACTIVATIONS`) for ``channels`` channels."""
+    if name == "elu":
+        return nn.ELU(alpha=1.0)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.1)
+    if name == "gelu":
+        return nn.GELU()
+    if name == "snake":
+        return Snake(channels)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+# --------------------------------------------------------------------------------------------------- blocks
+
+class ResidualUnit(nn.Module):
+    """SEANet residual unit ``x + conv1x1(act(conv_k,d(act(x))))``, ``[B, C, T] -> [B, C, T]``.
+
+    The dilated conv narrows to ``channels // compress`` channels and the 1x1 conv widens back.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, dilation: int = 1, activation: str = "elu",
+                 compress: int = 2):
+        super().__init__()
+        hidden = max(channels // compress, 1)
+        self.block = StreamingSequential(
+            make_activation(activation, channels),
+            CausalConv1d(channels, hidden, kernel_size, dilation=dilation),
+            make_activation(activation, hidden),
+            CausalConv1d(hidden, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T] -> [B, C, T]``."""
+        return x + self.block(x)
+
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        """Streaming ``forward``: the block has stride 1, so it returns as many samples as it gets."""
+        return x + self.block.stream(x)
+
+    def reset_stream(self) -> None:
+        reset_streams(self)
+
+
+def _residual_blocks(channels: int, dilations: Sequence[int], kernel_size: int, activation: str, block: str,
+                     compress: int) -> list[nn.Module]:
+    """The residual part of one SEANet stage at ``channels`` channels."""
+    if block == "multires":
+        # Imported here so that the plain model never depends on the research module.
+        from .multires import MultiresResidualBlock
+
+        return [MultiresResidualBlock(channels, activation=activation, compress=compress)]
+    return [ResidualUnit(channels, kernel_size, d, activation, compress) for d in dilations]
+
+
+def _upsampler(in_ch: int, out_ch: int, stride: int, kind: str) -> nn.Module:
+    """``[B, in_ch, T] -> [B, out_ch, T * stride]``: a causal transposed conv (k = 2 * stride) or a wavelet one."""
+    if kind == "wavelet":
+        from .multires import WaveletUpsampler
+
+        return WaveletUpsampler(in_ch, out_ch, stride)
+    return CausalConvTranspose1d(in_ch, out_ch, kernel_size=2 * stride, stride=stride)
+
+
+def _check_seanet_args(channels: int, dim: int, n_filters: int, ratios: Sequence[int], dilations: Sequence[int],
+                       kernel_size: int, residual_kernel_size: int, last_kernel_size: int, activation: str,
+                       block: str, compress: int) -> None:
+    for name, value in (("channels", channels), ("dim", dim), ("n_filters", n_filters),
+                        ("kernel_size", kernel_size), ("residual_kernel_size", residual_kernel_size),
+                        ("last_kernel_size", last_kernel_size), ("compress", compress)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if len(ratios) == 0 or any(not isinstance(r, int) or r < 1 for r in ratios):
+        raise ValueError(f"ratios must be a non-empty sequence of positive integers, got {ratios!r}")
+    if any(not isinstance(d, int) or d < 1 for d in dilations):
+        raise ValueError(f"dilations must be positive integers, got {dilations!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+
+
+# --------------------------------------------------------------------------------------------------- encoder / decoder
+
+class SEANetEncoder(nn.Module):
+    """Causal SEANet encoder ``[B, channels, T] -> [B, dim, ceil(T / hop)]``, ``hop = prod(ratios)``.
+
+    Input conv (``kernel_size``) to ``n_filters``; then per ratio, in the order given: residual units with
+    ``dilations``, activation, strided conv (k = 2 * ratio) doubling the channels; then activation and a conv
+    (``last_kernel_size``) to ``dim``. Latent frame ``f`` depends only on input samples ``<= f * hop``.
+    """
+
+    def __init__(self, channels: int = 1, dim: int = 128, n_filters: int = 32, ratios: Sequence[int] = (2, 4, 5, 8),
+                 dilations: Sequence[int] = (1, 3, 9), kernel_size: int = 7, residual_kernel_size: int = 3,
+                 last_kernel_size: int = 7, activation: str = "elu", block: str = "conv", compress: int = 2):
+        super().__init__()
+        ratios, dilations = tuple(ratios), tuple(dilations)
+        _check_seanet_args(channels, dim, n_filters, ratios, dilations, kernel_size, residual_kernel_size,
+                           last_kernel_size, activation, block, compress)
+        self.channels, self.dim, self.ratios = channels, dim, ratios
+        self.hop_length = math.prod(ratios)
+
+        width = n_filters
+        layers: list[nn.Module] = [CausalConv1d(channels, width, kernel_size)]
+        for ratio in ratios:
+            layers += _residual_blocks(width, dilations, residual_kernel_size, activation, block, compress)
+            layers += [make_activation(activation, width), CausalConv1d(width, 2 * width, 2 * ratio, stride=ratio)]
+            width *= 2
+        layers += [make_activation(activation, width), CausalConv1d(width, dim, last_kernel_size)]
+        self.layers = StreamingSequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, channels, T] -> [B, dim, ceil(T / hop)]``."""
+        return self.layers(x)
+
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        """Next audio chunk ``[B, channels, T]`` -> the latent frames it completes ``[B, dim, n]``."""
+        return self.layers.stream(x)
+
+    def reset_stream(self) -> None:
+        reset_streams(self)
+
+
+class SEANetDecoder(nn.Module):
+    """Causal SEANet decoder ``[B, dim, F] -> [B, channels, F * hop]``, the mirror of :class:`SEANetEncoder`.
+
+    Input conv (``kernel_size``) from ``dim`` to ``n_filters * 2 ** len(ratios)``; then per ratio, in *reversed*
+    order (pass the encoder's ratios), one stage: activation, upsampler (causal transposed conv k = 2 * ratio, or
+    ``lib.multires.WaveletUpsampler`` with ``upsampler="wavelet"``) halving the channels, residual units; then
+    activation and a conv (``last_kernel_size``) to ``channels``. Output sample ``n`` depends only on latent
+    frames ``<= n // hop``.
+    """
+
+    def __init__(self, channels: int = 1, dim: int = 128, n_filters: int = 32, ratios: Sequence[int] = (2, 4, 5, 8),
+                 dilations: Sequence[int] = (1, 3, 9), kernel_size: int = 7, residual_kernel_size: int = 3,
+                 last_kernel_size: int = 7, activation: str = "elu", block: str = "conv", compress: int = 2,
+                 upsampler: str = "transposed"):
+        super().__init__()
+        ratios, dilations = tuple(ratios), tuple(dilations)
+        _check_seanet_args(channels, dim, n_filters, ratios, dilations, kernel_size, residual_kernel_size,
+                           last_kernel_size, activation, block, compress)
+        if upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
+        self.channels, self.dim, self.ratios = channels, dim, ratios
+        self.hop_length = math.prod(ratios)
+
+        width = n_filters * 2 ** len(ratios)
+        self.input = StreamingSequential(CausalConv1d(dim, width, kernel_size))
+        stages = []
+        for ratio in reversed(ratios):
+            layers = [make_activation(activation, width), _upsampler(width, width // 2, ratio, upsampler)]
+            width //= 2
+            layers += _residual_blocks(width, dilations, residual_kernel_size, activation, block, compress)
+            stages.append(StreamingSequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        self.output = StreamingSequential(make_activation(activation, width),
+                                          CausalConv1d(width, channels, last_kernel_size))
+
+    def forward(self, z: torch.Tensor, return_stages: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """``[B, dim, F] -> [B, channels, F * hop]``.
+
+        With ``return_stages`` also returns the output of every upsampling stage (upsampler + its residual
+        blocks), coarsest first: a list of ``[B, C_i, F * r_1 * ... * r_i]`` (``r`` in decoder order).
+        """
+        x = self.input(z)
+        stages = []
+        for stage in self.stages:
+            x = stage(x)
+            stages.append(x)
+        y = self.output(x)
+        return (y, stages) if return_stages else y
+
+    def stream(self, z: torch.Tensor) -> torch.Tensor:
+        """Next latent frames ``[B, dim, F]`` -> the ``F * hop`` samples now final ``[B, channels, F * hop]``."""
+        x = self.input.stream(z)
+        for stage in self.stages:
+            x = stage.stream(x)
+        return self.output.stream(x)
+
+    def reset_stream(self) -> None:
+        reset_streams(self)
+
+
+# --------------------------------------------------------------------------------------------------- codec
+
+@dataclass
+class CodecOutput:
+    """What :meth:`Codec.forward` returns.
+
+    ``recon`` ``[B, C, T]`` (trimmed to the input length); ``codes`` ``[B, n_q, F]`` (None when continuous);
+    ``commit_loss`` scalar; ``stats`` the quantizer's per-level dicts; ``n_q`` quantizers used: an int, or a
+    LongTensor ``[B]`` of per-item levels under quantizer dropout (0 when continuous);
+    ``latents`` ``[B, D, F]`` what entered the quantizer; ``stages`` the decoder's stage outputs when asked.
+    """
+
+    recon: torch.Tensor
+    codes: torch.Tensor | None
+    commit_loss: torch.Tensor
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    n_q: int | torch.Tensor = 0
+    latents: torch.Tensor | None = None
+    stages: list[torch.Tensor] | None = None
+
+
+class Codec(nn.Module):
+    """Encoder -> (bottleneck) -> quantizer -> decoder, on audio ``[B, C, T]`` of any length.
+
+    Args:
+        encoder: ``[B, C, T] -> [B, D, F]`` with attributes ``channels``, ``dim``, ``hop_length`` (a SEANetEncoder).
+        quantizer: a residual VQ (``forward(x, n_q)``, ``encode(x, n_q)``, ``decode(codes)``, ``n_q``,
+            ``codebook_size``); may be None when ``continuous``.
+        decoder: ``[B, D, F] -> [B, C, F * hop]`` with the same ``channels``, ``dim``, ``hop_length``.
+        sample_rate: audio sample rate in Hz.
+        bottleneck: optional ``[B, D, F] -> [B, D, F]`` module applied before the quantizer.
+        continuous: skip the quantizer. The model is then an autoencoder, *not a codec*: it has no codes and no
+            bitrate; ``encode`` returns the latents ``[B, D, F]`` and ``decode`` takes them.
+        frame_lookahead: let latent frame ``f`` see its own ``hop`` input samples (one frame of algorithmic
+            latency, as in SoundStream/EnCodec) instead of only samples ``<= f * hop`` (see the module docstring).
+
+    Inputs are padded on the right with zeros to a multiple of ``hop_length``; outputs are trimmed back.
+    """
+
+    def __init__(self, encoder: nn.Module, quantizer: nn.Module | None, decoder: nn.Module, sample_rate: int,
+                 bottleneck: nn.Module | None = None, continuous: bool = False, frame_lookahead: bool = False):
+        super().__init__()
+        for name, module in (("encoder", encoder), ("decoder", decoder)):
+            missing = [a for a in ("channels", "dim", "hop_length") if not hasattr(module, a)]
+            if missing:
+                raise ValueError(f"{name} lacks the attribute(s) {missing} the codec needs")
+        for attr in ("channels", "dim", "hop_length"):
+            if getattr(encoder, attr) != getattr(decoder, attr):
+                raise ValueError(f"encoder.{attr}={getattr(encoder, attr)} but decoder.{attr}="
+                                 f"{getattr(decoder, attr)}; they must match")
+        if not continuous:
+            if quantizer is None:
+                raise ValueError("quantizer is None; pass a quantizer or continuous=True")
+            q_dim = getattr(quantizer, "dim", encoder.dim)
+            if q_dim != encoder.dim:
+                raise ValueError(f"quantizer.dim={q_dim} but encoder.dim={encoder.dim}; they must match")
+        if not isinstance(sample_rate, (int, float)) or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive number, got {sample_rate!r}")
+        self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.bottleneck = bottleneck
+        self.sample_rate = sample_rate
+        self.continuous = continuous
+        self.frame_lookahead = frame_lookahead
+        self._reset_own_stream()
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per latent frame (the product of the ratios)."""
+        return int(self.encoder.hop_length)
+
+    @property
+    def frame_rate(self) -> float:
+        """Latent frames per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def channels(self) -> int:
+        return int(self.encoder.channels)
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    def bitrate(self, n_q: int | None = None) -> float:
+        """Bits per second with ``n_q`` quantizers (all by default): ``n_q * log2(codebook_size) * frame_rate``."""
+        if self.continuous:
+            raise ValueError("continuous=True: this model is not a codec and has no bitrate")
+        n_q = self._check_n_q(n_q)
+        return n_q * math.log2(self.quantizer.codebook_size) * self.frame_rate
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters (weight-norm magnitude and direction counted separately)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ---------------------------------------------------------------- offline
+
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, return_stages: bool = False) -> CodecOutput:
+        """Training forward ``[B, C, T] -> CodecOutput`` (recon ``[B, C, T]``).
+
+        ``n_q=None`` lets the quantizer choose (quantizer dropout in training mode, all levels in eval).
+        """
+        self._check_wav(wav)
+        if n_q is not None:
+            self._check_n_q(n_q)
+        z = self._latents(wav)
+        if self.continuous:
+            quantized, codes, commit_loss, stats, n_used = z, None, z.new_zeros(()), [], 0
+        else:
+            q = self.quantizer(z, n_q=n_q)
+            quantized, codes, commit_loss, stats, n_used = q.quantized, q.codes, q.commit_loss, q.stats, q.n_q
+        stages = None
+        if return_stages:
+            y, stages = self.decoder(quantized, return_stages=True)
+        else:
+            y = self.decoder(quantized)
+        return CodecOutput(recon=y[..., : wav.shape[-1]], codes=codes, commit_loss=commit_loss, stats=stats,
+                           n_q=n_used, latents=z, stages=stages)
+
+    def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """``[B, C, T] -> codes [B, n_q, ceil(T / hop)]`` (latents ``[B, D, F]`` when continuous)."""
+        self._check_wav(wav)
+        z = self._latents(wav)
+        return z if self.continuous else self.quantizer.encode(z, n_q=self._check_n_q(n_q))
+
+    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """``codes [B, n_q, F] -> [B, C, F * hop]`` (trimmed to ``length`` samples when given)."""
+        y = self.decoder(self._dequantize(codes))
+        return y if length is None else y[..., :length]
+
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T] -> [B, D, ceil(T / hop)]``: pad, encode, bottleneck."""
+        hop = self.hop_length
+        x = F.pad(wav, (0, -wav.shape[-1] % hop))
+        if self.frame_lookahead:
+            # One leading zero sample makes encoder frame f + 1 end at input sample (f + 1) * hop - 1, the last
+            # sample of frame f; encoder frame 0 then holds no signal and is dropped.
+            z = self.encoder(F.pad(x, (1, 0)))[..., 1:]
+        else:
+            z = self.encoder(x)
+        return self.bottleneck(z) if self.bottleneck is not None else z
+
+    def _dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, n_q, F]`` (or latents when continuous) -> latents ``[B, D, F]``."""
+        if codes.dim() != 3:
+            raise ValueError(f"codes: expected [B, n_q, F], got shape {tuple(codes.shape)}")
+        if self.continuous:
+            if codes.shape[1] != self.dim:
+                raise ValueError(f"codes: continuous model expects latents [B, {self.dim}, F], "
+                                 f"got shape {tuple(codes.shape)}")
+            return codes
+        if codes.dtype.is_floating_point:
+            raise ValueError(f"codes: expected integer code indices, got dtype {codes.dtype}")
+        if not 1 <= codes.shape[1] <= self.quantizer.n_q:
+            raise ValueError(f"codes: has {codes.shape[1]} levels, the quantizer has {self.quantizer.n_q}")
+        if codes.shape[-1] == 0:  # nothing to look up; spare the quantizer an empty tensor
+            dtype = next(self.decoder.parameters()).dtype
+            return torch.zeros(codes.shape[0], self.dim, 0, dtype=dtype, device=codes.device)
+        return self.quantizer.decode(codes)
+
+    # ---------------------------------------------------------------- streaming
+
+    @torch.no_grad()
+    def stream_encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """Next audio chunk ``[B, C, T]`` (any T, 0 included) -> codes of the frames it completes ``[B, n_q, n]``.
+
+        Frame ``f`` is complete once sample ``f * hop`` has arrived (``(f + 1) * hop - 1`` with frame_lookahead).
+        The codes equal those of :meth:`encode` on the whole signal. A bottleneck without ``stream`` is rerun
+        over the history of latents, which is exact when it is causal.
+        """
+        self._check_wav(wav, allow_empty=True)
+        n_q = None if self.continuous else self._check_n_q(n_q)
+        if self.frame_lookahead and not self._stream_started:
+            wav = F.pad(wav, (1, 0))
+        self._stream_started = True
+        z = self.encoder.stream(wav)
+        drop = min(self._frames_to_drop, z.shape[-1])
+        z, self._frames_to_drop = z[..., drop:], self._frames_to_drop - drop
+        z = self._stream_bottleneck(z)
+        if self.continuous:
+            return z
+        if z.shape[-1] == 0:
+            return torch.zeros(z.shape[0], n_q, 0, dtype=torch.long, device=z.device)
+        return self.quantizer.encode(z, n_q=n_q)
+
+    @torch.no_grad()
+    def stream_decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Next codes ``[B, n_q, F]`` (latents when continuous) -> the next ``F * hop`` samples ``[B, C, F * hop]``."""
+        return self.decoder.stream(self._dequantize(codes))
+
+    def reset_stream(self) -> None:
+        """Forget the streaming past of encoder, decoder and bottleneck."""
+        reset_streams(self)
+        self._reset_own_stream()
+
+    def _reset_own_stream(self) -> None:
+        self._stream_started = False
+        self._frames_to_drop = 1 if self.frame_lookahead else 0
+        self._bottleneck_history: torch.Tensor | None = None
+
+    def _stream_bottleneck(self, z: torch.Tensor) -> torch.Tensor:
+        if self.bottleneck is None:
+            return z
+        if hasattr(self.bottleneck, "stream"):
+            return self.bottleneck.stream(z)
+        if getattr(self.bottleneck, "causal", True) is False:
+            raise ValueError("bottleneck is not causal (causal=False), so the codec cannot stream")
+        if z.shape[-1] == 0:
+            return z
+        history = z if self._bottleneck_history is None else torch.cat([self._bottleneck_history, z], dim=-1)
+        self._bottleneck_history = history
+        return self.bottleneck(history)[..., -z.shape[-1]:]
+
+    # ---------------------------------------------------------------- checks
+
+    def _check_wav(self, wav: torch.Tensor, allow_empty: bool = False) -> None:
+        if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != self.channels:
+            shape = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
+            raise ValueError(f"wav: expected a tensor [B, {self.channels}, T], got {shape}")
+        if not wav.dtype.is_floating_point:
+            raise ValueError(f"wav: expected a floating-point tensor, got dtype {wav.dtype}")
+        if wav.shape[-1] == 0 and not allow_empty:
+            raise ValueError("wav: has zero samples")
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        """``n_q`` (default: all levels), checked against the quantizer."""
+        if self.continuous:
+            if n_q is not None:
+                raise ValueError(f"n_q={n_q!r} given but continuous=True: the model has no quantizers")
+            return 0
+        total = int(self.quantizer.n_q)
+        if n_q is None:
+            return total
+        if not isinstance(n_q, int) or isinstance(n_q, bool) or not 1 <= n_q <= total:
+            raise ValueError(f"n_q must be an integer in [1, {total}], got {n_q!r}")
+        return n_q
