@@ -1,0 +1,497 @@
+"""Vector quantisers for codec latents: EMA VQ (optionally SOM-ordered) and residual VQ.
+
+Layout: latents are channel-first `[B, D, T]`; codes are `[B, T]` (one level) or
+`[B, n_q, T]` (residual). Codebooks are EMA-updated buffers, not parameters:
+
+    counts_k  = #vectors assigned to code k in the batch         (SOM: blurred over the grid)
+    sums_k    = sum of those vectors
+    N_k      <- decay * N_k + (1 - decay) * counts_k              (buffer `cluster_size`)
+    S_k      <- decay * S_k + (1 - decay) * sums_k                (buffer `embed_sum`)
+    e_k       = S_k / ((N_k + eps) / (sum N + K eps) * sum N)     (Laplace-smoothed counts)
+
+Under torch.distributed the batch counts and sums are summed over ranks before the
+EMA step, and k-means init / dead-code replacements come from rank 0, so every
+replica keeps the same codebook. Without an initialised process group this is a no-op.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lib.som import SOMGrid
+
+
+class VQOutput(NamedTuple):
+    quantized: Tensor  # [B, D, T], straight-through: gradient w.r.t. the input is the identity
+    codes: Tensor  # [B, T] long
+    commit_loss: Tensor  # scalar
+    stats: dict  # usage, perplexity, dead_codes, quant_error
+
+
+class RVQOutput(NamedTuple):
+    quantized: Tensor  # [B, D, T], one straight-through estimator on the sum of the levels
+    codes: Tensor  # [B, n_q, T] long; -1 where quantizer dropout switched a level off for an item
+    commit_loss: Tensor  # scalar, mean over the levels used
+    n_q: int | Tensor  # int, or LongTensor [B] of per-item levels under quantizer dropout
+    stats: list  # one stats dict per level
+
+
+# ----------------------------------------------------------------------------- distributed helpers
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if _distributed() else 0
+
+
+def _all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum `tensor` over ranks in place (no-op outside torch.distributed)."""
+    if _distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def _broadcast_from_rank0(tensor: Tensor) -> Tensor:
+    """Overwrite `tensor` on every rank with rank 0's copy (no-op outside torch.distributed)."""
+    if _distributed():
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
+# ----------------------------------------------------------------------------- codebook helpers
+
+
+def nearest_codes(vectors: Tensor, codebook: Tensor, cosine: bool = False) -> Tensor:
+    """Index of the nearest code for each vector.
+
+    Args:
+        vectors: `[N, d]`; codebook: `[K, d]`.
+        cosine: if True, largest dot product (inputs and codes assumed l2-normalised).
+    Returns: `[N]` long.
+    """
+    if cosine:
+        return (vectors @ codebook.t()).argmax(dim=1)
+    sq_dist = (
+        vectors.pow(2).sum(dim=1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(dim=1)[None, :]
+    )
+    return sq_dist.argmin(dim=1)
+
+
+def kmeans(samples: Tensor, num_clusters: int, iters: int = 10, cosine: bool = False) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means, centroids started on random samples (deterministic given the torch seed).
+
+    Args:
+        samples: `[N, d]` (N >= 1); cosine: spherical k-means on l2-normalised samples.
+    Returns: centroids `[K, d]`, cluster sizes under the final centroids `[K]` (float).
+    Empty clusters keep their previous centroid.
+    """
+    n = samples.shape[0]
+    if n >= num_clusters:
+        start = torch.randperm(n, device=samples.device)[:num_clusters]
+    else:  # fewer samples than codes: some codes start on the same sample
+        start = torch.randint(0, n, (num_clusters,), device=samples.device)
+    centroids = samples[start].clone()
+    for _ in range(iters):
+        assign = nearest_codes(samples, centroids, cosine)
+        bins = torch.bincount(assign, minlength=num_clusters)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, samples)
+        means = sums / bins.clamp(min=1)[:, None].to(sums.dtype)
+        if cosine:
+            means = F.normalize(means, dim=1)
+        centroids = torch.where(bins[:, None] > 0, means, centroids)
+    bins = torch.bincount(nearest_codes(samples, centroids, cosine), minlength=num_clusters)
+    return centroids, bins.to(samples.dtype)
+
+
+def _check_latents(x: Tensor, dim: int) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != dim:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a [B, D={dim}, T] tensor, got {shape}")
+
+
+# ----------------------------------------------------------------------------- one codebook
+
+
+class VectorQuantizer(nn.Module):
+    """Vector quantiser with an EMA codebook, k-means init, dead-code replacement and optional SOM.
+
+    Args:
+        dim: channels D of the input `[B, D, T]`.
+        codebook_size: number of codes K.
+        codebook_dim: code dimension d; if it differs from `dim`, learned 1x1 in/out projections
+            map to and from the low-dimensional code space (factorised codes, DAC-style).
+        decay: EMA decay of the cluster counts and sums.
+        epsilon: Laplace smoothing of the cluster counts.
+        kmeans_init: initialise the codebook by k-means on the first training batch;
+            otherwise codes start as N(0, 1) draws.
+        kmeans_iters: Lloyd iterations of that k-means.
+        dead_code_threshold: codes whose EMA cluster size falls below this are replaced by random
+            vectors of the current batch (0 disables replacement).
+        cosine: l2-normalise inputs (in code space) and codes; nearest = largest cosine.
+        som: a `lib.som.SOMGrid`; the one-hot assignments are blurred by `som.kernel(sigma)` before
+            the EMA step (batch Kohonen update). At sigma 0 this is plain EMA VQ.
+
+    Buffers: `embed [K, d]`, `cluster_size [K]`, `embed_sum [K, d]`, `initted`, `step` (training
+    updates so far; drives the SOM annealing).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        codebook_dim: int | None = None,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 2.0,
+        cosine: bool = False,
+        som: SOMGrid | None = None,
+    ) -> None:
+        super().__init__()
+        codebook_dim = dim if codebook_dim is None else codebook_dim
+        if dim < 1 or codebook_size < 1 or codebook_dim < 1:
+            raise ValueError(
+                f"dim, codebook_size and codebook_dim must be >= 1, got {dim}, {codebook_size}, {codebook_dim}"
+            )
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        if kmeans_iters < 0:
+            raise ValueError(f"kmeans_iters must be >= 0, got {kmeans_iters}")
+        if dead_code_threshold < 0:
+            raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
+        if som is not None and som.codebook_size != codebook_size:
+            raise ValueError(f"som has {som.codebook_size} cells but codebook_size is {codebook_size}")
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.codebook_dim = codebook_dim
+        self.decay = decay
+        self.epsilon = epsilon
+        self.kmeans_init = kmeans_init
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        self.cosine = cosine
+        self.som = som
+        self.projected = codebook_dim != dim
+        self.in_proj = nn.Conv1d(dim, codebook_dim, 1) if self.projected else nn.Identity()
+        self.out_proj = nn.Conv1d(codebook_dim, dim, 1) if self.projected else nn.Identity()
+
+        embed = torch.randn(codebook_size, codebook_dim)
+        if cosine:
+            embed = F.normalize(embed, dim=1)
+        self.register_buffer("embed", embed)
+        # One pseudo-vector per code at its start position: an unused code keeps its place
+        # under the EMA instead of collapsing to the origin.
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("embed_sum", embed.clone())
+        self.register_buffer("initted", torch.tensor(not kmeans_init))
+        self.register_buffer("step", torch.tensor(0, dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
+            f"decay={self.decay}, cosine={self.cosine}, dead_code_threshold={self.dead_code_threshold}, "
+            f"som={self.som is not None}"
+        )
+
+    # --- code space
+
+    def to_code_space(self, x: Tensor) -> Tensor:
+        """`[B, D, T] -> [B, d, T]`: in-projection, then l2 normalisation if cosine."""
+        z = self.in_proj(x)
+        return F.normalize(z, dim=1) if self.cosine else z
+
+    def _flat(self, z: Tensor) -> Tensor:
+        """`[B, d, T] -> [B*T, d]` float32, detached (codebook search and EMA never need gradients)."""
+        return z.detach().float().transpose(1, 2).reshape(-1, self.codebook_dim)
+
+    def _lookup(self, codes: Tensor) -> Tensor:
+        """`[B, T]` valid codes -> code vectors `[B, d, T]` (a copy, safe from later EMA writes)."""
+        return self.embed[codes].transpose(1, 2)
+
+    # --- public API
+
+    def quantize(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Nearest codes, no EMA update.
+
+        Args: x `[B, D, T]`. Returns: q `[B, D, T]` (no straight-through), codes `[B, T]`.
+        """
+        _check_latents(x, self.dim)
+        with torch.no_grad():
+            codes = nearest_codes(self._flat(self.to_code_space(x)), self.embed, self.cosine)
+        codes = codes.view(x.shape[0], x.shape[2])
+        return self.dequantize(codes).to(x.dtype), codes
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """`[B, T]` codes -> `[B, D, T]`; entries of -1 (a level switched off) give zero vectors."""
+        if codes.dim() != 2:
+            raise ValueError(f"codes must be [B, T], got {tuple(codes.shape)}")
+        if codes.numel() and int(codes.max()) >= self.codebook_size:
+            raise ValueError(f"codes must be < codebook_size={self.codebook_size}, got max {int(codes.max())}")
+        valid = codes >= 0
+        q = self.out_proj(self._lookup(codes.clamp(min=0)))
+        return q * valid[:, None, :].to(q.dtype)
+
+    def forward(self, x: Tensor) -> VQOutput:
+        """Quantise `[B, D, T]`; in training mode also update the codebook (EMA, no gradients).
+
+        Returns VQOutput(quantized `[B, D, T]` straight-through, codes `[B, T]`,
+        commit_loss = mse(code-space input, sg(code)), stats).
+        """
+        _check_latents(x, self.dim)
+        q, codes, commit_loss, stats = self.quantize_level(x, None)
+        # Straight-through x + sg(q - x), written so that the value is exactly q and the
+        # out-projection (if any) still receives gradients through q.
+        quantized = q + (x - x.detach())
+        return VQOutput(quantized, codes, commit_loss, stats)
+
+    def quantize_level(self, x: Tensor, active: Tensor | None) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """One quantisation step shared by `forward` and `ResidualVQ` (EMA update in training mode).
+
+        Args:
+            x: `[B, D, T]`; the search uses it detached, the commitment loss keeps its gradient.
+            active: `[B]` bool, the items this level serves (quantizer dropout), or None for all.
+                Inactive items get codes but neither update the codebook nor enter loss/stats.
+        Returns: q `[B, D, T]` (code vectors; gradient only to the out-projection), codes `[B, T]`,
+            commit loss (scalar, over active items; 0 if none), stats dict (over active items).
+        """
+        batch, _, length = x.shape
+        z = self.to_code_space(x)  # [B, d, T]
+        z_flat = self._flat(z)  # [B*T, d]
+        if self.training and not bool(self.initted) and z_flat.shape[0] > 0:
+            self._init_codebook(z_flat)
+        codes = nearest_codes(z_flat, self.embed, self.cosine).view(batch, length)
+        code_vectors = self._lookup(codes)  # [B, d, T], the codebook before this step's update
+        q = self.out_proj(code_vectors).to(x.dtype)
+
+        per_frame = (z.float() - code_vectors).pow(2).mean(dim=1)  # [B, T]
+        quant_err = (x.detach().float() - q.detach().float()).pow(2).mean(dim=1)  # [B, T]
+        if active is not None:
+            per_frame, quant_err, used_codes = per_frame[active], quant_err[active], codes[active]
+        else:
+            used_codes = codes
+        commit_loss = per_frame.mean() if per_frame.numel() else per_frame.sum()
+
+        vector_mask = None if active is None else active[:, None].expand(batch, length).reshape(-1)
+        if self.training:
+            n_dead = self._ema_update(z_flat, codes.reshape(-1), vector_mask)
+            self.step += 1
+        else:
+            n_dead = int((self.cluster_size < self.dead_code_threshold).sum())
+        stats = self._batch_stats(used_codes.reshape(-1), quant_err, n_dead)
+        return q, codes, commit_loss, stats
+
+    # --- statistics
+
+    def _batch_stats(self, codes: Tensor, quant_err: Tensor, n_dead: int) -> dict:
+        """usage (fraction of codes used in the batch), perplexity, dead_codes, quant_error (MSE)."""
+        if codes.numel() == 0:
+            nan = float("nan")
+            return {"usage": nan, "perplexity": nan, "dead_codes": n_dead, "quant_error": nan}
+        counts = torch.bincount(codes, minlength=self.codebook_size).float()
+        probs = counts / counts.sum()
+        entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+        usage, perplexity, error = torch.stack(
+            [(counts > 0).float().mean(), entropy.exp(), quant_err.mean()]
+        ).tolist()
+        return {"usage": usage, "perplexity": perplexity, "dead_codes": n_dead, "quant_error": error}
+
+    # --- codebook learning (no gradients)
+
+    @torch.no_grad()
+    def _init_codebook(self, z_flat: Tensor) -> None:
+        """k-means on rank 0's first training batch `[N, d]`, broadcast to all ranks."""
+        if _rank() == 0:
+            centroids, bins = kmeans(z_flat, self.codebook_size, self.kmeans_iters, self.cosine)
+        else:
+            centroids, bins = torch.empty_like(self.embed), torch.empty_like(self.cluster_size)
+        _broadcast_from_rank0(centroids)
+        _broadcast_from_rank0(bins)
+        # An empty cluster keeps one pseudo-count so the EMA does not drag its code to the origin.
+        bins = bins.clamp(min=1.0)
+        self.embed.copy_(centroids)
+        self.cluster_size.copy_(bins)
+        self.embed_sum.copy_(centroids * bins[:, None])
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, z_flat: Tensor, codes: Tensor, vector_mask: Tensor | None) -> int:
+        """One EMA step from the batch vectors `[N, d]` and their codes `[N]`.
+
+        Only vectors where `vector_mask` is True count. Returns the number of dead codes (EMA
+        cluster size below threshold) found after the step; those are then replaced.
+        """
+        used_z = z_flat if vector_mask is None else z_flat[vector_mask]
+        used_codes = codes if vector_mask is None else codes[vector_mask]
+        size, dim = self.codebook_size, self.codebook_dim
+        # counts and sums in one tensor: a single all-reduce
+        stats = torch.zeros(size, dim + 1, device=z_flat.device, dtype=torch.float32)
+        stats[:, 0] = torch.bincount(used_codes, minlength=size).float()
+        stats[:, 1:].index_add_(0, used_codes, used_z)
+        _all_reduce_sum(stats)
+        if float(stats[:, 0].sum()) == 0:  # no rank used this level in this batch: leave it as is
+            return int((self.cluster_size < self.dead_code_threshold).sum())
+        if self.som is not None:
+            sigma = self.som.sigma_at(int(self.step))
+            if sigma > 0:  # at sigma 0 the kernel is the identity: skip it so the result is exactly EMA VQ
+                kernel = self.som.kernel(sigma, normalize=True, device=stats.device)  # [K, K], row = winner
+                stats = kernel.t() @ stats
+        counts, sums = stats[:, 0], stats[:, 1:]
+
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + size * self.epsilon) * total
+        embed = self.embed_sum / smoothed[:, None]
+        self.embed.copy_(F.normalize(embed, dim=1) if self.cosine else embed)
+
+        dead = self.cluster_size < self.dead_code_threshold
+        n_dead = int(dead.sum())
+        if n_dead > 0 and z_flat.shape[0] > 0:
+            self._replace_codes(dead, n_dead, z_flat)
+        return n_dead
+
+    @torch.no_grad()
+    def _replace_codes(self, dead: Tensor, n_dead: int, z_flat: Tensor) -> None:
+        """Move dead codes onto random vectors of rank 0's batch `[N, d]`, broadcast to all ranks.
+
+        A replaced code restarts with `dead_code_threshold` pseudo-counts at its new position.
+        """
+        if _rank() == 0:
+            n = z_flat.shape[0]
+            if n >= n_dead:
+                pick = torch.randperm(n, device=z_flat.device)[:n_dead]
+            else:
+                pick = torch.randint(0, n, (n_dead,), device=z_flat.device)
+            new_codes = z_flat[pick].clone()
+        else:
+            new_codes = torch.empty(n_dead, self.codebook_dim, device=z_flat.device, dtype=torch.float32)
+        _broadcast_from_rank0(new_codes)
+        self.embed[dead] = new_codes
+        self.cluster_size[dead] = self.dead_code_threshold
+        self.embed_sum[dead] = new_codes * self.dead_code_threshold
+
+
+# ----------------------------------------------------------------------------- residual VQ
+
+
+class ResidualVQ(nn.Module):
+    """Residual vector quantiser: level i quantises what levels < i left over.
+
+    Gradients: each level searches a detached residual; level i's commitment loss compares
+    x - sg(sum of previous q) with sg(q_i) (in its code space), so the encoder gets gradient from
+    every level; the output is one straight-through estimator on the sum of all levels.
+
+    Args:
+        dim: channels D of `[B, D, T]`.
+        n_q: number of levels.
+        codebook_size: codes per level.
+        quantizer_dropout: in training (with n_q not given), each batch item draws its own number of
+            levels uniformly in [1, n_q] (DAC-style); a float in [0, 1] applies that to this fraction
+            of the items only (True = 1.0). Levels above an item's draw contribute nothing for it and
+            do not learn from it.
+        **vq_kwargs: passed to every `VectorQuantizer` (codebook_dim, decay, cosine, som, ...).
+    """
+
+    def __init__(
+        self, dim: int, n_q: int, codebook_size: int, quantizer_dropout: bool | float = True, **vq_kwargs
+    ) -> None:
+        super().__init__()
+        if n_q < 1:
+            raise ValueError(f"n_q must be >= 1, got {n_q}")
+        dropout = float(quantizer_dropout)
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"quantizer_dropout must be a bool or a fraction in [0, 1], got {quantizer_dropout}")
+        self.dim = dim
+        self.n_q = n_q
+        self.codebook_size = codebook_size
+        self.quantizer_dropout = dropout
+        self.levels = nn.ModuleList([VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q)])
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.n_q
+        if not 1 <= int(n_q) <= self.n_q:
+            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
+        return int(n_q)
+
+    @property
+    def codebooks(self) -> Tensor:
+        """All codebooks `[n_q, K, d]` (d = codebook_dim, = dim unless factorised)."""
+        return torch.stack([level.embed for level in self.levels])
+
+    def _draw_item_levels(self, batch: int, device: torch.device) -> Tensor:
+        """Per-item number of levels `[B]` under quantizer dropout."""
+        item_n_q = torch.full((batch,), self.n_q, dtype=torch.long, device=device)
+        drawn = torch.randint(1, self.n_q + 1, (batch,), device=device)
+        if self.quantizer_dropout >= 1.0:
+            return drawn
+        chosen = torch.rand(batch, device=device) < self.quantizer_dropout
+        return torch.where(chosen, drawn, item_n_q)
+
+    def forward(self, x: Tensor, n_q: int | None = None) -> RVQOutput:
+        """Quantise `[B, D, T]` with `n_q` levels (default all); EMA updates in training mode.
+
+        Returns RVQOutput(quantized `[B, D, T]`, codes `[B, n_q, T]`, commit_loss, n_q, stats).
+        With quantizer dropout (training, n_q not given) `n_q` is a LongTensor `[B]` of per-item
+        levels and codes of switched-off levels are -1; otherwise `n_q` is an int.
+        """
+        _check_latents(x, self.dim)
+        use_dropout = self.training and n_q is None and self.quantizer_dropout > 0
+        n_levels = self._check_n_q(n_q)
+        item_n_q = self._draw_item_levels(x.shape[0], x.device) if use_dropout else None
+
+        quantized = torch.zeros_like(x)  # sum of the levels' q (gradient only to out-projections)
+        previous = torch.zeros_like(x)  # detached sum of the q so far, for the residual search
+        codes, losses, stats = [], [], []
+        for i, level in enumerate(self.levels[:n_levels]):
+            active = None if item_n_q is None else item_n_q > i
+            residual = x - previous  # gradient reaches x: level i's commitment loss trains the encoder
+            q, level_codes, loss, level_stats = level.quantize_level(residual, active)
+            previous = previous + q.detach()
+            if active is None:
+                quantized = quantized + q
+                losses.append(loss)
+            else:
+                quantized = quantized + q * active[:, None, None].to(q.dtype)
+                level_codes = level_codes.masked_fill(~active[:, None], -1)
+                if bool(active.any()):
+                    losses.append(loss)
+            codes.append(level_codes)
+            stats.append(level_stats)
+
+        # One straight-through estimator on the sum: value sum(q), gradient w.r.t. x the identity.
+        quantized = quantized + (x - x.detach())
+        commit_loss = torch.stack(losses).mean()
+        out_n_q = item_n_q if item_n_q is not None else n_levels
+        return RVQOutput(quantized, torch.stack(codes, dim=1), commit_loss, out_n_q, stats)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, n_q: int | None = None) -> Tensor:
+        """`[B, D, T] -> codes [B, n_q, T]` (no updates, no dropout)."""
+        _check_latents(x, self.dim)
+        previous = torch.zeros_like(x)  # same arithmetic as forward, so the codes match exactly
+        codes = []
+        for level in self.levels[: self._check_n_q(n_q)]:
+            q, level_codes = level.quantize(x - previous)
+            previous = previous + q
+            codes.append(level_codes)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """`codes [B, n, T]` with n <= n_q (-1 = level off for that item) -> `[B, D, T]`."""
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:
+            raise ValueError(f"codes must be [B, n, T] with 1 <= n <= {self.n_q}, got {tuple(codes.shape)}")
+        quantized = self.levels[0].dequantize(codes[:, 0])
+        for i in range(1, codes.shape[1]):
+            quantized = quantized + self.levels[i].dequantize(codes[:, i])
+        return quantized
