@@ -1,0 +1,410 @@
+"""Training objectives for audio codecs: reconstruction, adversarial, feature matching, and a gradient balancer.
+
+Audio tensors are `[B, C, T]` (C = 1 for mono); spectral losses fold channels into the batch.
+Adversarial losses take the per-sub-discriminator logit lists that `lib.discriminators` returns.
+
+Reconstruction:
+- `MultiScaleMelLoss`: SoundStream's multi-window mel loss (L1 on mel + sqrt(w/2) * MSE on log-mel).
+- `mel_distance`: a plain metric, mean L1 between log-mel spectrograms at one resolution.
+- `MultiResolutionSTFTLoss`: spectral convergence + log-magnitude L1 (Yamamoto et al.), auraloss-compatible.
+- `waveform_l1`, `downsampled_signal_loss`.
+Adversarial: `hinge_d_loss`, `hinge_g_loss`, `lsgan_d_loss`, `lsgan_g_loss`, `feature_matching_loss`,
+`repulsion_loss`.
+`Balancer`: EnCodec-style loss balancing on the gradients w.r.t. the decoder output.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from functools import lru_cache
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+Logits = Union[torch.Tensor, Sequence[torch.Tensor]]
+Features = Union[Sequence[torch.Tensor], Sequence[Sequence[torch.Tensor]]]
+
+
+def _check_same_shape(x: torch.Tensor, y: torch.Tensor, where: str) -> None:
+    if x.shape != y.shape:
+        raise ValueError(f"{where}: x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+def _as_list(logits: Logits, name: str) -> list[torch.Tensor]:
+    """Accept one logit tensor or a list of them (one per sub-discriminator)."""
+    out = [logits] if isinstance(logits, torch.Tensor) else list(logits)
+    if len(out) == 0:
+        raise ValueError(f"{name} must hold at least one logit tensor")
+    return out
+
+
+def _fold_channels(x: torch.Tensor, name: str) -> torch.Tensor:
+    """`[B, C, T]` (or `[B, T]`, `[T]`) -> `[B * C, T]`."""
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have a time axis, got a scalar")
+    return x.reshape(-1, x.shape[-1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reconstruction losses
+# --------------------------------------------------------------------------------------------------------------
+
+
+class MultiScaleMelLoss(nn.Module):
+    """SoundStream multi-window mel loss.
+
+    For each window size `w` (hop `w // 4`, `n_mels[i]` mel bands, magnitude mel spectrogram `S_w`):
+
+        L_w = mean |S_w(x) - S_w(y)| + log_weight_w * mean (log S_w(x) - log S_w(y)) ** 2
+
+    with `log S = log(max(S, eps))`. The log term is an MSE (squared L2, as in the seed code; pass
+    `log_distance="l1"` for an L1 log term). The loss is the SUM over windows (SoundStream sums over scales).
+
+    Args:
+        sample_rate: audio sample rate in Hz.
+        windows: STFT window (= FFT) sizes.
+        n_mels: mel bands per window; None -> `max(1, 5 * w // 32)` (5, 10, ..., 320 for 32..2048);
+            an int uses the same count for every window.
+        log_weight: weight of the log-mel term; None -> `sqrt(w / 2)` per window (SoundStream); a float for all.
+        eps: floor of the mel magnitudes before the log.
+
+    `forward(x [B, C, T], y [B, C, T]) -> scalar`, needs `T > max(windows) // 2` (reflect-padded STFT).
+    """
+
+    def __init__(self, sample_rate: int, windows: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
+                 n_mels: Union[None, int, Sequence[int]] = None, log_weight: Optional[float] = None,
+                 eps: float = 1e-5, log_distance: str = "l2"):
+        super().__init__()
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if len(windows) == 0:
+            raise ValueError("windows must name at least one window size")
+        if n_mels is None:
+            n_mels = [max(1, 5 * w // 32) for w in windows]
+        elif isinstance(n_mels, int):
+            n_mels = [n_mels] * len(windows)
+        if len(n_mels) != len(windows):
+            raise ValueError(f"n_mels must have one entry per window ({len(windows)}), got {len(n_mels)}")
+        if log_distance not in ("l1", "l2"):
+            raise ValueError(f"log_distance must be 'l1' or 'l2', got {log_distance!r}")
+        self.sample_rate = sample_rate
+        self.windows = tuple(windows)
+        self.eps = eps
+        self.log_distance = log_distance
+        self.log_weights = [math.sqrt(w / 2) if log_weight is None else float(log_weight) for w in windows]
+        with warnings.catch_warnings():
+            # At 44.1/48 kHz a few low mel bands of the short windows hold no FFT bin (1 to 7 of the 320 at
+            # w=2048). They are zero for both signals and add nothing to the loss, so the warning is noise.
+            warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+            self.mels = nn.ModuleList(
+                torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=w, win_length=w, hop_length=max(1, w // 4),
+                                                     n_mels=m, power=1.0, center=True, pad_mode="reflect")
+                for w, m in zip(windows, n_mels))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`x` estimate, `y` reference, both `[B, C, T]` -> scalar loss."""
+        _check_same_shape(x, y, "MultiScaleMelLoss")
+        if x.shape[-1] <= max(self.windows) // 2:
+            raise ValueError(f"MultiScaleMelLoss: length {x.shape[-1]} too short for window {max(self.windows)}; "
+                             f"need T > {max(self.windows) // 2}")
+        x, y = _fold_channels(x, "x"), _fold_channels(y, "y")
+        total = x.new_zeros(())
+        for mel, log_weight in zip(self.mels, self.log_weights):
+            mx, my = mel(x), mel(y)
+            log_diff = torch.log(mx.clamp(min=self.eps)) - torch.log(my.clamp(min=self.eps))
+            log_term = log_diff.pow(2).mean() if self.log_distance == "l2" else log_diff.abs().mean()
+            total = total + (mx - my).abs().mean() + log_weight * log_term
+        return total
+
+
+@lru_cache(maxsize=8)
+def _metric_mel(sample_rate: int, device: str) -> torchaudio.transforms.MelSpectrogram:
+    # Built once per (rate, device): the filterbank is the expensive part.
+    return torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, win_length=1024, hop_length=256,
+                                                n_mels=80, power=1.0, center=True, pad_mode="reflect").to(device)
+
+
+@torch.no_grad()
+def mel_distance(x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> float:
+    """Mean L1 distance between log-mel spectrograms (a metric: lower is better, 0 for identical signals).
+
+    One resolution: 1024-sample Hann window, hop 256, 80 mel bands (HTK scale, 0 .. sample_rate / 2),
+    magnitude mel, natural log of `max(mel, 1e-5)`. `x`, `y`: same shape `[..., T]`, `T > 512`.
+    Returns a Python float averaged over batch, channels, bands and frames.
+    """
+    _check_same_shape(x, y, "mel_distance")
+    if x.shape[-1] <= 512:
+        raise ValueError(f"mel_distance: length {x.shape[-1]} too short; need T > 512")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    mel = _metric_mel(int(sample_rate), str(x.device))
+    x, y = _fold_channels(x, "x").float(), _fold_channels(y, "y").float()
+    lx, ly = torch.log(mel(x).clamp(min=1e-5)), torch.log(mel(y).clamp(min=1e-5))
+    return (lx - ly).abs().mean().item()
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Multi-resolution STFT loss (Yamamoto et al. 2019): spectral convergence + log-magnitude L1.
+
+    Per resolution (FFT size, hop, periodic Hann window of `win_length` centred in the FFT frame,
+    `center=True` reflect padding, unnormalised STFT, magnitude `sqrt(max(re^2 + im^2, eps))`):
+
+        SC  = ||  |Y| - |X|  ||_F / || |Y| ||_F     (Frobenius norms over the whole batch)
+        LOG = mean | log|X| - log|Y| |
+        L_r = w_sc * SC + w_log_mag * LOG
+
+    The loss is the mean of `L_r` over resolutions. Defaults match `auraloss.freq.MultiResolutionSTFTLoss()`
+    (w_sc = w_log_mag = 1, eps = 1e-8, hann window, no mel scale).
+
+    `forward(x [B, C, T] estimate, y [B, C, T] reference) -> scalar`; `T > max(fft_sizes) // 2`.
+    """
+
+    def __init__(self, fft_sizes: Sequence[int] = (1024, 2048, 512), hop_sizes: Sequence[int] = (120, 240, 50),
+                 win_lengths: Sequence[int] = (600, 1200, 240), w_sc: float = 1.0, w_log_mag: float = 1.0,
+                 eps: float = 1e-8):
+        super().__init__()
+        if not len(fft_sizes) == len(hop_sizes) == len(win_lengths) > 0:
+            raise ValueError("fft_sizes, hop_sizes and win_lengths must be non-empty and of equal length, got "
+                             f"{len(fft_sizes)}, {len(hop_sizes)}, {len(win_lengths)}")
+        for n, w in zip(fft_sizes, win_lengths):
+            if w > n:
+                raise ValueError(f"win_lengths: window {w} longer than its FFT size {n}")
+        self.resolutions = list(zip(fft_sizes, hop_sizes, win_lengths))
+        self.w_sc, self.w_log_mag, self.eps = w_sc, w_log_mag, eps
+        for i, w in enumerate(win_lengths):
+            self.register_buffer(f"window_{i}", torch.hann_window(w), persistent=False)
+
+    def _magnitude(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        n_fft, hop, win = self.resolutions[i]
+        spec = torch.stft(x, n_fft, hop_length=hop, win_length=win, window=getattr(self, f"window_{i}"),
+                          center=True, pad_mode="reflect", return_complex=True)
+        return torch.sqrt(torch.clamp(spec.real ** 2 + spec.imag ** 2, min=self.eps))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _check_same_shape(x, y, "MultiResolutionSTFTLoss")
+        max_fft = max(n for n, _, _ in self.resolutions)
+        if x.shape[-1] <= max_fft // 2:
+            raise ValueError(f"MultiResolutionSTFTLoss: length {x.shape[-1]} too short; need T > {max_fft // 2}")
+        x, y = _fold_channels(x, "x"), _fold_channels(y, "y")
+        total = x.new_zeros(())
+        for i in range(len(self.resolutions)):
+            mx, my = self._magnitude(x, i), self._magnitude(y, i)
+            sc = torch.linalg.norm(my - mx) / torch.linalg.norm(my)
+            log_mag = (torch.log(mx) - torch.log(my)).abs().mean()
+            total = total + self.w_sc * sc + self.w_log_mag * log_mag
+        return total / len(self.resolutions)
+
+
+def waveform_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean absolute sample difference. `x`, `y`: same shape `[B, C, T]` -> scalar."""
+    _check_same_shape(x, y, "waveform_l1")
+    return (x - y).abs().mean()
+
+
+def downsampled_signal_loss(stages: Sequence[torch.Tensor], wav: torch.Tensor,
+                            weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Seed's "downsampled signal" objective on decoder stage activations.
+
+    For each stage activation `[B, C_i, T_i]` the channel mean `[B, 1, T_i]` should approximate the input
+    `wav [B, C, T]` (channels averaged) resampled to `T_i` by area (average) pooling,
+    `F.adaptive_avg_pool1d(wav, T_i)`: with `T` a multiple of `T_i` this is the mean over each block of
+    `T / T_i` samples. Pass `wav` padded to the decoder's output length so that blocks line up with frames.
+
+    Returns `sum_i weights[i] * MSE_i`; `weights` default to `1 / n_stages` each (a plain mean).
+    """
+    stages = list(stages)
+    if len(stages) == 0:
+        raise ValueError("stages must hold at least one activation")
+    if weights is None:
+        weights = [1.0 / len(stages)] * len(stages)
+    if len(weights) != len(stages):
+        raise ValueError(f"weights must have one entry per stage ({len(stages)}), got {len(weights)}")
+    if wav.dim() != 3:
+        raise ValueError(f"wav must be [B, C, T], got shape {tuple(wav.shape)}")
+    target_full = wav.mean(dim=1, keepdim=True).detach()
+    total = wav.new_zeros(())
+    for i, (stage, w) in enumerate(zip(stages, weights)):
+        if stage.dim() != 3 or stage.shape[0] != wav.shape[0]:
+            raise ValueError(f"stages[{i}] must be [B={wav.shape[0]}, C, T], got shape {tuple(stage.shape)}")
+        target = F.adaptive_avg_pool1d(target_full, stage.shape[-1])
+        total = total + w * F.mse_loss(stage.mean(dim=1, keepdim=True), target)
+    return total
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Adversarial losses (lists of logits, one per sub-discriminator; mean over elements, mean over sub-discs)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _paired(real: Logits, fake: Logits) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    real, fake = _as_list(real, "real_logits"), _as_list(fake, "fake_logits")
+    if len(real) != len(fake):
+        raise ValueError(f"real_logits and fake_logits must have the same number of sub-discriminators, "
+                         f"got {len(real)} and {len(fake)}")
+    return list(zip(real, fake))
+
+
+def hinge_d_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
+    """Discriminator hinge loss: mean over sub-discs of `mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))`."""
+    pairs = _paired(real_logits, fake_logits)
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in pairs) / len(pairs)
+
+
+def hinge_g_loss(fake_logits: Logits) -> torch.Tensor:
+    """Generator hinge loss (SoundStream form): mean over sub-discs of `mean(relu(1 - D(fake)))`."""
+    fake = _as_list(fake_logits, "fake_logits")
+    return sum(F.relu(1 - f).mean() for f in fake) / len(fake)
+
+
+def lsgan_d_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
+    """Least-squares discriminator loss: mean over sub-discs of `mean((D(real) - 1)^2) + mean(D(fake)^2)`."""
+    pairs = _paired(real_logits, fake_logits)
+    return sum((r - 1).pow(2).mean() + f.pow(2).mean() for r, f in pairs) / len(pairs)
+
+
+def lsgan_g_loss(fake_logits: Logits) -> torch.Tensor:
+    """Least-squares generator loss: mean over sub-discs of `mean((D(fake) - 1)^2)`."""
+    fake = _as_list(fake_logits, "fake_logits")
+    return sum((f - 1).pow(2).mean() for f in fake) / len(fake)
+
+
+def _flatten_features(feats: Features, name: str) -> list[torch.Tensor]:
+    flat = []
+    for item in feats:
+        if isinstance(item, torch.Tensor):
+            flat.append(item)
+        else:
+            flat.extend(item)
+    if len(flat) == 0:
+        raise ValueError(f"{name} holds no feature maps")
+    return flat
+
+
+def feature_matching_loss(real_feats: Features, fake_feats: Features, eps: float = 1e-8) -> torch.Tensor:
+    """Relative feature-matching loss (EnCodec style).
+
+    `real_feats`, `fake_feats`: per sub-discriminator a list of layer activations (`list[list[Tensor]]`, as the
+    discriminators return) or a flat list of layers. Each layer contributes
+    `mean|real.detach() - fake| / (mean|real.detach()| + eps)`; the loss is the mean over all layers of all
+    sub-discriminators. Real features are detached: this loss trains the generator only.
+    """
+    real, fake = _flatten_features(real_feats, "real_feats"), _flatten_features(fake_feats, "fake_feats")
+    if len(real) != len(fake):
+        raise ValueError(f"real_feats and fake_feats must hold the same number of layers, "
+                         f"got {len(real)} and {len(fake)}")
+    total = 0.0
+    for i, (r, f) in enumerate(zip(real, fake)):
+        if r.shape != f.shape:
+            raise ValueError(f"feature layer {i}: shapes differ, real {tuple(r.shape)} vs fake {tuple(f.shape)}")
+        r = r.detach()
+        total = total + (r - f).abs().mean() / (r.abs().mean() + eps)
+    return total / len(real)
+
+
+def repulsion_loss(real_logits: Logits, fake_logits: Logits, scale: float = 1e-3, eps: float = 1e-8) -> torch.Tensor:
+    """Seed's anti-collapse term for the discriminator: `scale / (mean|D(real) - D(fake)| + eps)`.
+
+    Grows as the discriminator stops telling real from fake (its scores on a clip and on the clip's
+    reconstruction coincide), pushing them apart. Computed per sub-discriminator (real and fake logits of the
+    same shape: the real batch and its reconstruction), then averaged over sub-discriminators.
+    Add it to the discriminator loss only.
+    """
+    pairs = _paired(real_logits, fake_logits)
+    total = 0.0
+    for i, (r, f) in enumerate(pairs):
+        if r.shape != f.shape:
+            raise ValueError(f"repulsion_loss: sub-discriminator {i} logits differ in shape, "
+                             f"{tuple(r.shape)} vs {tuple(f.shape)}")
+        total = total + scale / ((r - f).abs().mean() + eps)
+    return total / len(pairs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Gradient balancer
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Balancer:
+    """EnCodec-style loss balancer: each loss gets a fixed share of the gradient at the model output.
+
+    For every loss `l_i` that depends on `output` (the decoder's reconstruction, any shape such as `[B, C, T]`),
+    `g_i = d l_i / d output` (same shape as `output`). An EMA of `||g_i||` (Frobenius norm over the whole
+    tensor, bias-corrected so the first step uses the raw norm) gives a scale-free estimate of each loss's
+    gradient size; the gradient sent back through the model is
+
+        G = sum_i total_norm * (w_i / sum_j w_j) * g_i / (ema_norm_i + eps)
+
+    so after the EMA settles each loss contributes a gradient of norm `total_norm * w_i / sum_j w_j` whatever the
+    raw scale of the loss, and the per-loss norms sum to `total_norm`. (Only weights of the losses passed in
+    a call enter `sum_j w_j`.) Norms are not all-reduced across processes: with DDP each rank balances its own.
+
+    `backward(losses, output, other=None) -> {name: raw gradient norm (float)}` calls
+    `torch.autograd.backward` once on `output` with `G` and on `other` (a scalar, e.g. the commitment loss,
+    which does not depend on `output`) with gradient 1.
+    """
+
+    def __init__(self, weights: Mapping[str, float], total_norm: float = 1.0, ema_decay: float = 0.999,
+                 eps: float = 1e-12):
+        if len(weights) == 0:
+            raise ValueError("weights must name at least one loss")
+        bad = {k: w for k, w in weights.items() if not w >= 0}
+        if bad:
+            raise ValueError(f"weights must be non-negative, got {bad}")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.weights = dict(weights)
+        self.total_norm = total_norm
+        self.ema_decay = ema_decay
+        self.eps = eps
+        # Bias-corrected EMA: ema = sum(decay^k * norm) / sum(decay^k).
+        self._norm_sum: dict[str, float] = {}
+        self._count_sum: dict[str, float] = {}
+
+    @property
+    def ema_norms(self) -> dict[str, float]:
+        return {k: self._norm_sum[k] / self._count_sum[k] for k in self._norm_sum}
+
+    def _update_ema(self, name: str, norm: float) -> float:
+        self._norm_sum[name] = self.ema_decay * self._norm_sum.get(name, 0.0) + norm
+        self._count_sum[name] = self.ema_decay * self._count_sum.get(name, 0.0) + 1.0
+        return self._norm_sum[name] / self._count_sum[name]
+
+    def backward(self, losses: Mapping[str, torch.Tensor], output: torch.Tensor,
+                 other: Optional[torch.Tensor] = None) -> dict[str, float]:
+        """Backpropagate the balanced losses through `output`, plus `other` as-is; returns raw gradient norms."""
+        if len(losses) == 0 and other is None:
+            raise ValueError("losses is empty and other is None: nothing to backpropagate")
+        unknown = [k for k in losses if k not in self.weights]
+        if unknown:
+            raise ValueError(f"losses {unknown} have no weight; weights name {sorted(self.weights)}")
+        if other is not None and other.numel() != 1:
+            raise ValueError(f"other must be a scalar tensor, got shape {tuple(other.shape)}")
+        total_weight = sum(self.weights[k] for k in losses)
+        norms: dict[str, float] = {}
+        summed = torch.zeros_like(output)
+        for name, loss in losses.items():
+            (grad,) = torch.autograd.grad(loss, [output], retain_graph=True, allow_unused=True)
+            if grad is None:
+                raise ValueError(f"loss {name!r} does not depend on output; pass it through `other` instead")
+            norm = grad.norm().item()
+            norms[name] = norm
+            ema = self._update_ema(name, norm)
+            if total_weight > 0:
+                summed = summed + grad * (self.total_norm * self.weights[name] / total_weight / (ema + self.eps))
+        tensors, grads = ([output], [summed]) if losses else ([], [])
+        if other is not None:
+            tensors.append(other.reshape(()))
+            grads.append(torch.ones((), dtype=other.dtype, device=other.device))
+        # One backward call so graph parts shared by output and other are traversed once.
+        torch.autograd.backward(tensors, grads)
+        return norms
+
+    def state_dict(self) -> dict:
+        return {"norm_sum": dict(self._norm_sum), "count_sum": dict(self._count_sum)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self._norm_sum = dict(state["norm_sum"])
+        self._count_sum = dict(state["count_sum"])

@@ -1,0 +1,243 @@
+"""Losses against hand computations and reference packages; the balancer's gradient shares."""
+import math
+
+import auraloss
+import pytest
+import torch
+import torchaudio
+
+from lib.losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
+                        feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
+                        mel_distance, repulsion_loss, waveform_l1)
+
+SR = 16000
+
+# Two sub-discriminators with hand-picked logits.
+REAL = [torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([[1.5]])]
+FAKE = [torch.tensor([[-2.0, 0.0, 0.5]]), torch.tensor([[2.0]])]
+
+
+def _tone_plus_noise(t: int = 8000) -> torch.Tensor:
+    time = torch.arange(t) / SR
+    wav = 0.5 * torch.sin(2 * math.pi * 440 * time) + 0.05 * torch.randn(t)
+    return wav.view(1, 1, t).repeat(2, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Adversarial losses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_hinge_losses_by_hand():
+    # disc 0: relu(1 - r) = [0, .5, 2] -> 5/6; relu(1 + f) = [0, 1, 1.5] -> 5/6
+    # disc 1: relu(1 - 1.5) = 0;            relu(1 + 2) = 3
+    assert hinge_d_loss(REAL, FAKE).item() == pytest.approx((5 / 6 + 5 / 6 + 0 + 3) / 2)
+    # generator: relu(1 - f) = [3, 1, .5] -> 1.5; relu(1 - 2) = 0
+    assert hinge_g_loss(FAKE).item() == pytest.approx((1.5 + 0.0) / 2)
+    # single tensors are accepted as one sub-discriminator
+    assert hinge_g_loss(FAKE[0]).item() == pytest.approx(1.5)
+
+
+def test_lsgan_losses_by_hand():
+    # disc 0: (r - 1)^2 = [1, .25, 4] -> 1.75; f^2 = [4, 0, .25] -> 4.25 / 3
+    # disc 1: (1.5 - 1)^2 = .25;               2^2 = 4
+    assert lsgan_d_loss(REAL, FAKE).item() == pytest.approx((1.75 + 4.25 / 3 + 0.25 + 4.0) / 2)
+    # generator: (f - 1)^2 = [9, 1, .25] -> 10.25 / 3; (2 - 1)^2 = 1
+    assert lsgan_g_loss(FAKE).item() == pytest.approx((10.25 / 3 + 1.0) / 2)
+
+
+def test_adversarial_losses_reject_mismatched_lists():
+    with pytest.raises(ValueError):
+        hinge_d_loss(REAL, FAKE[:1])
+    with pytest.raises(ValueError):
+        lsgan_g_loss([])
+
+
+def test_feature_matching_by_hand_and_detached_real():
+    real = [[torch.tensor([[1.0, -1.0], [2.0, -2.0]], requires_grad=True)], [torch.tensor([4.0, 4.0])]]
+    fake = [[torch.tensor([[1.0, 0.0], [2.0, -1.0]], requires_grad=True)], [torch.tensor([2.0, 6.0])]]
+    # layer 1: mean|diff| = 0.5, mean|real| = 1.5 -> 1/3; layer 2: 2 / 4 = 0.5
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() == pytest.approx((1 / 3 + 0.5) / 2, rel=1e-6)
+    loss.backward()
+    assert real[0][0].grad is None  # real features are targets only
+    assert fake[0][0].grad is not None
+    with pytest.raises(ValueError):
+        feature_matching_loss(real, [fake[0]])
+
+
+def test_waveform_l1_by_hand():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 4)
+    y = torch.tensor([1.0, 0.0, 3.0, 0.0]).view(1, 1, 4)
+    assert waveform_l1(x, y).item() == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        waveform_l1(x, y[..., :3])
+
+
+def test_repulsion_by_hand():
+    real = [torch.tensor([1.0, 2.0]), torch.tensor([0.5])]
+    fake = [torch.tensor([0.0, 0.0]), torch.tensor([0.25])]
+    # disc 0: mean|r - f| = 1.5 -> 1e-3 / 1.5; disc 1: 0.25 -> 4e-3
+    assert repulsion_loss(real, fake).item() == pytest.approx((1e-3 / 1.5 + 4e-3) / 2, rel=1e-6)
+    assert repulsion_loss(real[:1], fake[:1], scale=2.0).item() == pytest.approx(2.0 / 1.5, rel=1e-6)
+    # collapsed discriminator -> large penalty
+    assert repulsion_loss([torch.ones(3)], [torch.ones(3)]).item() > 1e4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spectral losses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"fft_sizes": [256, 128], "hop_sizes": [64, 32], "win_lengths": [256, 100]},
+])
+def test_mr_stft_matches_auraloss(kwargs):
+    x = _tone_plus_noise()
+    y = x + 0.1 * torch.randn_like(x)
+    ours = MultiResolutionSTFTLoss(**{k: tuple(v) for k, v in kwargs.items()})
+    ref = auraloss.freq.MultiResolutionSTFTLoss(**kwargs)
+    for a, b in [(x, y), (y, x), (x, torch.randn_like(x))]:
+        assert abs(ours(a, b).item() - ref(a, b).item()) < 1e-4
+    assert ours(x, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mel_loss_zero_for_identical_and_grows_with_noise():
+    loss = MultiScaleMelLoss(SR)
+    x = _tone_plus_noise()
+    assert loss(x, x.clone()).item() == pytest.approx(0.0, abs=1e-7)
+    values = [loss(x + level * torch.randn_like(x), x).item() for level in (0.003, 0.03, 0.3)]
+    assert values[0] > 0 and values[0] < values[1] < values[2]
+
+
+def test_mel_loss_defaults_and_one_window_by_hand():
+    loss = MultiScaleMelLoss(SR)
+    assert [m.n_mels for m in [t.mel_scale for t in loss.mels]] == [5, 10, 20, 40, 80, 160, 320]
+    assert loss.log_weights == pytest.approx([math.sqrt(w / 2) for w in (32, 64, 128, 256, 512, 1024, 2048)])
+
+    # One window, recomputed from torch.stft and a mel filterbank.
+    w, n_mels, eps = 256, 40, 1e-5
+    single = MultiScaleMelLoss(SR, windows=(w,), n_mels=(n_mels,))
+    x, y = _tone_plus_noise(4000), _tone_plus_noise(4000)
+    fb = torchaudio.functional.melscale_fbanks(w // 2 + 1, 0.0, SR / 2, n_mels, SR)  # [freq, mels]
+
+    def mel(sig):
+        spec = torch.stft(sig.view(-1, sig.shape[-1]), w, hop_length=w // 4, window=torch.hann_window(w),
+                          center=True, pad_mode="reflect", return_complex=True).abs()
+        return (spec.transpose(1, 2) @ fb).transpose(1, 2)
+
+    mx, my = mel(x), mel(y)
+    log_mse = (mx.clamp(min=eps).log() - my.clamp(min=eps).log()).pow(2).mean()
+    expected = (mx - my).abs().mean() + math.sqrt(w / 2) * log_mse
+    assert single(x, y).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_mel_loss_errors():
+    with pytest.raises(ValueError):
+        MultiScaleMelLoss(SR, windows=(64, 128), n_mels=(10,))
+    loss = MultiScaleMelLoss(SR)
+    with pytest.raises(ValueError):
+        loss(torch.randn(1, 1, 500), torch.randn(1, 1, 500))  # shorter than half the largest window
+    with pytest.raises(ValueError):
+        loss(torch.randn(1, 1, 4000), torch.randn(1, 1, 3999))
+
+
+def test_mel_distance_metric():
+    x = _tone_plus_noise()
+    assert mel_distance(x, x, SR) == pytest.approx(0.0, abs=1e-7)
+    d = [mel_distance(x + level * torch.randn_like(x), x, SR) for level in (0.003, 0.03, 0.3)]
+    assert isinstance(d[0], float)
+    assert 0 < d[0] < d[1] < d[2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Downsampled-signal objective
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_downsampled_signal_loss_zero_when_means_match():
+    wav = torch.randn(2, 1, 960)
+    stages = []
+    for t_i, c_i in [(8, 16), (24, 8), (96, 4), (480, 2)]:
+        target = wav.view(2, 1, t_i, -1).mean(-1)  # block means, by hand
+        spread = torch.randn(2, c_i, t_i)
+        spread = spread - spread.mean(1, keepdim=True)  # zero channel mean: only the mean is constrained
+        stages.append(target + spread)
+    assert downsampled_signal_loss(stages, wav).item() < 1e-12
+
+    # Shift every stage by 1 -> MSE 1 per stage; weights are used as given.
+    shifted = [s + 1.0 for s in stages]
+    assert downsampled_signal_loss(shifted, wav).item() == pytest.approx(1.0, rel=1e-5)
+    assert downsampled_signal_loss(shifted, wav, weights=[1, 2, 3, 4]).item() == pytest.approx(10.0, rel=1e-5)
+    with pytest.raises(ValueError):
+        downsampled_signal_loss(stages, wav, weights=[1.0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Balancer
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _shares(total_grad, grads):
+    """Solve total_grad = sum_i s_i * grads[i] / ||grads[i]|| by least squares; return the shares s_i."""
+    basis = torch.stack([(g / g.norm()).flatten() for g in grads], dim=1).double()  # unit columns: well posed
+    coef = torch.linalg.lstsq(basis, total_grad.flatten().unsqueeze(1).double()).solution.squeeze(1)
+    return coef.tolist()
+
+
+def test_balancer_gives_each_loss_its_weight_share():
+    x = torch.randn(4, 1, 1024, requires_grad=True)
+    balancer = Balancer({"big": 3.0, "small": 1.0}, total_norm=1.0, ema_decay=0.9)
+
+    def losses_for(out, t1, t2):
+        return {"big": 1e4 * (out - t1).pow(2).mean(), "small": 1e-3 * (out - t2).abs().mean()}
+
+    for _ in range(60):
+        t1, t2 = torch.randn_like(x), torch.randn_like(x)
+        x.grad = None
+        out = x * 1.0  # d out / d x = identity, so x.grad is the balanced gradient at the output
+        norms = balancer.backward(losses_for(out, t1, t2), out)
+    assert norms["big"] / norms["small"] > 1e5  # very different raw scales
+
+    # Independent per-loss gradients of the last step, then the coefficients the balancer gave them.
+    out = x.detach().requires_grad_(True)
+    raw = losses_for(out, t1, t2)
+    grads = [torch.autograd.grad(raw[k], out)[0] for k in ("big", "small")]
+    big, small = _shares(x.grad, grads)
+    assert big / small == pytest.approx(3.0, rel=0.05)
+    assert big + small == pytest.approx(1.0, rel=0.05)
+
+
+def test_balancer_total_norm_and_other_term():
+    x = torch.randn(2, 1, 2048, requires_grad=True)
+    extra = torch.tensor(2.0, requires_grad=True)
+    balancer = Balancer({"a": 1.0, "b": 1.0}, total_norm=0.5, ema_decay=0.8)
+    for _ in range(30):
+        t = torch.randn_like(x)
+        x.grad, extra.grad = None, None
+        out = x * 1.0
+        # Parallel gradients of very different sizes: the balanced total has norm total_norm.
+        losses = {"a": 1e3 * (out - t).pow(2).mean(), "b": 1e-4 * (out - t).pow(2).mean()}
+        balancer.backward(losses, out, other=3.0 * extra ** 2)
+    assert x.grad.norm().item() == pytest.approx(0.5, rel=0.02)
+    assert extra.grad.item() == pytest.approx(12.0)  # d(3 e^2)/de at e=2, passed through unscaled
+    assert set(balancer.ema_norms) == {"a", "b"}
+
+    out = x * 1.0
+    with pytest.raises(ValueError, match="other"):
+        balancer.backward({"a": out.mean(), "b": extra * 1.0}, out)
+    with pytest.raises(ValueError):
+        balancer.backward({"unknown": out.mean()}, out)
+
+
+def test_balancer_state_roundtrip():
+    x = torch.randn(1, 1, 64, requires_grad=True)
+    b1 = Balancer({"l": 1.0})
+    out = x * 1.0
+    b1.backward({"l": 5 * out.pow(2).sum()}, out)
+    b2 = Balancer({"l": 1.0})
+    b2.load_state_dict(b1.state_dict())
+    assert b2.ema_norms == b1.ema_norms
+    # bias-corrected EMA: after one step it equals the raw norm, 10 * ||x||
+    assert b1.ema_norms["l"] == pytest.approx(10 * x.norm().item(), rel=1e-5)
