@@ -1,0 +1,290 @@
+"""Objective quality metrics for codec evaluation.
+
+Every metric takes `estimate` (the decoded audio) and `reference` (the original) with the
+same shape: `[T]`, `[B, T]` or `[B, 1, T]` (mono). A `[T]` input returns a Python float;
+batched inputs return a float64 tensor `[B]` with one value per item, except `mel_distance`
+(the training-objective one from `lib.losses`, re-exported) which returns the batch mean as a float.
+
+| metric          | units                         | better |
+|-----------------|-------------------------------|--------|
+| `si_sdr`        | dB, clamped to [-100, +100]   | higher |
+| `mel_distance`  | mean L1 of ln-mel (lib.losses)| lower  |
+| `stft_distance` | mean L1 of ln-magnitude       | lower  |
+| `pesq_wb`       | MOS-LQO, 1.04 .. 4.64         | higher |
+| `stoi`          | intelligibility, 0 .. 1       | higher |
+| `bitrate`       | bits per second               | lower (at equal quality) |
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+import torchaudio
+
+from lib.losses import mel_distance  # re-exported: one mel distance for training and evaluation
+
+__all__ = [
+    "SI_SDR_CAP_DB",
+    "METRIC_DIRECTION",
+    "METRIC_UNITS",
+    "si_sdr",
+    "mel_distance",
+    "stft_distance",
+    "pesq_wb",
+    "stoi",
+    "bitrate",
+    "evaluate_all",
+]
+
+# A perfectly scaled copy has zero residual and an SI-SDR of +inf. A finite cap keeps means,
+# tables and plots usable; 100 dB is far above anything a lossy codec reaches (16-bit PCM
+# quantisation noise alone sits near 98 dB for a full-scale sine).
+SI_SDR_CAP_DB = 100.0
+
+# Which way is better, for axis labels, tables and mapping metrics onto 0-100 scores.
+METRIC_DIRECTION = {
+    "si_sdr": "higher",
+    "mel_distance": "lower",
+    "stft_distance": "lower",
+    "pesq_wb": "higher",
+    "stoi": "higher",
+    "bitrate": "lower",
+}
+METRIC_UNITS = {
+    "si_sdr": "dB",
+    "mel_distance": "log-mel L1",
+    "stft_distance": "ln-magnitude L1",
+    "pesq_wb": "MOS-LQO",
+    "stoi": "0..1",
+    "bitrate": "bit/s",
+}
+
+PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
+
+
+def _as_batch(x, name: str) -> torch.Tensor:
+    """Any of `[T]`, `[B, T]`, `[B, 1, T]` (tensor or array) -> float64 `[B, T]`."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be floating-point audio, got dtype {x.dtype}")
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    elif x.dim() == 3:
+        if x.shape[1] != 1:
+            raise ValueError(f"{name} must be mono [B, 1, T], got {x.shape[1]} channels (shape {tuple(x.shape)})")
+        x = x[:, 0]
+    elif x.dim() != 2:
+        raise ValueError(f"{name} must have shape [T], [B, T] or [B, 1, T], got {tuple(x.shape)}")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    return x.detach().to(torch.float64).cpu()
+
+
+def _ndim(x) -> int:
+    return x.dim() if isinstance(x, torch.Tensor) else np.ndim(x)
+
+
+def _pair(estimate, reference) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Check shapes agree; return both as `[B, T]` and whether the input was a single `[T]` clip."""
+    single = _ndim(estimate) == 1 and _ndim(reference) == 1
+    est, ref = _as_batch(estimate, "estimate"), _as_batch(reference, "reference")
+    if est.shape[-1] != ref.shape[-1]:
+        raise ValueError(
+            f"length mismatch: estimate has {est.shape[-1]} samples, reference has {ref.shape[-1]}; "
+            "trim or pad the estimate to the reference length first"
+        )
+    if est.shape[0] != ref.shape[0]:
+        raise ValueError(f"batch mismatch: estimate has {est.shape[0]} items, reference has {ref.shape[0]}")
+    if not torch.isfinite(est).all():
+        raise ValueError("estimate contains NaN or inf samples")
+    if not torch.isfinite(ref).all():
+        raise ValueError("reference contains NaN or inf samples")
+    return est, ref, single
+
+
+def _check_rate(sample_rate) -> int:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def _out(values: torch.Tensor, single: bool):
+    return float(values[0]) if single else values
+
+
+def si_sdr(estimate, reference):
+    """Scale-invariant signal-to-distortion ratio (Le Roux et al. 2019), in dB. Higher is better.
+
+    Both signals are made zero-mean; the reference is scaled by the least-squares gain
+    `a = <est, ref> / <ref, ref>`, and SI-SDR = 10 log10(|a ref|^2 / |est - a ref|^2).
+    A perfectly scaled copy (zero residual) returns `SI_SDR_CAP_DB` (+100 dB) instead of +inf,
+    and a silent estimate returns -100 dB instead of -inf: values are clamped to [-100, 100].
+
+    Args:
+        estimate, reference: `[T]`, `[B, T]` or `[B, 1, T]`, same shape.
+    Returns:
+        float for `[T]` input, else float64 tensor `[B]` (dB).
+    Raises:
+        ValueError on shape/length mismatch or a silent (constant) reference.
+    """
+    est, ref, single = _pair(estimate, reference)
+    est = est - est.mean(dim=-1, keepdim=True)
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    ref_energy = (ref * ref).sum(-1)
+    if (ref_energy == 0).any():
+        raise ValueError("reference is silent (zero energy after removing the mean); SI-SDR is undefined")
+    gain = (est * ref).sum(-1) / ref_energy
+    target = gain.unsqueeze(-1) * ref
+    residual = est - target
+    target_energy = (target * target).sum(-1)
+    residual_energy = (residual * residual).sum(-1)
+    values = 10.0 * torch.log10(target_energy / residual_energy)  # residual 0 -> +inf
+    # A silent (constant) estimate gives 0/0; it carries none of the reference, so it is -inf.
+    silent = (est * est).sum(-1) == 0
+    values = torch.where(silent, torch.full_like(values, -math.inf), values)
+    values = values.clamp(-SI_SDR_CAP_DB, SI_SDR_CAP_DB)
+    return _out(values, single)
+
+
+def stft_distance(
+    estimate,
+    reference,
+    fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64),
+    eps: float = 1e-5,
+):
+    """Multi-resolution log-magnitude STFT distance. Lower is better (0 = identical).
+
+    For each FFT size n: Hann window of n samples, hop n/4, magnitude |X|; the distance is
+    the mean over time-frequency bins of |ln(max(|X_est|, eps)) - ln(max(|X_ref|, eps))|.
+    The result is the mean over FFT sizes; units are natural-log magnitude (1.0 = a factor e
+    on average). Sizes longer than the signal are skipped. Unlike `mel_distance` it weights
+    all frequencies linearly, so it is sensitive to high-frequency losses.
+
+    Args:
+        estimate, reference: `[T]`, `[B, T]` or `[B, 1, T]`, same shape.
+        fft_sizes: window lengths in samples.
+        eps: magnitude floor, so silence does not dominate the log.
+    Returns:
+        float for `[T]` input, else float64 tensor `[B]`.
+    """
+    est, ref, single = _pair(estimate, reference)
+    sizes = [n for n in fft_sizes if n <= est.shape[-1]]
+    if not sizes:
+        raise ValueError(f"signal of {est.shape[-1]} samples is shorter than every FFT size in fft_sizes={fft_sizes}")
+    per_size = []
+    for n_fft in sizes:
+        window = torch.hann_window(n_fft, dtype=torch.float64)
+        mag_est, mag_ref = (
+            torch.stft(x, n_fft, hop_length=n_fft // 4, window=window, center=True, return_complex=True).abs()
+            for x in (est, ref)
+        )
+        diff = mag_est.clamp_min(eps).log() - mag_ref.clamp_min(eps).log()
+        per_size.append(diff.abs().mean(dim=(-2, -1)))
+    return _out(torch.stack(per_size).mean(0), single)
+
+
+def _resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    if orig_sr == new_sr:
+        return x
+    return torchaudio.functional.resample(x, orig_sr, new_sr)
+
+
+def pesq_wb(estimate, reference, sample_rate: int):
+    """Wide-band PESQ (ITU-T P.862.2) through the `pesq` package. Higher is better.
+
+    Units: MOS-LQO from 1.04 (bad) to 4.64 (identical signals). Both signals are resampled to
+    16 kHz first (PESQ is only defined at 8/16 kHz). Speech-only metric: music or noise give
+    numbers without meaning. A clip in which PESQ finds no speech ("no utterances detected")
+    gives NaN and a RuntimeWarning instead of an exception, so a batch still evaluates.
+
+    Args:
+        estimate, reference: `[T]`, `[B, T]` or `[B, 1, T]`, same shape, at `sample_rate`.
+        sample_rate: Hz of both signals.
+    Returns:
+        float for `[T]` input, else float64 tensor `[B]`.
+    """
+    from pesq import NoUtterancesError, pesq  # deferred: optional C extension
+
+    sample_rate = _check_rate(sample_rate)
+    est, ref, single = _pair(estimate, reference)
+    est, ref = _resample(est, sample_rate, PESQ_RATE), _resample(ref, sample_rate, PESQ_RATE)
+    if est.shape[-1] < PESQ_RATE // 4:
+        raise ValueError(f"PESQ needs at least 0.25 s of audio; got {est.shape[-1] / PESQ_RATE:.3f} s")
+    values = torch.empty(est.shape[0], dtype=torch.float64)
+    for i in range(est.shape[0]):
+        try:
+            if not (ref[i].abs().max() > 0 and est[i].abs().max() > 0):
+                raise NoUtterancesError  # the pesq package would divide by a zero peak first
+            values[i] = pesq(PESQ_RATE, ref[i].numpy(), est[i].numpy(), "wb")
+        except NoUtterancesError:
+            warnings.warn(f"pesq_wb: no utterance detected in item {i} (silent or non-speech?); returning NaN",
+                          RuntimeWarning, stacklevel=2)
+            values[i] = math.nan
+    return _out(values, single)
+
+
+def stoi(estimate, reference, sample_rate: int, extended: bool = False):
+    """Short-time objective intelligibility through `pystoi`. Higher is better.
+
+    Units: correlation-based score, 0..1 (1 = identical); `extended=True` gives ESTOI.
+    pystoi resamples to 10 kHz internally and drops silent frames; speech-only metric.
+
+    Args:
+        estimate, reference: `[T]`, `[B, T]` or `[B, 1, T]`, same shape, at `sample_rate`.
+        sample_rate: Hz of both signals.
+    Returns:
+        float for `[T]` input, else float64 tensor `[B]`.
+    """
+    from pystoi import stoi as _pystoi
+
+    sample_rate = _check_rate(sample_rate)
+    est, ref, single = _pair(estimate, reference)
+    values = torch.tensor(
+        [_pystoi(ref[i].numpy(), est[i].numpy(), sample_rate, extended=extended) for i in range(est.shape[0])],
+        dtype=torch.float64,
+    )
+    return _out(values, single)
+
+
+def bitrate(n_q: int, codebook_size: int, frame_rate: float) -> float:
+    """Bitrate of a residual-VQ code stream, in bits per second (lower = more compression).
+
+    bits/s = n_q * log2(codebook_size) * frame_rate. With a codebook size that is not a power
+    of two this is the ideal (entropy-coded) rate; a fixed-length code needs ceil(log2 K) bits.
+    Example: EnCodec 24 kHz, 8 codebooks of 1024 at 75 Hz -> 6000 bits/s.
+    """
+    if isinstance(n_q, bool) or not isinstance(n_q, (int, np.integer)) or n_q < 0:
+        raise ValueError(f"n_q must be a non-negative integer, got {n_q!r}")
+    if isinstance(codebook_size, bool) or not isinstance(codebook_size, (int, np.integer)) or codebook_size < 2:
+        raise ValueError(f"codebook_size must be an integer >= 2, got {codebook_size!r}")
+    if not frame_rate > 0:
+        raise ValueError(f"frame_rate must be positive (frames per second), got {frame_rate!r}")
+    return float(n_q * math.log2(codebook_size) * frame_rate)
+
+
+def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True) -> dict[str, float]:
+    """All quality metrics for one clip or a batch, as plain floats (batch mean; NaNs ignored).
+
+    Returns `{"si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi"}`; see
+    `METRIC_DIRECTION` / `METRIC_UNITS` for the direction and units of each. `perceptual=False`
+    skips PESQ and STOI (the slow, speech-only ones).
+    """
+    sample_rate = _check_rate(sample_rate)
+    est, ref, _ = _pair(estimate, reference)  # validates once, with the user's argument names
+
+    def mean(v) -> float:
+        v = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
+        return float(torch.nanmean(v)) if not torch.isnan(v).all() else math.nan
+
+    results = {
+        "si_sdr": mean(si_sdr(est, ref)),
+        "mel_distance": mean(mel_distance(est.float().unsqueeze(1), ref.float().unsqueeze(1), sample_rate)),
+        "stft_distance": mean(stft_distance(est, ref)),
+    }
+    if perceptual:
+        results["pesq_wb"] = mean(pesq_wb(est, ref, sample_rate))
+        results["stoi"] = mean(stoi(est, ref, sample_rate))
+    return results

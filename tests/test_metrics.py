@@ -1,0 +1,262 @@
+"""Tests for lib.metrics and lib.baselines: hand computations, reference packages, real codecs."""
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+import lib.losses
+from lib import metrics
+from lib.baselines import (
+    available_baselines,
+    codec_roundtrip,
+    lowpass_anchor,
+    mulaw_8bit,
+    mulaw_bitrate,
+    opus_level_for_kbps,
+)
+from lib.metrics import SI_SDR_CAP_DB, bitrate, evaluate_all, pesq_wb, si_sdr, stft_distance, stoi
+
+SR = 16000
+
+
+def _harmonic_bursts(sample_rate: int, seconds: float) -> np.ndarray:
+    """Speech-like fallback: voiced bursts (gliding f0, 1/k harmonics) separated by pauses."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 30))
+    envelope = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 0.5
+    return (0.1 * voiced * envelope).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> torch.Tensor:
+    """~2.5 s of speech at 16 kHz `[T]`: espeak-ng when on PATH, else synthetic voiced bursts."""
+    seconds = 2.5
+    if shutil.which("espeak-ng"):
+        path = tmp_path_factory.mktemp("speech") / "speech.wav"
+        subprocess.run(["espeak-ng", "-w", str(path), "Codecs squeeze speech into very few bits per second."],
+                       check=True, capture_output=True)
+        wav, rate = sf.read(path, dtype="float32")
+        wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, SR)[: int(seconds * SR)]
+        return (0.3 * wav / wav.abs().max()).contiguous()
+    return torch.from_numpy(_harmonic_bursts(SR, seconds))
+
+
+def _add_noise(x: torch.Tensor, snr_db: float) -> torch.Tensor:
+    noise = torch.randn_like(x)
+    noise *= x.norm() / noise.norm() / 10 ** (snr_db / 20)
+    return x + noise
+
+
+# ---------------------------------------------------------------- SI-SDR
+
+
+def test_si_sdr_scaled_copy_hits_the_cap():
+    ref = torch.randn(SR)
+    assert si_sdr(0.3 * ref, ref) == SI_SDR_CAP_DB == 100.0
+    # an offset does not matter either (zero-mean), and the cap is finite
+    assert si_sdr(2.0 * ref + 0.5, ref) == SI_SDR_CAP_DB
+
+
+def test_si_sdr_known_snr_with_orthogonal_noise():
+    """est = 0.5 ref + n with n orthogonal to ref and to DC, so SI-SDR = 10 log10(|0.5 ref|^2 / |n|^2) exactly."""
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(8000, generator=g, dtype=torch.float64)
+    ref -= ref.mean()
+    noise = torch.randn(8000, generator=g, dtype=torch.float64)
+    noise -= noise.mean()
+    noise -= (noise @ ref) / (ref @ ref) * ref  # Gram-Schmidt: orthogonal to ref
+    for snr_db in (-5.0, 0.0, 7.0, 23.0):
+        scaled = noise * (0.5 * ref.norm() / noise.norm()) / 10 ** (snr_db / 20)
+        assert abs(si_sdr(0.5 * ref + scaled, ref) - snr_db) < 1e-6
+        # scale invariance: multiplying the estimate does not change the value
+        assert abs(si_sdr(-4.0 * (0.5 * ref + scaled), ref) - snr_db) < 1e-6
+
+
+def test_si_sdr_batch_shapes_and_silent_estimate():
+    ref = torch.randn(3, 1, 4000)
+    est = ref + 0.1 * torch.randn(3, 1, 4000)
+    values = si_sdr(est, ref)
+    assert isinstance(values, torch.Tensor) and values.shape == (3,)
+    for i in range(3):  # the batched value equals the single-clip one
+        assert abs(float(values[i]) - si_sdr(est[i, 0], ref[i, 0])) < 1e-9
+    assert torch.allclose(si_sdr(est[:, 0], ref[:, 0]), values)  # [B, T] works too
+    assert si_sdr(torch.zeros(4000), ref[0, 0]) == -SI_SDR_CAP_DB
+
+
+def test_mismatch_errors_name_the_arguments():
+    ref = torch.randn(1, 1, 4000)
+    with pytest.raises(ValueError, match="estimate.*reference"):
+        si_sdr(torch.randn(1, 1, 3999), ref)
+    with pytest.raises(ValueError, match="estimate.*reference"):
+        stft_distance(torch.randn(1, 1, 4001), ref)
+    with pytest.raises(ValueError, match="batch mismatch"):
+        si_sdr(torch.randn(2, 1, 4000), ref)
+    with pytest.raises(ValueError, match="estimate must be mono"):
+        si_sdr(torch.randn(1, 2, 4000), ref)
+    with pytest.raises(ValueError, match="reference is silent"):
+        si_sdr(ref, torch.zeros(1, 1, 4000))
+    with pytest.raises(ValueError, match="sample_rate"):
+        pesq_wb(ref, ref, 0)
+    with pytest.raises(ValueError, match="sample_rate"):
+        stoi(ref, ref, 16000.5)
+    with pytest.raises(ValueError, match="estimate.*reference"):
+        evaluate_all(torch.randn(4000), torch.randn(4100), SR)
+
+
+# ---------------------------------------------------------------- spectral distances
+
+
+def test_stft_distance_is_zero_for_identical_and_ln2_for_double_gain():
+    ref = 0.1 * torch.randn(2, 1, 8000)
+    assert torch.equal(stft_distance(ref, ref), torch.zeros(2, dtype=torch.float64))
+    # every bin's magnitude doubles: |ln 2|X| - ln |X|| = ln 2 wherever |X| is above the floor
+    assert torch.allclose(stft_distance(2.0 * ref, ref), torch.full((2,), math.log(2.0), dtype=torch.float64), atol=1e-4)
+    noisy, noisier = _add_noise(ref, 20), _add_noise(ref, 0)
+    assert (stft_distance(noisier, ref) > stft_distance(noisy, ref)).all()
+
+
+def test_mel_distance_is_the_losses_one():
+    assert metrics.mel_distance is lib.losses.mel_distance
+    ref = 0.1 * torch.randn(1, 1, 8000)
+    assert metrics.mel_distance(ref, ref, SR) == 0.0
+    assert metrics.mel_distance(_add_noise(ref, 0), ref, SR) > metrics.mel_distance(_add_noise(ref, 20), ref, SR)
+
+
+# ---------------------------------------------------------------- PESQ / STOI
+
+
+def test_pesq_identical_is_max_and_noisy_is_lower(speech):
+    assert abs(pesq_wb(speech, speech, SR) - 4.64) < 0.01
+    noisy = pesq_wb(_add_noise(speech, 10.0), speech, SR)
+    assert 1.0 <= noisy < 3.0
+    # another rate goes through the 16 kHz resampling and still gives the maximum for identical input
+    speech_24k = torchaudio.functional.resample(speech, SR, 24000)
+    assert abs(pesq_wb(speech_24k, speech_24k, 24000) - 4.64) < 0.01
+
+
+def test_pesq_silence_gives_nan_with_warning(speech):
+    batch = torch.stack([speech, torch.zeros_like(speech)])
+    with pytest.warns(RuntimeWarning, match="no utterance"):
+        values = pesq_wb(batch, batch, SR)
+    assert abs(float(values[0]) - 4.64) < 0.01 and math.isnan(float(values[1]))
+
+
+def test_stoi_identical_is_one_and_noisy_is_lower(speech):
+    assert abs(stoi(speech, speech, SR) - 1.0) < 1e-4
+    assert stoi(_add_noise(speech, -5.0), speech, SR) < stoi(_add_noise(speech, 10.0), speech, SR) < 0.999
+
+
+def test_evaluate_all_on_identical_speech(speech):
+    results = evaluate_all(speech[None, None], speech[None, None], SR)
+    assert set(results) == {"si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi"}
+    assert all(isinstance(v, float) for v in results.values())
+    assert results["si_sdr"] == SI_SDR_CAP_DB and results["stft_distance"] == 0.0 and results["mel_distance"] == 0.0
+    assert abs(results["pesq_wb"] - 4.64) < 0.01 and abs(results["stoi"] - 1.0) < 1e-4
+    assert set(metrics.METRIC_DIRECTION) >= set(results)
+
+
+def test_bitrate_hand_computed():
+    assert bitrate(8, 1024, 75) == 6000.0  # EnCodec 24 kHz at 6 kb/s: 8 x 10 bits x 75 Hz
+    assert bitrate(1, 2, 50.0) == 50.0
+    assert bitrate(4, 1000, 100) == pytest.approx(4 * 9.965784284662087 * 100)
+    with pytest.raises(ValueError, match="codebook_size"):
+        bitrate(4, 1, 75)
+    with pytest.raises(ValueError, match="n_q"):
+        bitrate(-1, 1024, 75)
+    with pytest.raises(ValueError, match="frame_rate"):
+        bitrate(4, 1024, 0)
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def test_mulaw_roundtrip_error_is_bounded(speech):
+    x = torch.cat([torch.linspace(-1, 1, 20001), 1e-3 * torch.randn(2000)])
+    y = mulaw_8bit(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.unique(y).numel() <= 256  # 8 bits
+    # Half a quantiser step in the companded domain (1/256) times the expander's slope
+    # dx/dy = ln(1 + mu) / mu * (1 + mu |x|) at the larger magnitude of the pair.
+    mu = 255.0
+    magnitude = torch.maximum(x.abs(), y.abs()).double()
+    bound = (1 / 256) * math.log1p(mu) / mu * (1 + mu * magnitude) + 1e-7
+    assert ((y - x).abs().double() <= bound).all()
+    # on speech that is roughly the textbook ~38 dB of 8-bit mu-law
+    assert si_sdr(mulaw_8bit(speech), speech) > 30.0
+    assert mulaw_bitrate(8000) == 64000.0
+
+
+def test_lowpass_anchor_removes_energy_above_cutoff():
+    x = torch.randn(2, 1, SR)
+    y = lowpass_anchor(x, SR, cutoff=3500.0)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    freqs = np.fft.rfftfreq(SR, 1 / SR)
+    window = np.hanning(SR)  # a rectangular window would leak pass-band power into the stop band at ~-50 dB
+    px = np.abs(np.fft.rfft(x.numpy() * window, axis=-1)) ** 2
+    py = np.abs(np.fft.rfft(y.numpy() * window, axis=-1)) ** 2
+    stop, passband = freqs > 4000, freqs < 3000
+    assert py[..., stop].sum() / px[..., stop].sum() < 1e-7  # > 70 dB down
+    assert abs(py[..., passband].sum() / px[..., passband].sum() - 1.0) < 0.01
+    # zero phase: an in-band tone comes back time-aligned
+    tone = torch.sin(2 * math.pi * 440 * torch.arange(SR) / SR)
+    assert (lowpass_anchor(tone, SR)[2000:-2000] - tone[2000:-2000]).abs().max() < 1e-3
+    with pytest.raises(ValueError, match="cutoff"):
+        lowpass_anchor(x, SR, cutoff=9000.0)
+
+
+def _needs(fmt: str, subtype: str):
+    if not sf.check_format(fmt, subtype):
+        pytest.skip(f"libsndfile {sf.__libsndfile_version__} here cannot write {fmt}/{subtype}")
+
+
+def test_opus_roundtrip_and_measured_bitrate(speech):
+    _needs("OGG", "OPUS")
+    decoded, bits_per_second = codec_roundtrip(speech[None], SR, "OGG", "OPUS", opus_level_for_kbps(12.0))
+    assert decoded.shape == (1, speech.numel()) and decoded.dtype == speech.dtype
+    assert 6000 < bits_per_second < 20000
+    assert si_sdr(decoded[0], speech) > 0.0  # a real, time-aligned reconstruction
+    # the rate comes from the file size: headers add bytes when counted
+    _, with_header = codec_roundtrip(speech[None], SR, "OGG", "OPUS", opus_level_for_kbps(12.0), include_header=True)
+    assert with_header > bits_per_second
+    # more bits -> closer to the original
+    better, _ = codec_roundtrip(speech, SR, "OGG", "OPUS", opus_level_for_kbps(64.0))
+    assert si_sdr(better, speech) > si_sdr(decoded[0], speech)
+    # 44.1 kHz is not an Opus rate: resampled inside, shape kept
+    wav_44k = torchaudio.functional.resample(speech, SR, 44100)[None, None]
+    assert codec_roundtrip(wav_44k, 44100, "OGG", "OPUS", 0.9)[0].shape == wav_44k.shape
+
+
+@pytest.mark.parametrize("fmt,subtype,level", [("OGG", "VORBIS", 1.0), ("MP3", "MPEG_LAYER_III", 0.99)])
+def test_vorbis_and_mp3_roundtrip(speech, fmt, subtype, level):
+    _needs(fmt, subtype)
+    decoded, bits_per_second = codec_roundtrip(speech, SR, fmt, subtype, level)
+    assert decoded.shape == speech.shape
+    assert 8000 < bits_per_second < 64000
+    assert si_sdr(decoded, speech) > 0.0
+
+
+def test_codec_roundtrip_rejects_unknown_format(speech):
+    with pytest.raises(ValueError, match="fmt/subtype"):
+        codec_roundtrip(speech, SR, "OGG", "PCM_16", 0.5)
+    with pytest.raises(ValueError, match="compression_level"):
+        codec_roundtrip(speech, SR, "OGG", "VORBIS", 1.5)
+
+
+def test_available_baselines_run_and_keep_shape():
+    baselines = available_baselines(SR)
+    names = [b.name for b in baselines]
+    assert {"lowpass_3.5k", "lowpass_7k", "mulaw_8bit"} <= set(names)
+    assert dict((b.name, b.bitrate) for b in baselines)["mulaw_8bit"] == 128000.0
+    x = 0.1 * torch.randn(1, 1, 4000)
+    for b in baselines:
+        assert b.available
+        assert b.fn(x).shape == x.shape, b.name
+        if b.name.startswith("opus"):
+            assert 3000 < b.bitrate < 40000, (b.name, b.bitrate)
