@@ -47,7 +47,7 @@ def build_codec(cfg: Config) -> nn.Module:
                                        hopfield_hidden=e.hopfield_hidden, n_steps=e.n_steps,
                                        step_size=e.step_size, causal=e.causal, hopfield=e.hopfield)
     return Codec(encoder, build_quantizer(m), decoder, cfg.data.sample_rate, bottleneck=bottleneck,
-                 continuous=m.continuous)
+                 continuous=m.continuous, frame_lookahead=m.frame_lookahead)
 
 
 def build_discriminators(cfg: Config) -> nn.ModuleDict:

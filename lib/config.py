@@ -83,6 +83,9 @@ class ModelConfig:
     upsampler: str = "transposed"  # "transposed" or "wavelet"
     bottleneck: str = "none"  # "none" or "energy" (energy transformer before the quantizer)
     continuous: bool = False  # True skips quantisation: NOT a codec, for comparison only
+    # Each frame sees its own hop of samples (one frame of latency, as EnCodec/SoundStream). Off, the layers are
+    # causal down to the sample and the decoder must predict up to hop-1 samples ahead: a much worse codec.
+    frame_lookahead: bool = True
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
