@@ -9,7 +9,7 @@ PRESET ?= cpu
 RUN    ?= runs/workbook
 DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils
 
-.PHONY: workbook test lab env data-packages bench clean-runs
+.PHONY: workbook test lab env data-packages browser-packages bench clean-runs
 
 env: $(VENV)/.installed
 
@@ -19,23 +19,18 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
-# Real recordings and speech for the default corpus; without them it is synthesised (and says so).
+# Debian packages: real recordings and speech for the default corpus (without them it is synthesised, and says
+# so), and Chromium for the browser test of the listening widget (skipped, with the reason, without it).
 data-packages:
-	@if command -v espeak-ng >/dev/null && [ -d /usr/share/sonic-pi/samples ] && [ -d /usr/share/sounds/alsa ]; then \
-	  echo "Debian data packages present ($(DEBIAN_DATA))"; \
-	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
-	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(DEBIAN_DATA) >/dev/null) \
-	  || echo "WARNING: apt-get could not install $(DEBIAN_DATA); the default corpus will be synthesised audio."; \
-	else \
-	  echo "NOTE: apt-get is not usable here (no root/sudo); the default corpus will be synthesised audio."; \
-	  echo "      For real recordings and speech: sudo apt-get install $(DEBIAN_DATA)"; \
-	fi
+	@sh .ci/apt-install.sh "the default corpus will be synthesised audio" $(DEBIAN_DATA)
+
+browser-packages:
+	@sh .ci/apt-install.sh "the browser test will be skipped" chromium
 
 workbook: env data-packages
 	$(PY) -m lib.runner --preset $(PRESET) --run-dir $(RUN) --figures figures --data data/default
 
-test: env data-packages
+test: env data-packages browser-packages
 	$(PY) -m pytest
 
 lab: env

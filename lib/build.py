@@ -58,7 +58,8 @@ def build_discriminators(cfg: Config) -> nn.ModuleDict:
     t = cfg.train
     makers = {
         "stft": lambda: MultiScaleSTFTDiscriminator(n_ffts=tuple(t.stft_n_ffts), channels=t.disc_channels),
-        "waveform": lambda: MultiScaleWaveformDiscriminator(channels=t.disc_channels),
-        "period": lambda: MultiPeriodDiscriminator(channels=t.disc_channels),
+        "waveform": lambda: MultiScaleWaveformDiscriminator(channels=t.disc_channels,
+                                                            max_channels=t.disc_max_channels),
+        "period": lambda: MultiPeriodDiscriminator(channels=t.disc_channels, max_channels=t.disc_max_channels),
     }
     return nn.ModuleDict({name: makers[name]() for name in t.discriminators})

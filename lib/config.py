@@ -103,6 +103,7 @@ class LossConfig:
     adversarial_kind: str = "hinge"  # or "lsgan"
     balancer: bool = False  # EnCodec-style gradient balancer instead of fixed weights
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
+    mel_log_distance: str = "l1"  # distance on log-mel: "l1" (robust, DAC-like) or "l2" (the seed's MSE)
 
 
 @dataclass
@@ -113,6 +114,7 @@ class TrainConfig:
     disc_lr: float = 3e-4
     discriminators: list[str] = field(default_factory=lambda: ["stft", "waveform"])
     disc_channels: int = 32
+    disc_max_channels: int = 1024  # cap of the channel doubling in the waveform and period discriminators
     stft_n_ffts: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
     one_disc_at_a_time: bool = False
     disc_choice: str = "uniform"  # or "loss_weighted"
@@ -304,6 +306,7 @@ def validate(cfg: Config) -> None:
         ("model.quantizer.som_neighbourhood", q.som_neighbourhood, ("gaussian", "box")),
         ("model.quantizer.som_schedule", q.som_schedule, ("exp", "linear")),
         ("loss.adversarial_kind", lo.adversarial_kind, ("hinge", "lsgan")),
+        ("loss.mel_log_distance", lo.mel_log_distance, ("l1", "l2")),
         ("train.disc_choice", t.disc_choice, ("uniform", "loss_weighted")),
         ("train.precision", t.precision, ("fp32", "bf16", "fp16")),
     ]:

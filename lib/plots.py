@@ -55,3 +55,79 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def plot_training(records: list[dict], axes=None, train_keys=("mel", "l1", "commitment", "adversarial", "feature")):
+    """Loss curves from trainer log records (``kind`` = ``train`` / ``val``): train losses (log scale) on the left,
+    validation mel distance and SI-SDR on the right. Returns the figure."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax_train, ax_val = axes
+    fig = ax_train.figure
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    for key in train_keys:
+        pts = [(r["step"], r[key]) for r in train if key in r]
+        if pts:
+            ax_train.plot(*zip(*pts), label=key)
+    ax_train.set(title="Generator losses", xlabel="step", ylabel="loss (log scale)", yscale="log")
+    if ax_train.lines:
+        ax_train.legend(fontsize=8)
+    if val:
+        steps = [r["step"] for r in val]
+        ax_val.plot(steps, [r["mel_distance"] for r in val], "o-", color="C0", label="mel distance")
+        ax_val.set(title="Validation", xlabel="step", ylabel="mel distance (log-mel L1, lower is better)")
+        twin = ax_val.twinx()
+        twin.plot(steps, [r["si_sdr"] for r in val], "s--", color="C3", label="SI-SDR")
+        twin.set_ylabel("SI-SDR (dB, higher is better)", color="C3")
+        ax_val.legend(loc="upper left", fontsize=8)
+        twin.legend(loc="upper right", fontsize=8)
+    else:
+        ax_val.set(title="Validation (no records yet)")
+    fig.tight_layout()
+    return fig
+
+
+class LiveLossPlot:
+    """A trainer callback that redraws :func:`plot_training` in place in a notebook every ``every`` records."""
+
+    def __init__(self, every: int = 5):
+        from IPython.display import display
+
+        self.records: list[dict] = []
+        self.every = every
+        self.fig, self.axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        plt.close(self.fig)  # shown through the display handle only
+        self.handle = display(self.fig, display_id=True)
+
+    def __call__(self, record: dict) -> None:
+        self.records.append(record)
+        if len(self.records) % self.every == 0 or record["kind"] == "val":
+            self.redraw()
+
+    def redraw(self) -> None:
+        for ax in self.fig.axes[2:]:  # twin axes from the previous draw
+            ax.remove()
+        for ax in self.axes:
+            ax.clear()
+        plot_training(self.records, self.axes)
+        if self.handle is not None:
+            self.handle.update(self.fig)
+
+
+def plot_codebook_usage(val_record: dict, codebook_size: int, ax=None):
+    """Per-level codebook usage (%) and perplexity as a fraction of the codebook size, from a validation record."""
+    levels = sorted(int(k.split("_")[1]) for k in val_record if k.startswith("usage_"))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    x = np.arange(len(levels))
+    ax.bar(x - 0.2, [100 * val_record[f"usage_{i}"] for i in levels], 0.4, label="codes used (%)")
+    ax.bar(x + 0.2, [100 * val_record[f"perplexity_{i}"] / codebook_size for i in levels], 0.4,
+           label="perplexity (% of codebook size)")
+    ax.set(title=f"Codebook health on held-out clips ({codebook_size} codes per level)", xlabel="RVQ level",
+           ylabel="%", xticks=x, ylim=(0, 105))
+    ax.legend(fontsize=8)
+    return ax.figure

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import datetime
 import json
 import math
 import os
@@ -148,7 +149,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and t.precision == "fp16")
 
         sr = cfg.data.sample_rate
-        self.mel_loss = MultiScaleMelLoss(sr, windows=tuple(lo.mel_windows)).to(self.device)
+        self.mel_loss = MultiScaleMelLoss(sr, windows=tuple(lo.mel_windows), log_distance=lo.mel_log_distance).to(self.device)
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device) if lo.stft > 0 else None
         weights = {k: getattr(lo, k) for k in ("mel", "l1", "stft", "adversarial", "feature") if getattr(lo, k) > 0}
         self.balancer = Balancer(weights) if lo.balancer else None
@@ -196,6 +197,10 @@ class Trainer:
         else:
             w = torch.ones(len(names))
         i = int(torch.multinomial(w / w.sum(), 1))
+        if self.world > 1:  # ranks see different losses: rank 0 decides, or DDP would wait on different modules
+            choice = torch.tensor([i], device=self.device)
+            dist.broadcast(choice, 0)
+            i = int(choice)
         self.active = [names[i]]
         if t.tie_bitrate:  # discriminator i of N trains the codec at n_q = ceil(n_q_max * (i + 1) / N)
             n_q_max = self.cfg.model.quantizer.n_q
@@ -254,7 +259,7 @@ class Trainer:
         with self._autocast():
             out, losses = self.generator_losses(wav, adversarial)
         self.opt_g.zero_grad(set_to_none=True)
-        finite = all(torch.isfinite(v).all() for v in losses.values())
+        finite = self._agree(all(bool(torch.isfinite(v).all()) for v in losses.values()))
         if finite:
             if self.balancer is not None:
                 on_output = {k: v for k, v in losses.items() if k in self.balancer.weights}
@@ -268,18 +273,18 @@ class Trainer:
         self.scaler.step(self.opt_g)
 
         # 2) discriminator(s), on their own loss only
-        logs = {k: float(v) for k, v in losses.items()}
+        logs = {k: float(v.detach()) for k, v in losses.items()}
         if adversarial:
             d_losses = self.discriminator_losses(wav, out.recon)
             self.opt_d.zero_grad(set_to_none=True)
             d_total = torch.stack(list(d_losses.values())).sum()
-            if torch.isfinite(d_total):
+            if self._agree(bool(torch.isfinite(d_total))):
                 self.scaler.scale(d_total).backward()
                 if self._clip_and_check(self.discs, self.opt_d):
                     self.scaler.step(self.opt_d)
             for name, v in d_losses.items():
-                self.disc_loss_ema[name] = 0.9 * self.disc_loss_ema[name] + 0.1 * float(v)
-                logs[f"d_{name}"] = float(v)
+                self.disc_loss_ema[name] = 0.9 * self.disc_loss_ema[name] + 0.1 * float(v.detach())
+                logs[f"d_{name}"] = float(v.detach())
         self.scaler.update()
         if self.ema is not None:
             _ema_update(self.ema, self.codec, self.cfg.train.ema_decay)
@@ -287,6 +292,14 @@ class Trainer:
         self.step += 1
         logs["n_q"] = float(out.n_q) if not torch.is_tensor(out.n_q) else float(out.n_q.float().mean())
         return StepResult(self.step, logs)
+
+    def _agree(self, ok: bool) -> bool:
+        """True only when every rank says True, so that ranks never disagree on skipping a backward pass."""
+        if self.world == 1:
+            return ok
+        flag = torch.tensor([float(ok)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def weighted_sum(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         lo = self.cfg.loss
@@ -311,9 +324,9 @@ class Trainer:
         if self.bad_in_row >= self.cfg.train.max_bad_steps:
             raise TrainingDiverged(
                 f"{self.bad_in_row} non-finite steps in a row at step {self.step} (last losses: "
-                f"{ {k: float(v) for k, v in losses.items()} }). Lower train.lr, enable loss.balancer or "
+                f"{ {k: float(v.detach()) for k, v in losses.items()} }). Lower train.lr, enable loss.balancer or "
                 f"train.grad_clip, or check the data for NaN/inf; the last good checkpoint is in {self.run_dir}.")
-        return StepResult(self.step, {k: float(v) for k, v in losses.items()}, skipped=True)
+        return StepResult(self.step, {k: float(v.detach()) for k, v in losses.items()}, skipped=True)
 
     # ------------------------------------------------------------------ validation
 
@@ -342,6 +355,14 @@ class Trainer:
                 result[f"perplexity_{level}"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
         return result
 
+    @torch.no_grad()
+    def reconstruct(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """Reconstruction of ``wav`` ``[B, C, T]`` (or ``[C, T]``) by the current (EMA) codec, on the CPU."""
+        codec = self.ema if self.ema is not None else self.codec
+        codec.eval()
+        x = wav if wav.dim() == 3 else wav.unsqueeze(0)
+        return codec(x.to(self.device), n_q=n_q).recon.cpu().reshape(wav.shape)
+
     # ------------------------------------------------------------------ loop
 
     def fit(self, steps: int | None = None, callback: Callable[[dict], None] | None = None) -> list[dict]:
@@ -357,8 +378,9 @@ class Trainer:
         records: list[dict] = []
         if self.step >= total:
             return records
+        # Own generator: creating a loader must not draw from the global RNG, or a resumed run would diverge.
         loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=range(self.step, total),
-                                             num_workers=self.cfg.data.num_workers)
+                                             num_workers=self.cfg.data.num_workers, generator=torch.Generator())
         bar = tqdm(total=total, initial=self.step, disable=not self.progress or self.rank != 0,
                    desc="train", dynamic_ncols=True)
         t0, running = time.time(), {}
@@ -476,7 +498,9 @@ def _init_distributed(device: str) -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
+        # A hung peer should fail the run in minutes, not the default half hour.
+        timeout = datetime.timedelta(seconds=int(os.environ.get("WORKBOOK_DIST_TIMEOUT", 600)))
+        dist.init_process_group(backend, timeout=timeout)
     return dist.get_rank(), dist.get_world_size()
 
 
