@@ -237,6 +237,7 @@ class MushraTest:
         self._status = widgets.HTML()
         self._page = widgets.VBox()
         self._widget = widgets.VBox([self._page, self.next_button, self._status])
+        self._widget.add_class("mushra-test")  # a stable CSS hook for styling and browser tests
         self._show_trial()
 
     @property
@@ -261,9 +262,12 @@ class MushraTest:
         self.sliders = {}
         rows = []
         for label, name in zip(self.labels(), trial["order"]):
-            slider = widgets.IntSlider(value=0, min=0, max=100, step=1, description=label, continuous_update=False)
+            slider = widgets.IntSlider(value=0, min=0, max=100, step=1, description=label, continuous_update=False,
+                                       layout=widgets.Layout(width="440px"), style={"description_width": "30px"})
             self.sliders[label] = slider
-            rows.append(widgets.HBox([slider, audio_player(trial["audio"][name], self.sample_rate)]))
+            # Player first, then its slider: listen, then rate, on one line.
+            rows.append(widgets.HBox([audio_player(trial["audio"][name], self.sample_rate), slider],
+                                     layout=widgets.Layout(align_items="center")))
         last = self.current_trial == len(self.trials) - 1
         self.next_button.description = "Finish" if last else "Next"
         header = widgets.HTML(
@@ -271,8 +275,11 @@ class MushraTest:
             "Rate each stimulus against the reference (100 = indistinguishable). "
             "One of them is the reference itself."
         )
-        reference_row = widgets.HBox([widgets.HTML("<b>Reference</b>&nbsp;"), audio_player(trial["reference"], self.sample_rate)])
-        self._page.children = [header, reference_row, *rows]
+        reference_row = widgets.HBox([audio_player(trial["reference"], self.sample_rate), widgets.HTML("&emsp;<b>Reference</b>")],
+                                     layout=widgets.Layout(align_items="center"))
+        scale = widgets.HTML("<small>Scale (ITU-R BS.1534): 0-20 bad, 20-40 poor, 40-60 fair, 60-80 good, "
+                             "80-100 excellent.</small>")
+        self._page.children = [header, reference_row, scale, *rows]
 
     def _on_next(self, _button=None) -> None:
         if self.finished:
@@ -339,7 +346,8 @@ def _read_rows(csv_path) -> list[dict]:
         return list(reader)
 
 
-def summarize(csv_path, simulated: bool | None = None, confidence: float = 0.95) -> dict[str, dict]:
+def summarize(csv_path, simulated: bool | None = None, confidence: float = 0.95,
+              session_id: str | None = None) -> dict[str, dict]:
     """Per-system mean score and 95% confidence interval from a MUSHRA results CSV.
 
     The interval is the Student-t one over all rows of a system (listeners x trials):
@@ -349,10 +357,13 @@ def summarize(csv_path, simulated: bool | None = None, confidence: float = 0.95)
     Args:
         simulated: keep only scripted-listener rows (True), only human rows (False), or all rows
             (None; warns when both kinds are present, since mixing them is meaningless).
+        session_id: keep only the rows of this session (e.g. `MushraTest.session_id`); None = all sessions.
     Returns:
         `{system: {"mean", "ci95" (half-width), "low", "high", "std", "n"}}`, best mean first.
     """
     rows = _read_rows(csv_path)
+    if session_id is not None:
+        rows = [r for r in rows if r["session_id"] == session_id]
     is_sim = [r["simulated"].strip().lower() == "true" for r in rows]
     if simulated is None and any(is_sim) and not all(is_sim):
         warnings.warn("summarize: the CSV mixes human and simulated rows; pass simulated=False or True", RuntimeWarning, stacklevel=2)

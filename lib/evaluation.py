@@ -1,0 +1,409 @@
+"""Evaluation of a trained codec against real codecs: a bitrate ladder, a metrics table, a rate-distortion figure.
+
+    clips  = evaluation_clips(data_dir, sample_rate, n_clips=4, clip_seconds=4.0)   # {name: [1, T]}
+    ladder = bitrate_ladder(codec, clips, n_qs=[1, 2, 4, 8])                         # {clip: {system: [1, T]}}
+    rows   = metrics_table(ladder, sample_rate)                                      # one row per clip x system
+    write_csv(rows, "metrics.csv"); fig = rate_distortion_figure(rows)
+
+The ladder holds, per clip, the original (key "original") and every system: the codec at each number of
+quantizers ("codec 1.5 kbps") and the baselines of `lib.baselines` ("low-pass 3.5 kHz" anchor, "mu-law 8-bit",
+"opus 6 kbps" ..., "vorbis q-0.1"). Opus cannot go below about 6 kb/s and Vorbis not below about 25-30 kb/s
+at 24 kHz, so at the codec's lowest rates the baselines sit to the right of it: that gap is the point of a
+neural codec. Opus and Vorbis are variable-rate: their bitrate is measured per clip from the encoded size.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
+import numpy as np
+import torch
+
+from lib.audio import AudioError, load_audio
+from lib.baselines import codec_roundtrip, lowpass_anchor, mulaw_8bit, mulaw_bitrate, opus_level_for_kbps
+from lib.data import AudioFolder, pick_examples, scan_folder
+from lib.metrics import METRIC_DIRECTION, METRIC_UNITS, evaluate_all, mel_distance, pesq_wb, si_sdr
+
+__all__ = [
+    "REFERENCE",
+    "METRICS",
+    "TABLE_COLUMNS",
+    "Ladder",
+    "default_n_qs",
+    "evaluation_clips",
+    "bitrate_ladder",
+    "metrics_table",
+    "write_csv",
+    "summary_table",
+    "rate_distortion_figure",
+    "mushra_trials",
+    "scripted_listener",
+]
+
+REFERENCE = "original"  # ladder key of the unprocessed clip
+METRICS = ("si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi")
+TABLE_COLUMNS = ("clip", "system", "family", "n_q", "bitrate", *METRICS)
+ANCHOR = "low-pass 3.5 kHz"  # the MUSHRA low anchor (ITU-R BS.1534)
+VORBIS_LOWEST = 1.0  # libsndfile level 1.0 = Vorbis quality -0.1, the lowest it has
+
+
+class Ladder(dict):
+    """`{clip: {system: wav [1, T]}}` (the first system of each clip is "original"), plus per-system facts:
+
+    - `sample_rate`: Hz of every wav.
+    - `family[system]`: "codec", "opus", "vorbis", "mulaw" or "anchor".
+    - `n_q[system]`: number of quantizers for codec systems, else None.
+    - `bitrates[(clip, system)]`: bits/s (measured per clip for variable-rate codecs; None for the anchor).
+    - `skipped[name]`: baselines that could not run here, with the reason.
+    """
+
+    def __init__(self, sample_rate: int):
+        super().__init__()
+        self.sample_rate = int(sample_rate)
+        self.family: dict[str, str] = {}
+        self.n_q: dict[str, int | None] = {}
+        self.bitrates: dict[tuple[str, str], float | None] = {}
+        self.skipped: dict[str, str] = {}
+
+    @property
+    def systems(self) -> list[str]:
+        """System names in ladder order (codec by rising n_q, then baselines), without the original."""
+        return list(self.family)
+
+    def add(self, clip: str, system: str, wav: torch.Tensor, family: str, bitrate: float | None,
+            n_q: int | None = None) -> None:
+        self.setdefault(clip, {})[system] = wav
+        self.family[system], self.n_q[system] = family, n_q
+        self.bitrates[(clip, system)] = bitrate
+
+    def drop(self, system: str) -> None:
+        """Remove `system` from every clip (a system is in all clips or in none)."""
+        for clip, systems in self.items():
+            systems.pop(system, None)
+            self.bitrates.pop((clip, system), None)
+        self.family.pop(system, None)
+        self.n_q.pop(system, None)
+
+
+def default_n_qs(n_q: int) -> list[int]:
+    """Quantizer counts of the default ladder: 1, 2, 4, ... up to `n_q` (and `n_q` itself)."""
+    if isinstance(n_q, bool) or not isinstance(n_q, (int, np.integer)) or n_q < 1:
+        raise ValueError(f"n_q must be a positive integer, got {n_q!r}")
+    ladder = [2**k for k in range(int(math.log2(n_q)) + 1)]
+    return ladder if ladder[-1] == n_q else ladder + [int(n_q)]
+
+
+def _crop(wav: torch.Tensor, clip_seconds: float | None, sample_rate: int) -> torch.Tensor:
+    """`[C, T]` -> the first `clip_seconds` (whole clip when shorter or None)."""
+    return wav if clip_seconds is None else wav[:, : max(1, int(round(clip_seconds * sample_rate)))]
+
+
+def evaluation_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int = 4,
+                     clip_seconds: float | None = 4.0, clips_folder: str | os.PathLike | None = None,
+                     min_seconds: float = 1.0) -> dict[str, torch.Tensor]:
+    """Clips to evaluate on, `{name: wav [1, T]}` at `sample_rate`, each cut to its first `clip_seconds`.
+
+    clips_folder None: held-out clips of `data_dir` (the "test" split, topped up from "valid"), picked with
+    `lib.data.pick_examples` so that they come from different folders (speech, music, ...) and preferably last
+    at least `min_seconds`. Otherwise the first `n_clips` readable audio files of `clips_folder`; files that
+    cannot be read are skipped with a warning.
+    """
+    if n_clips < 1:
+        raise ValueError(f"n_clips must be >= 1, got {n_clips}")
+    if clip_seconds is not None and clip_seconds <= 0:
+        raise ValueError(f"clip_seconds must be positive or None, got {clip_seconds}")
+    clips: dict[str, torch.Tensor] = {}
+    if clips_folder is not None:
+        for path in scan_folder(clips_folder):
+            if len(clips) == n_clips:
+                break
+            try:
+                wav = load_audio(path, sample_rate, mono=True)
+            except AudioError as error:
+                warnings.warn(f"clips_folder: skipping {path}: {error}", RuntimeWarning, stacklevel=2)
+                continue
+            clips[path.relative_to(clips_folder).with_suffix("").as_posix()] = _crop(wav, clip_seconds, sample_rate)
+        if not clips:
+            raise ValueError(f"clips_folder {os.fspath(clips_folder)!r} holds no readable audio file")
+        return clips
+    for split in ("test", "valid"):
+        try:
+            folder = AudioFolder(data_dir, split, sample_rate=sample_rate)
+        except ValueError:  # an empty split: try the next one
+            continue
+        chosen = {e.path for e in pick_examples(folder.entries, n_clips - len(clips), min_seconds)}
+        for index, entry in enumerate(folder.entries):
+            if entry.path in chosen:
+                clips[Path(entry.path).with_suffix("").as_posix()] = _crop(folder.load(index), clip_seconds, sample_rate)
+        if len(clips) >= n_clips:
+            break
+    if not clips:
+        raise ValueError(f"data_dir {os.fspath(data_dir)!r} has no held-out (test or valid) clips; pass clips_folder")
+    return clips
+
+
+def _as_clip(wav: torch.Tensor, name: str) -> torch.Tensor:
+    """`[T]` or `[1, T]` -> float32 `[1, T]`."""
+    wav = torch.as_tensor(wav, dtype=torch.float32)
+    if wav.dim() == 1:
+        wav = wav[None]
+    if wav.dim() != 2 or wav.shape[0] != 1 or wav.shape[-1] == 0:
+        raise ValueError(f"clips[{name!r}] must be one mono clip [1, T] or [T], got shape {tuple(wav.shape)}")
+    return wav
+
+
+def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | None = None,
+                   opus_kbps: Sequence[float] = (6.0, 8.0, 12.0), vorbis: bool = True, mulaw: bool = True,
+                   anchor: bool = True) -> Ladder:
+    """Every clip through the codec at each number of quantizers, and through the baselines.
+
+    Args:
+        codec: a `lib.codec.Codec` (eval mode); its `sample_rate` is the clips' rate.
+        clips: `{name: wav [1, T] or [T]}` at `codec.sample_rate`.
+        n_qs: quantizer counts (None: `default_n_qs(codec.quantizer.n_q)`), each in 1..n_q.
+        opus_kbps: Opus target rates in kb/s; 6 is the lowest libsndfile offers. Empty = no Opus.
+        vorbis: Vorbis at its lowest quality; mulaw: 8-bit mu-law; anchor: the 3.5 kHz low-pass anchor.
+    Returns:
+        `Ladder` `{clip: {"original": wav, "codec 1.5 kbps": wav, ..., "opus 6 kbps": wav, ...}}`, all `[1, T]`
+        at the input length. A real codec that fails here (libsndfile built without it) is left out with a
+        RuntimeWarning and listed in `ladder.skipped`.
+    """
+    if not clips:
+        raise ValueError("clips is empty: expected {name: wav [1, T]}")
+    max_n_q = int(codec.quantizer.n_q)
+    n_qs = default_n_qs(max_n_q) if n_qs is None else sorted({int(n) for n in n_qs})
+    if not n_qs or n_qs[0] < 1 or n_qs[-1] > max_n_q:
+        raise ValueError(f"n_qs must be quantizer counts in 1..{max_n_q}, got {n_qs}")
+    sample_rate = int(codec.sample_rate)
+    ladder = Ladder(sample_rate)
+    real_codecs = [(f"opus {k:g} kbps", "opus", "OPUS", opus_level_for_kbps(k)) for k in opus_kbps]
+    if vorbis:
+        real_codecs.append(("vorbis q-0.1", "vorbis", "VORBIS", VORBIS_LOWEST))
+    for name, wav in clips.items():
+        wav = _as_clip(wav, name)
+        ladder.setdefault(name, {})[REFERENCE] = wav
+        with torch.inference_mode():
+            for n_q in n_qs:
+                recon = codec(wav[None], n_q=n_q).recon[0]  # [1, 1, T] -> [1, T]
+                bits = float(codec.bitrate(n_q))
+                ladder.add(name, f"codec {bits / 1000:g} kbps", recon.float(), "codec", bits, n_q)
+        if anchor:
+            ladder.add(name, ANCHOR, lowpass_anchor(wav, sample_rate), "anchor", None)
+        if mulaw:
+            ladder.add(name, "mu-law 8-bit", mulaw_8bit(wav), "mulaw", mulaw_bitrate(sample_rate))
+        for system, family, subtype, level in real_codecs:
+            if system in ladder.skipped:
+                continue
+            try:
+                decoded, bits = codec_roundtrip(wav, sample_rate, "OGG", subtype, level)
+            except Exception as error:  # libsndfile without this codec: report, keep the rest of the ladder
+                ladder.skipped[system] = f"{type(error).__name__}: {error}"
+                ladder.drop(system)  # in case it worked on an earlier clip
+                warnings.warn(f"bitrate_ladder: {system} unavailable: {error}", RuntimeWarning, stacklevel=2)
+                continue
+            ladder.add(name, system, decoded, family, bits)
+    return ladder
+
+
+def metrics_table(ladder: Ladder, sample_rate: int, perceptual: bool = True) -> list[dict]:
+    """Objective metrics of every system on every clip, against that clip's original.
+
+    Returns one row per clip x system (the original itself is the reference, not a row), in ladder order:
+    `{"clip", "system", "family", "n_q", "bitrate" (bits/s or None), "si_sdr", "mel_distance",
+    "stft_distance", "pesq_wb", "stoi"}`; `perceptual=False` leaves PESQ and STOI as NaN. PESQ is NaN for a
+    clip in which it finds no speech. Units and directions: `lib.metrics.METRIC_UNITS` / `METRIC_DIRECTION`.
+    """
+    if sample_rate != getattr(ladder, "sample_rate", sample_rate):
+        raise ValueError(f"sample_rate {sample_rate} differs from the ladder's {ladder.sample_rate} Hz")
+    rows = []
+    for clip, systems in ladder.items():
+        if REFERENCE not in systems:
+            raise ValueError(f"ladder[{clip!r}] has no {REFERENCE!r} entry to compare against")
+        reference = systems[REFERENCE]
+        for system, wav in systems.items():
+            if system == REFERENCE:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # "no utterance" (PESQ on music) -> NaN, expected
+                values = evaluate_all(wav, reference, sample_rate, perceptual=perceptual)
+            rows.append({
+                "clip": clip, "system": system,
+                "family": getattr(ladder, "family", {}).get(system, system),
+                "n_q": getattr(ladder, "n_q", {}).get(system),
+                "bitrate": getattr(ladder, "bitrates", {}).get((clip, system)),
+                **{metric: float(values.get(metric, math.nan)) for metric in METRICS},
+            })
+    return rows
+
+
+def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write metrics rows to `path` (columns `TABLE_COLUMNS`; None as an empty cell). Returns the path."""
+    if not rows:
+        raise ValueError("rows is empty: nothing to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return path
+
+
+def _mean(values) -> float:
+    values = np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+
+
+def _by_system(rows: list[dict]) -> dict[str, dict]:
+    """Rows grouped per system, averaged over clips (NaNs ignored): `{system: {family, n_q, bitrate, metrics}}`."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["system"], []).append(row)
+    return {
+        system: {"family": group[0]["family"], "n_q": group[0]["n_q"], "n_clips": len(group),
+                 **{key: _mean(r[key] for r in group) for key in ("bitrate", *METRICS)}}
+        for system, group in groups.items()
+    }
+
+
+TABLE_HEADERS = {"si_sdr": "SI-SDR dB", "mel_distance": "mel dist", "stft_distance": "STFT dist",
+                 "pesq_wb": "PESQ", "stoi": "STOI"}
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Plain-text table of the per-system means over clips (bitrate in kb/s), in row order."""
+    means = _by_system(rows)
+    name_width = max(len("system"), *(len(s) for s in means)) + 2
+    lines = [f"{'system':<{name_width}}{'kb/s':>8}" + "".join(f"{TABLE_HEADERS[m]:>11}" for m in METRICS)]
+    for system, mean in means.items():
+        kbps = "-" if math.isnan(mean["bitrate"]) else f"{mean['bitrate'] / 1000:.2f}"
+        lines.append(f"{system:<{name_width}}{kbps:>8}" + "".join(f"{mean[m]:>11.3f}" for m in METRICS))
+    lines.append("mel/STFT dist: mean L1 of log magnitudes, lower is better; SI-SDR, PESQ (MOS-LQO), STOI (0..1): "
+                 "higher is better")
+    return "\n".join(lines)
+
+
+FAMILY_STYLE = {  # colour and marker per family, shared by every panel
+    "opus": ("tab:orange", "s"),
+    "vorbis": ("tab:green", "D"),
+    "mulaw": ("tab:purple", "^"),
+}
+METRIC_TITLES = {
+    "si_sdr": "SI-SDR",
+    "mel_distance": "mel distance",
+    "stft_distance": "STFT distance",
+    "pesq_wb": "PESQ wide-band (a speech metric)",
+    "stoi": "STOI (meant for speech)",
+}
+
+
+def _family_label(systems: list[str]) -> str:
+    """"opus 6 kbps", "opus 8 kbps" -> "opus 6, 8 kbps"; a single system keeps its name."""
+    words = [s.split(" ") for s in systems]
+    if len(systems) > 1 and all(len(w) == 3 and w[0] == words[0][0] and w[2] == words[0][2] for w in words):
+        return f"{words[0][0]} {', '.join(w[1] for w in words)} {words[0][2]} (target rates)"
+    return ", ".join(systems)
+
+
+def rate_distortion_figure(rows: list[dict], title: str | None = None) -> plt.Figure:
+    """Each metric against bitrate (kb/s, log axis), averaged over clips.
+
+    The codec is one line through its n_q ladder (points labelled with n_q); each baseline is a marker; the
+    anchor, which has no bitrate, is a dashed horizontal line. Panels: SI-SDR, mel, STFT, PESQ, STOI; the
+    sixth holds the legend. Returns the figure.
+    """
+    if not rows:
+        raise ValueError("rows is empty: nothing to plot")
+    means = _by_system(rows)
+    n_clips = max(m["n_clips"] for m in means.values())
+    codec = sorted((m for m in means.values() if m["family"] == "codec"), key=lambda m: m["bitrate"])
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for ax, metric in zip(axes.flat, METRICS):
+        ax.set_title(METRIC_TITLES[metric])
+        if not any(math.isfinite(m[metric]) for m in means.values()):  # e.g. perceptual=False: no PESQ/STOI
+            ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        if codec:
+            xs = [m["bitrate"] / 1000 for m in codec]
+            ax.plot(xs, [m[metric] for m in codec], "o-", color="tab:blue", lw=2, label="codec (labels: n_q)")
+            for x, m in zip(xs, codec):
+                ax.annotate(str(m["n_q"]), (x, m[metric]), textcoords="offset points", xytext=(0, 7),
+                            ha="center", fontsize=8, color="tab:blue")
+        baselines: dict[str, list[tuple[str, dict]]] = {}
+        for system, m in means.items():
+            if m["family"] == "anchor" or (m["family"] != "codec" and math.isnan(m["bitrate"])):
+                ax.axhline(m[metric], color="0.4", ls="--", lw=1, label=f"{system} (anchor, no bitrate)")
+            elif m["family"] != "codec":
+                baselines.setdefault(m["family"], []).append((system, m))
+        for family, members in baselines.items():
+            members.sort(key=lambda item: item[1]["bitrate"])
+            color, marker = FAMILY_STYLE.get(family, ("0.3", "o"))
+            # A faint dotted line only ties together the rates of one codec; the markers are the data.
+            ax.plot([m["bitrate"] / 1000 for _, m in members], [m[metric] for _, m in members], marker=marker,
+                    color=color, ms=8, ls=":" if len(members) > 1 else "none", lw=1,
+                    label=_family_label([system for system, _ in members]))
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.margins(x=0.08, y=0.12)  # room for the n_q labels
+        ax.set_xlabel("bitrate (kb/s, log scale)")
+        ax.set_ylabel(f"{METRIC_UNITS[metric]}, {METRIC_DIRECTION[metric]} is better")
+        ax.grid(alpha=0.3, which="both")
+    legend_ax = axes.flat[-1]
+    legend_ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend_ax.legend(handles, labels, loc="center", frameon=False, title="systems (mean over clips)")
+    fig.suptitle(title or f"Rate-distortion: mean over {n_clips} clip{'s' * (n_clips != 1)}")
+    fig.tight_layout()
+    return fig
+
+
+def mushra_trials(ladder: Ladder, systems: Sequence[str] | None = None) -> list[dict]:
+    """MUSHRA trials from a ladder: one per clip, reference = the original, stimuli = `systems` (None: all).
+    Feed to `lib.listening.MushraTest(trials, ladder.sample_rate, ..., anchor_name=ANCHOR)`."""
+    trials = []
+    for clip, entries in ladder.items():
+        chosen = [s for s in entries if s != REFERENCE] if systems is None else list(systems)
+        missing = [s for s in chosen if s not in entries]
+        if missing:
+            raise ValueError(f"systems {missing} are not in the ladder (it has {[s for s in entries if s != REFERENCE]})")
+        trials.append({"name": clip, "reference": entries[REFERENCE], "systems": {s: entries[s] for s in chosen}})
+    return trials
+
+
+def _mel(estimate, reference, sample_rate: int) -> float:
+    return float(mel_distance(torch.as_tensor(estimate)[None, None], torch.as_tensor(reference)[None, None], sample_rate))
+
+
+def _si_sdr(estimate, reference, sample_rate: int) -> float:
+    return si_sdr(torch.as_tensor(estimate), torch.as_tensor(reference))
+
+
+def _pesq(estimate, reference, sample_rate: int) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no speech -> NaN -> score 0
+        return pesq_wb(torch.as_tensor(estimate), torch.as_tensor(reference), sample_rate)
+
+
+# name -> (fn(stimulus [T], reference [T], sample_rate) -> value, value scored 0, value scored 100)
+SCRIPTED_LISTENERS: dict[str, tuple[Callable, float, float]] = {
+    "mel_distance": (_mel, 4.0, 0.0),  # works on any audio; an untrained codec sits near 3, the anchor 3-4
+    "si_sdr": (_si_sdr, 0.0, 30.0),  # waveform match: harsh on GAN codecs, which do not keep phase
+    "pesq_wb": (_pesq, 1.0, 4.5),  # speech only
+}
+
+
+def scripted_listener(name: str) -> tuple[Callable, float, float]:
+    """`(fn, worst, best)` for `MushraTest.score_with(fn, worst, best)`: an objective metric standing in for
+    a listener in headless runs. Names: "mel_distance", "si_sdr", "pesq_wb"."""
+    if name not in SCRIPTED_LISTENERS:
+        raise ValueError(f"scripted listener must be one of {sorted(SCRIPTED_LISTENERS)}, got {name!r}")
+    return SCRIPTED_LISTENERS[name]

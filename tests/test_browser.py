@@ -1,0 +1,48 @@
+"""End to end in a real browser: the blind MUSHRA widget rendered by JupyterLab in headless Chromium, a slider
+moved with the keyboard, "Finish" clicked, and the score found in the results CSV. See tests/browser_check.py.
+
+Skips when /usr/bin/chromium (Debian package `chromium`) or the `playwright` Python package is missing.
+Set WORKBOOK_SCREENSHOT_DIR to keep the screenshot of the widget (mushra_widget.png) there.
+"""
+import os
+import time
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from browser_check import ARROW_PRESSES, LISTENER, expected_order, missing_requirements, run_check
+
+REASON = missing_requirements()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"browser check: {REASON}")]
+
+BUDGET_S = 90.0
+
+
+def test_mushra_widget_scores_reach_the_csv(tmp_path):
+    screenshot_dirs = [tmp_path / "screenshots"]
+    if os.environ.get("WORKBOOK_SCREENSHOT_DIR"):
+        screenshot_dirs.append(Path(os.environ["WORKBOOK_SCREENSHOT_DIR"]))
+    start = time.monotonic()
+    summary = run_check(tmp_path / "work", screenshot_dirs, timeout_s=BUDGET_S - 15)
+    elapsed = time.monotonic() - start
+    assert elapsed < BUDGET_S, summary["timings"]
+
+    # Every player decoded its clip: 1 s of audio each (reference + 5 stimuli).
+    assert summary["durations_s"] == pytest.approx([1.0] * 6, abs=0.01)
+
+    # The slider shows what the arrow keys did, and the CSV holds it for the system behind letter "A".
+    order = expected_order()  # same trials and seed as the notebook in the browser
+    assert summary["readout"] == ARROW_PRESSES
+    rows = summary["rows"]
+    assert sorted(r["system"] for r in rows) == sorted(order)
+    scores = {r["system"]: int(r["score"]) for r in rows}
+    assert scores[order[0]] == ARROW_PRESSES
+    assert all(scores[system] == 0 for system in order[1:])
+    assert all(r["simulated"] == "False" and r["listener"] == LISTENER and r["trial"] == "tone" for r in rows)
+
+    for folder in screenshot_dirs:
+        image = matplotlib.image.imread(folder / "mushra_widget.png")
+        assert image.shape[0] > 200 and image.shape[1] > 500  # the whole widget, not a sliver
+        assert np.ptp(image[..., :3]) > 0.5  # not blank
