@@ -326,16 +326,19 @@ class Codec(nn.Module):
 
     # ---------------------------------------------------------------- offline
 
-    def forward(self, wav: torch.Tensor, n_q: int | None = None, return_stages: bool = False) -> CodecOutput:
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, return_stages: bool = False,
+                bypass_quantizer: bool = False) -> CodecOutput:
         """Training forward ``[B, C, T] -> CodecOutput`` (recon ``[B, C, T]``).
 
         ``n_q=None`` lets the quantizer choose (quantizer dropout in training mode, all levels in eval).
+        ``bypass_quantizer`` feeds the latents to the decoder unquantized (the trainer's quantizer warm-up: the
+        codebooks are k-means-initialised only once the encoder produces informative latents).
         """
         self._check_wav(wav)
         if n_q is not None:
             self._check_n_q(n_q)
         z = self._latents(wav)
-        if self.continuous:
+        if self.continuous or bypass_quantizer:
             quantized, codes, commit_loss, stats, n_used = z, None, z.new_zeros(()), [], 0
         else:
             q = self.quantizer(z, n_q=n_q)

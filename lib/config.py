@@ -121,6 +121,9 @@ class TrainConfig:
     disc_window: int = 1  # steps between draws of the active discriminator
     tie_bitrate: bool = False  # the drawn discriminator also fixes n_q for the window
     adv_warmup_steps: int = 0  # reconstruction-only steps before the GAN starts
+    # Steps during which latents bypass the quantizer: a random encoder's output is nearly constant, and codebooks
+    # k-means-initialised on it collapse to a handful of codes.
+    quantizer_warmup_steps: int = 0
     grad_clip: float | None = 10.0
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
     ema_decay: float | None = None  # generator weight EMA; None = off

@@ -317,7 +317,7 @@ class VectorQuantizer(nn.Module):
         _broadcast_from_rank0(centroids)
         _broadcast_from_rank0(bins)
         # An empty cluster keeps one pseudo-count so the EMA does not drag its code to the origin.
-        bins = bins.clamp(min=1.0)
+        bins = bins.clamp(min=min(1.0, self.dead_code_threshold * 0.5))
         self.embed.copy_(centroids)
         self.cluster_size.copy_(bins)
         self.embed_sum.copy_(centroids * bins[:, None])

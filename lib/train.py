@@ -7,7 +7,9 @@ Usable from a notebook (``Trainer(cfg, data_dir, run_dir).fit()``) and from a sc
 
 What a step does (``Trainer.train_step``):
 
-1. the codec reconstructs a batch of crops (quantizer dropout picks the bitrate per item);
+1. the codec reconstructs a batch of crops (quantizer dropout picks the bitrate per item; during the
+   quantizer warm-up the latents bypass the quantizer, so that k-means initialises the codebooks on
+   informative latents rather than on a random encoder's nearly constant output);
 2. the generator loss (mel + L1 [+ STFT] + commitment [+ adversarial + feature matching once the warm-up is
    over]) is backpropagated with the discriminators' parameters frozen, so no generator gradient can ever
    reach them; a gradient balancer may replace the fixed weights;
@@ -74,19 +76,22 @@ class StepBatches(torch.utils.data.Dataset):
     """Training batches indexed by step: batch ``s`` depends only on (seed, rank, s).
 
     This is what makes resume exact without saving a data-loader state, and lets DataLoader workers load files
-    in parallel. Each item is a random crop of ``segment`` samples (short clips zero-padded).
+    in parallel. Each item is a random crop of ``segment`` samples (short clips zero-padded). Clips are drawn
+    with probability proportional to their duration, i.e. uniformly over time, so a corpus of many short
+    one-shots does not fill batches with padding.
     """
 
     def __init__(self, clips: AudioFolder, batch_size: int, segment: int, seed: int, rank: int = 0):
         self.clips, self.batch_size, self.segment = clips, batch_size, segment
         self.seed, self.rank = seed, rank
+        self.weights = torch.tensor(clips.durations, dtype=torch.float64).clamp_min(1e-3)
 
     def __len__(self) -> int:
         return 2**31 - 1
 
     def __getitem__(self, step: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
-        idx = torch.randint(len(self.clips), (self.batch_size,), generator=g).tolist()
+        idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
         return torch.stack([crop_or_pad(self.clips.load(i), self.segment, generator=g) for i in idx])
 
 
@@ -209,7 +214,8 @@ class Trainer:
     def generator_losses(self, wav: torch.Tensor, adversarial: bool):
         """Codec forward and every generator loss; returns (codec output, dict of loss tensors)."""
         lo = self.cfg.loss
-        out = self.model(wav, n_q=self.tied_n_q, return_stages=lo.downsampled > 0)
+        warming_up = self.step < self.cfg.train.quantizer_warmup_steps
+        out = self.model(wav, n_q=self.tied_n_q, return_stages=lo.downsampled > 0, bypass_quantizer=warming_up)
         recon = out.recon
         losses = {"mel": self.mel_loss(recon, wav), "l1": waveform_l1(recon, wav)}
         if self.stft_loss is not None:
@@ -290,7 +296,7 @@ class Trainer:
             _ema_update(self.ema, self.codec, self.cfg.train.ema_decay)
         self.bad_in_row = 0
         self.step += 1
-        logs["n_q"] = float(out.n_q) if not torch.is_tensor(out.n_q) else float(out.n_q.float().mean())
+        logs["n_q"] = float(out.n_q.float().mean()) if torch.is_tensor(out.n_q) else float(out.n_q)
         return StepResult(self.step, logs)
 
     def _agree(self, ok: bool) -> bool:

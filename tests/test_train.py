@@ -14,7 +14,8 @@ from lib.losses import hinge_d_loss
 from lib.train import Trainer, TrainingDiverged, main, read_log
 
 FAST = ["data.batch_size=2", "model.quantizer.n_q=2", "train.stft_n_ffts=[256, 128]", "train.log_every=1",
-        "train.val_every=1000", "train.ckpt_every=1000", "data.valid_clips=1", "data.valid_seconds=0.5"]
+        "train.val_every=1000", "train.ckpt_every=1000", "data.valid_clips=1", "data.valid_seconds=0.5",
+        "train.quantizer_warmup_steps=0"]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +144,17 @@ def test_window_and_tied_bitrate(corpus, tmp_path):
     tr.choose_discriminators()
     res = tr.train_step(tr.batches[0])
     assert res.losses["n_q"] == tr.tied_n_q
+
+
+def test_quantizer_warmup_bypasses_then_initialises_the_codebooks(corpus, tmp_path):
+    tr = _trainer(corpus, tmp_path, ["train.quantizer_warmup_steps=2"])
+    levels = tr.codec.quantizer.levels
+    for s in range(2):
+        res = tr.train_step(tr.batches[s])
+        assert res.losses["n_q"] == 0 and res.losses["commitment"] == 0
+        assert not any(bool(level.initted) for level in levels)
+    res = tr.train_step(tr.batches[2])
+    assert res.losses["n_q"] >= 1 and bool(levels[0].initted)
 
 
 def test_balancer_and_stft_loss_train(corpus, tmp_path):
