@@ -7,7 +7,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PRESET ?= cpu
 RUN    ?= runs/workbook
+STEPS  ?=
 DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils
+# OpenMP threads that sleep rather than spin while waiting: on a machine whose cores are shared with other work,
+# spinning made 2-thread torch 5-12x slower (see bench/README.md). Set it yourself to override.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .PHONY: workbook test lab env data-packages browser-packages bench clean-runs
 
@@ -28,7 +33,7 @@ browser-packages:
 	@sh .ci/apt-install.sh "the browser test will be skipped" chromium
 
 workbook: env data-packages
-	$(PY) -m lib.runner --preset $(PRESET) --run-dir $(RUN) --figures figures --data data/default
+	$(PY) -m lib.runner --preset $(PRESET) --run-dir $(RUN) --figures figures --data data/default $(if $(STEPS),--steps $(STEPS))
 
 test: env data-packages browser-packages
 	$(PY) -m pytest

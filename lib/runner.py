@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figures", default="figures")
     ap.add_argument("--data", default="data/default")
     ap.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 01 02")
+    ap.add_argument("--steps", type=int, default=None, help="training steps for notebook 02 (default: the preset's)")
     args = ap.parse_args(argv)
-    run_all(args.preset, args.run_dir, args.figures, args.data, args.only)
+    extra = {"steps": args.steps} if args.steps is not None else None
+    run_all(args.preset, args.run_dir, args.figures, args.data, args.only, extra)
     return 0
 
 
