@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import CausalConv1d
+from .codec import make_activation
+from .conv import CausalConv1d, _check_chunk as _check_input, _check_positive_int, _check_same_stream
 
 __all__ = ["MAX_DYNAMIC_DEPTH", "multires_depth", "MultiresConv", "MultiresResidualBlock", "WaveletUpsampler"]
 
@@ -31,23 +32,6 @@ __all__ = ["MAX_DYNAMIC_DEPTH", "multires_depth", "MultiresConv", "MultiresResid
 # tree then sees 2**20 - 1 samples back (~22 s at 48 kHz); longer inputs are still processed, their coarsest
 # approximation just covers 2**20 samples instead of the whole past.
 MAX_DYNAMIC_DEPTH = 20
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_input(name: str, x: torch.Tensor, channels: int) -> None:
-    if x.dim() != 3 or x.shape[1] != channels:
-        raise ValueError(f"{name}: expected input [B, {channels}, T], got shape {tuple(x.shape)}")
-
-
-def _check_same_stream(name: str, x: torch.Tensor, state: torch.Tensor | None) -> None:
-    """A stream must keep its batch size, dtype and device between chunks."""
-    if state is not None and (x.shape[0] != state.shape[0] or x.dtype != state.dtype or x.device != state.device):
-        raise ValueError(f"{name}: chunk has batch {x.shape[0]} / {x.dtype} / {x.device} but the stream started "
-                         f"with batch {state.shape[0]} / {state.dtype} / {state.device}; call reset_stream() first")
 
 
 def multires_depth(seq_len: int, kernel_size: int = 2) -> int:
@@ -65,30 +49,6 @@ def multires_depth(seq_len: int, kernel_size: int = 2) -> int:
     while (kernel_size - 1) * (2 ** depth - 1) + 1 < seq_len:
         depth += 1
     return depth
-
-
-class _Snake(nn.Module):
-    """Snake activation ``x + sin(alpha x)^2 / alpha`` with a learnable per-channel ``alpha``: ``[B,C,T]->[B,C,T]``."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.alpha = nn.Parameter(torch.ones(channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
-
-
-def _activation(name: str, channels: int) -> nn.Module:
-    """A per-sample activation by name (the names ``lib.config`` accepts)."""
-    if name == "elu":
-        return nn.ELU()
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.1)
-    if name == "gelu":
-        return nn.GELU()
-    if name == "snake":
-        return _Snake(channels)
-    raise ValueError(f"activation must be one of 'elu', 'leaky_relu', 'gelu', 'snake', got {name!r}")
 
 
 def _haar_like_filters(kernel_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,10 +214,10 @@ class MultiresResidualBlock(nn.Module):
         _check_positive_int("compress", compress)
         hidden = max(1, channels // compress)
         self.channels = channels
-        self.act_in = _activation(activation, channels)
+        self.act_in = make_activation(activation, channels)
         self.compress = CausalConv1d(channels, hidden, 1)
         self.multires = MultiresConv(hidden, kernel_size=kernel_size, depth=depth)
-        self.act_mid = _activation(activation, hidden)
+        self.act_mid = make_activation(activation, hidden)
         self.expand = CausalConv1d(hidden, channels, 1)
 
     def _branch(self, x: torch.Tensor, streaming: bool) -> torch.Tensor:
