@@ -40,7 +40,8 @@ VARIANTS = {
 def run_variant(name: str, overrides: list[str], args) -> dict:
     common = [f"train.steps={args.steps}", "train.discriminators=[]", f"train.val_every={args.steps}",
               f"train.ckpt_every={args.steps}", f"train.log_every={max(1, args.steps // 10)}",
-              f"model.quantizer.som_anneal_steps={max(1, args.steps // 2)}"]
+              f"model.quantizer.som_anneal_steps={max(1, args.steps // 2)}",
+              f"train.quantizer_warmup_steps={args.steps // 4}"]
     cfg = load_config(args.preset, common + overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, args.data, run_dir, resume=False, progress=False)

@@ -343,14 +343,15 @@ class Trainer:
         codec.eval()
         sr = self.cfg.data.sample_rate
         mels, sdrs, codes = [], [], []
+        warming_up = self.step < self.cfg.train.quantizer_warmup_steps  # codebooks not initialised yet
         for wav in self.valid:
             wav = wav.to(self.device)
-            out = codec(wav, n_q=n_q)
+            out = codec(wav, n_q=n_q, bypass_quantizer=warming_up)
             mels.append(float(mel_distance(out.recon, wav, sr)))
             sdrs.append(float(si_sdr(out.recon, wav).mean()))
             if out.codes is not None:
                 codes.append(out.codes[0])
-        result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs))}
+        result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs)), "quantized": not warming_up}
         if codes:
             allc = torch.cat(codes, dim=-1)  # [n_q, frames]
             k = self.cfg.model.quantizer.codebook_size
