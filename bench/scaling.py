@@ -13,10 +13,11 @@ Method
 - Each (segment, batch) configuration lives in its own worker process (fresh interpreter, its own Trainer).
   The parent asks the workers for one step each in turn (round-robin), one warm-up round discarded, then the
   median of the timed rounds. 2 torch threads.
-- Memory: resident-set high-water mark (``/proc/self/status`` VmHWM, reset by writing 5 to
-  ``/proc/self/clear_refs`` once the trainer is built) during the steps, minus the resident memory before them:
+- Memory: resident-set high-water mark during a step (``/proc/self/status`` VmHWM, reset by writing 5 to
+  ``/proc/self/clear_refs`` just before it) minus the resident memory then, worst over the timed steps:
   "step peak extra" = what the step needs on top of the loaded trainer; "peak RSS" = ``ru_maxrss``, the
-  process total (Python, torch, data, trainer, step).
+  process total (Python, torch, data, trainer, step). Between steps a worker hands freed memory back to the
+  OS (``malloc_trim``), so the idle workers do not add up their peaks.
 - DDP: ``torchrun --nproc_per_node 2`` (gloo, 1 thread per process, each rank its own batch of 8 x 1 s) vs one
   process (``--nproc_per_node 1``, 2 threads, batch 8 x 1 s), alternated 1, 2, 1, 2, ...
   Throughput = seconds of audio trained per wall second, from the trainer's log (time between the first and the
@@ -50,6 +51,22 @@ FIGURE = REPO / "figures" / "bench_scaling.png"
 # ----------------------------------------------------------------------------- step worker
 
 
+def release_free_memory() -> None:
+    """Return memory freed by the last step to the OS (glibc keeps it for reuse otherwise).
+
+    Seven workers wait while one steps; without this each keeps its own peak resident and together they can
+    exceed the machine's memory.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def worker(segment: float, batch: int, data_dir: str, threads: int) -> None:
     """Build a cpu-preset Trainer for (segment, batch); run one step per "step" line on stdin."""
     import warnings
@@ -63,13 +80,13 @@ def worker(segment: float, batch: int, data_dir: str, threads: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as run_dir:
         trainer = Trainer(cfg, data_dir, run_dir, resume=False, progress=False)
         print("@@ " + json.dumps({"ready": True}), flush=True)
-        baseline, step = None, 0
+        step = 0
         for line in sys.stdin:
             if line.strip() != "step":
                 break
             wav = trainer.batches[step]
-            if baseline is None:
-                baseline = reset_peak_rss() or peak_rss_mb()
+            release_free_memory()
+            baseline = reset_peak_rss() or peak_rss_mb()
             t0 = time.perf_counter()
             res = trainer.train_step(wav)
             seconds = time.perf_counter() - t0
@@ -78,6 +95,7 @@ def worker(segment: float, batch: int, data_dir: str, threads: int) -> None:
             print("@@ " + json.dumps({"seconds": seconds, "skipped": res.skipped,
                                       "peak_extra_mb": (since or peak_rss_mb()) - baseline,
                                       "peak_rss_mb": peak_rss_mb()}), flush=True)
+            release_free_memory()  # idle workers must not sit on freed step memory: they all share one machine
 
 
 class StepWorker:
