@@ -6,10 +6,12 @@ from another process hits all of them alike; it reports medians.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -188,3 +190,33 @@ def machine_note() -> str:
     return (f"{os.cpu_count()} cores, {THREADS} torch threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
             f"load average {load[0]:.2f} at the end "
             f"(other processes share the machine: compare ratios within a table, not absolute times across runs)")
+
+
+class WorkerProcess:
+    """The parent's handle on a benchmark worker: a fresh interpreter answering one JSON line per request.
+
+    The worker prints ``@@ {json}`` once when ready (kept as ``info``) and once per request line it reads;
+    ``quit`` ends it. A fresh process per model keeps one model's memory peak from hiding another's.
+    """
+
+    def __init__(self, name: str, cmd: list[str], cwd: str | Path):
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])
+        raise RuntimeError(f"worker {self.name} exited (code {self.proc.wait()}) without answering")
+
+    def request(self, verb: str) -> dict:
+        self.proc.stdin.write(verb + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)

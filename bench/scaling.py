@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (DATA, REPO, machine_note, markdown_table, median, peak_rss_mb,  # noqa: E402
-                    peak_rss_since_reset_mb, reset_peak_rss, set_threads, write_csv)
+                    peak_rss_since_reset_mb, reset_peak_rss, set_threads, write_csv, WorkerProcess)
 
 # Every timed step quantizes (no quantizer warm-up) and runs the GAN with both discriminators.
 STEP_OVERRIDES = ["train.quantizer_warmup_steps=0", "train.adv_warmup_steps=0", "train.one_disc_at_a_time=false"]
@@ -98,30 +98,11 @@ def worker(segment: float, batch: int, data_dir: str, threads: int) -> None:
             release_free_memory()  # idle workers must not sit on freed step memory: they all share one machine
 
 
-class StepWorker:
-    def __init__(self, segment: float, batch: int, data_dir: str, threads: int):
-        self.segment, self.batch = segment, batch
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(segment), str(batch),
-               "--data", data_dir, "--threads", str(threads)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        self._read()
-
-    def _read(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith("@@ "):
-                return json.loads(line[3:])
-        raise RuntimeError(f"step worker {self.segment} s x {self.batch} exited with code {self.proc.wait()}")
-
-    def step(self) -> dict:
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=60)
+def start_step_worker(segment: float, batch: int, data_dir: str, threads: int) -> WorkerProcess:
+    """A worker process with its own Trainer for (segment, batch), answering ``step`` requests."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(segment), str(batch),
+           "--data", data_dir, "--threads", str(threads)]
+    return WorkerProcess(f"{segment} s x {batch}", cmd, REPO)
 
 
 def step_scaling(segments: list[float], batches: list[int], repeats: int, data_dir: str,
@@ -131,11 +112,11 @@ def step_scaling(segments: list[float], batches: list[int], repeats: int, data_d
     workers = {}
     try:
         for seg, b in configs:
-            workers[(seg, b)] = StepWorker(seg, b, data_dir, threads)
+            workers[(seg, b)] = start_step_worker(seg, b, data_dir, threads)
         results: dict[tuple, list[dict]] = {c: [] for c in configs}
         for r in range(1 + repeats):
             for c, w in workers.items():
-                res = w.step()
+                res = w.request("step")
                 if r > 0:
                     results[c].append(res)
                 print(f"  round {r}{' (warm-up)' if r == 0 else ''} {c[0]} s x {c[1]}: {res['seconds']:.2f} s",

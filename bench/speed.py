@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (REPO, bench_clip, machine_note, markdown_table, median, peak_rss_mb,  # noqa: E402
-                    peak_rss_since_reset_mb, reset_peak_rss, set_threads, write_csv)
+                    peak_rss_since_reset_mb, reset_peak_rss, set_threads, write_csv, WorkerProcess)
 
 OUR_PRESETS = {"tiny": None, "cpu": 8, "paper": 8}  # preset -> n_q used (None = all levels)
 # DAC's published 24 kHz model: encoder 64 channels, rates 2,4,5,8 (hop 320), decoder 1536 channels,
@@ -136,32 +136,10 @@ def worker(name: str, clip_path: str, threads: int) -> None:
 # ----------------------------------------------------------------------------- parent side
 
 
-class Worker:
-    """The parent's handle on one worker process."""
-
-    def __init__(self, name: str, python: str, clip_path: Path, threads: int):
-        self.name = name
-        cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--clip", str(clip_path),
-               "--threads", str(threads)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        self.info = self._read()
-
-    def _read(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith("@@ "):
-                return json.loads(line[3:])
-        raise RuntimeError(f"worker {self.name} exited (code {self.proc.wait()}) without answering")
-
-    def run(self) -> dict:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=60)
+def start_worker(name: str, python: str, clip_path: Path, threads: int) -> WorkerProcess:
+    """A worker process that loads model ``name`` and the clip once, then answers ``run`` requests."""
+    cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--clip", str(clip_path), "--threads", str(threads)]
+    return WorkerProcess(name, cmd, REPO)
 
 
 def dac_available(python: str) -> tuple[bool, str]:
@@ -213,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name in models:
                 python = args.dac_python if name == "dac" else sys.executable
-                workers[name] = Worker(name, python, clip_path, args.threads)
+                workers[name] = start_worker(name, python, clip_path, args.threads)
                 print(f"  started {name}: {workers[name].info}", flush=True)
             runs: dict[str, list[dict]] = {name: [] for name in workers}
             for r in range(1 + repeats):  # round 0 is the warm-up
                 for name, w in workers.items():
-                    res = w.run()
+                    res = w.request("run")
                     # DAC's unpadded convolutions lose a few samples at the end (8 of 240000): allow < one hop
                     if not 0 <= clip.shape[-1] - res["out_samples"] < 320 or not res["finite"]:
                         raise RuntimeError(f"{name}: bad output {res}")
