@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib.config import load_config  # noqa: E402
-from lib.train import Trainer  # noqa: E402
+from lib.training.trainer import Trainer  # noqa: E402
 
 VARIANTS = {
     "baseline (conv, SOM)": [],

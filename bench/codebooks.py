@@ -5,7 +5,7 @@ vector-quantize-pytorch's ResidualVQ (library defaults), each inside the same `c
     .venv/bin/python bench/codebooks.py --quick    # 20 steps each
 
 Method
-- Three trainers (``lib.train.Trainer``) built from ``load_config("cpu")`` with ``train.discriminators=[]``:
+- Three trainers (``lib.training.trainer.Trainer``) built from ``load_config("cpu")`` with ``train.discriminators=[]``:
   reconstruction losses only (multi-scale mel + L1 + commitment, the preset's weights), no GAN. They differ
   only in the quantizer: ``som`` (our ResidualVQ, SOM codebooks), ``ema`` (``model.quantizer.som=false``)
   and ``vqtorch`` (``vector_quantize_pytorch.ResidualVQ(dim, num_quantizers=8, codebook_size=1024)``, nothing
@@ -44,7 +44,7 @@ from torch import nn  # noqa: E402
 
 @dataclass
 class AdapterOutput:
-    """Same fields as ``lib.quantize.RVQOutput``."""
+    """Same fields as ``lib.model.quantize.RVQOutput``."""
 
     quantized: torch.Tensor
     codes: torch.Tensor
@@ -63,7 +63,7 @@ def level_stats(codes: torch.Tensor, codebook_size: int) -> dict:
 
 
 class VQTorchRVQ(nn.Module):
-    """``vector_quantize_pytorch.ResidualVQ`` with its defaults, behind ``lib.quantize.ResidualVQ``'s interface.
+    """``vector_quantize_pytorch.ResidualVQ`` with its defaults, behind ``lib.model.quantize.ResidualVQ``'s interface.
 
     forward(x ``[B, D, T]``, n_q=None) -> AdapterOutput(quantized ``[B, D, T]``, codes ``[B, n_q, T]``,
     commit_loss (mean over levels), n_q, stats); ``encode(x, n_q) -> [B, n_q, T]``; ``decode(codes) -> [B, D, T]``.
@@ -128,7 +128,7 @@ def scaled_schedule(steps: int) -> tuple[int, int]:
 def make_trainer(kind: str, steps: int, som_anneal: int, quantizer_warmup: int, data_dir: Path, run_dir: Path):
     """A cpu-preset Trainer (no discriminators) with the quantizer ``kind`` (som | ema | vqtorch)."""
     from lib.config import load_config
-    from lib.train import Trainer
+    from lib.training.trainer import Trainer
 
     overrides = ["train.discriminators=[]", f"train.steps={steps}", f"model.quantizer.som={kind == 'som'}".lower(),
                  f"model.quantizer.som_anneal_steps={som_anneal}",
@@ -146,7 +146,7 @@ def make_trainer(kind: str, steps: int, som_anneal: int, quantizer_warmup: int, 
 
 def held_out_clips(data_dir: Path, sample_rate: int) -> list[torch.Tensor]:
     """Every clip of the valid and test splits, whole, as ``[1, 1, T]``."""
-    from lib.data import AudioFolder
+    from lib.data.datasets import AudioFolder
 
     clips = []
     for split in ("valid", "test"):

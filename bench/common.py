@@ -48,7 +48,7 @@ def bench_clip(seconds: float = 10.0, sample_rate: int = 24000, data_dir: str | 
 
     n = int(round(seconds * sample_rate))
     try:
-        from lib.data import AudioFolder
+        from lib.data.datasets import AudioFolder
 
         pieces, names, total = [], [], 0
         for split in ("valid", "test", "train"):

@@ -74,7 +74,7 @@ def worker(segment: float, batch: int, data_dir: str, threads: int) -> None:
     warnings.filterwarnings("ignore")
     set_threads(threads)
     from lib.config import load_config
-    from lib.train import Trainer
+    from lib.training.trainer import Trainer
 
     cfg = load_config("cpu", STEP_OVERRIDES + [f"data.segment_seconds={segment}", f"data.batch_size={batch}"])
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as run_dir:
@@ -140,10 +140,10 @@ def step_scaling(segments: list[float], batches: list[int], repeats: int, data_d
 
 
 def ddp_run(nproc: int, steps: int, data_dir: str, log_every: int) -> dict:
-    """One torchrun of lib.train; throughput from its log.jsonl."""
+    """One torchrun of lib.training.trainer; throughput from its log.jsonl."""
     torchrun = Path(sys.executable).parent / "torchrun"
     with tempfile.TemporaryDirectory(prefix=f"bench_ddp{nproc}_") as run_dir:
-        cmd = [str(torchrun), "--standalone", "--nproc_per_node", str(nproc), "-m", "lib.train", "--preset", "cpu",
+        cmd = [str(torchrun), "--standalone", "--nproc_per_node", str(nproc), "-m", "lib.training", "--preset", "cpu",
                "--data", data_dir, "--run-dir", run_dir, "--fresh", "--set", f"train.steps={steps}",
                f"train.log_every={log_every}", "train.val_every=100000", "train.ckpt_every=100000",
                "data.valid_clips=1", *STEP_OVERRIDES]
@@ -153,7 +153,7 @@ def ddp_run(nproc: int, steps: int, data_dir: str, log_every: int) -> dict:
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise RuntimeError(f"torchrun nproc={nproc} failed:\n{proc.stderr[-2000:]}")
-        from lib.train import read_log
+        from lib.training.trainer import read_log
 
         train = [r for r in read_log(Path(run_dir) / "log.jsonl") if r["kind"] == "train"]
     first, last = train[0], train[-1]
@@ -191,7 +191,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lib.plots import save_figure
+    from lib.analysis.plots import save_figure
 
     by_seg = sorted((r for r in rows if r["batch"] == 8), key=lambda r: r["segment (s)"])
     by_batch = sorted((r for r in rows if r["segment (s)"] == 1.0), key=lambda r: r["batch"])

@@ -19,7 +19,7 @@ Method
 - MiniSom: ``MiniSom(16, 16, D, sigma=4, learning_rate=0.5)`` (asymptotic decay of sigma and rate, its
   defaults), ``train(x, passes * N, random_order=True)`` (one online update per sample).
 - Metrics on the held-out test set, one definition for both: quantisation error = mean Euclidean distance to the
-  best-matching unit; topographic error = ``lib.som.topographic_error`` (best and second-best units not
+  best-matching unit; topographic error = ``lib.model.som.topographic_error`` (best and second-best units not
   8-neighbours), applied to MiniSom's weights reshaped row-major to ``[256, D]`` (our grid's code order).
   MiniSom's own ``topographic_error`` is printed alongside as a cross-check of the shared definition.
 - Time: wall time of training only (2 torch threads; MiniSom is NumPy), runs interleaved ours / MiniSom / ...,
@@ -70,8 +70,8 @@ def quantisation_error(codebook: np.ndarray, data: np.ndarray) -> float:
 def train_ours(train: np.ndarray, passes: int, batch: int, decay: float, sigma_end: float, schedule: str,
                seed: int) -> tuple[np.ndarray, float]:
     """Train our SOM codebook; returns (codebook ``[K, D]``, seconds)."""
-    from lib.quantize import VectorQuantizer
-    from lib.som import SOMGrid
+    from lib.model.quantize import VectorQuantizer
+    from lib.model.som import SOMGrid
 
     torch.manual_seed(seed)
     k = GRID[0] * GRID[1]
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     passes = args.passes or (4 if args.quick else 10)
     runs = args.runs or (2 if args.quick else 5)
     set_threads(args.threads)
-    from lib.som import SOMGrid, topographic_error
+    from lib.model.som import SOMGrid, topographic_error
 
     grid = SOMGrid(GRID[0] * GRID[1], shape=GRID)
     methods = {"ours (sigma_end 0)": 0.0, f"ours (sigma_end {SIGMA0 / 3:.2f})": SIGMA0 / 3, "minisom": None}

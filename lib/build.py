@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config import Config, ModelConfig
+from lib.config import Config, ModelConfig
 
 
 def build_quantizer(m: ModelConfig):
     """The residual VQ described by ``m.quantizer`` (SOM codebooks when ``som`` is on)."""
-    from .quantize import ResidualVQ
-    from .som import SOMGrid
+    from lib.model.quantize import ResidualVQ
+    from lib.model.som import SOMGrid
 
     q = m.quantizer
     som = None
@@ -28,8 +28,8 @@ def build_quantizer(m: ModelConfig):
 
 
 def build_codec(cfg: Config) -> nn.Module:
-    """The :class:`lib.codec.Codec` described by ``cfg.model`` at ``cfg.data.sample_rate``."""
-    from .codec import Codec, SEANetDecoder, SEANetEncoder
+    """The :class:`lib.model.codec.Codec` described by ``cfg.model`` at ``cfg.data.sample_rate``."""
+    from lib.model.codec import Codec, SEANetDecoder, SEANetEncoder
 
     m = cfg.model
     common = dict(channels=m.channels, dim=m.dim, n_filters=m.n_filters, ratios=tuple(m.ratios),
@@ -40,7 +40,7 @@ def build_codec(cfg: Config) -> nn.Module:
     decoder = SEANetDecoder(**common, upsampler=m.upsampler)
     bottleneck = None
     if m.bottleneck == "energy":
-        from .energy import EnergyTransformer
+        from lib.model.energy import EnergyTransformer
 
         e = m.energy
         bottleneck = EnergyTransformer(m.dim, n_heads=e.n_heads, head_dim=e.head_dim,
@@ -52,7 +52,7 @@ def build_codec(cfg: Config) -> nn.Module:
 
 def build_discriminators(cfg: Config) -> nn.ModuleDict:
     """One entry per name in ``cfg.train.discriminators`` (``stft``, ``waveform``, ``period``)."""
-    from .discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator,
+    from lib.model.discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator,
                                  MultiScaleWaveformDiscriminator)
 
     t = cfg.train

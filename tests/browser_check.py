@@ -1,7 +1,7 @@
 """End-to-end check of the blind MUSHRA widget in a real browser: JupyterLab + headless Chromium (Playwright).
 
 What it does, in a scratch folder:
-1. writes a two-cell notebook that imports `lib.listening` and displays a `MushraTest` on synthetic clips
+1. writes a two-cell notebook that imports `lib.analysis.listening` and displays a `MushraTest` on synthetic clips
    (`synthetic_trials`: one trial, a tone and three processed versions; generated rather than notebook 04
    so that the check needs no checkpoint or corpus and runs in seconds);
 2. starts JupyterLab on 127.0.0.1 (a free port, a random token, no browser, root_dir = the scratch folder,
@@ -85,7 +85,7 @@ def _write_notebook(folder: Path, results_csv: Path, pid_file: Path) -> Path:
         f"sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
         f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))  # so the check can always end this kernel\n"
         "from browser_check import SAMPLE_RATE, SEED, LISTENER, synthetic_trials\n"
-        "from lib.listening import MushraTest",
+        "from lib.analysis.listening import MushraTest",
         f"test = MushraTest(synthetic_trials(), SAMPLE_RATE, {str(results_csv)!r}, LISTENER, seed=SEED)\n"
         "test.widget",
     ]
@@ -280,7 +280,7 @@ def run_check(work_dir: Path, screenshot_dirs: list[Path] = (), timeout_s: float
 
 def expected_order() -> list[str]:
     """System names of sliders A, B, ... as the notebook's MushraTest shows them (same trials, same seed)."""
-    from lib.listening import MushraTest
+    from lib.analysis.listening import MushraTest
 
     with tempfile.TemporaryDirectory() as folder:
         test = MushraTest(synthetic_trials(), SAMPLE_RATE, Path(folder) / "unused.csv", LISTENER, seed=SEED)

@@ -1,4 +1,4 @@
-"""Tests of lib.audio: file round trips, resampling, normalisation, loudness and clear errors."""
+"""Tests of lib.data.audio: file round trips, resampling, normalisation, loudness and clear errors."""
 import math
 import pickle
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lib.audio import (AudioError, check_audio, k_weighting_coefficients, load_audio, loudness, loudness_normalize,
+from lib.data.audio import (AudioError, check_audio, k_weighting_coefficients, load_audio, loudness, loudness_normalize,
                        peak_normalize, resample, save_audio)
 
 

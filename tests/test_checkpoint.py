@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lib.training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def _model():

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lib.codec import Codec, CodecOutput, SEANetDecoder, SEANetEncoder, Snake
-from lib.conv import CausalConv1d, CausalConvTranspose1d
-from lib.quantize import ResidualVQ
+from lib.model.codec import Codec, CodecOutput, SEANetDecoder, SEANetEncoder, Snake
+from lib.model.conv import CausalConv1d, CausalConvTranspose1d
+from lib.model.quantize import ResidualVQ
 
 RATIOS = (2, 2, 3)
 HOP = 12
@@ -347,7 +347,7 @@ def test_clear_errors():
 # --------------------------------------------------------------------------------------- research blocks
 
 def test_multires_block_and_wavelet_upsampler():
-    multires = pytest.importorskip("lib.multires")
+    multires = pytest.importorskip("lib.model.multires")
     enc = SEANetEncoder(**SMALL, block="multires")
     dec = SEANetDecoder(**SMALL, block="multires", upsampler="wavelet")
     assert any(isinstance(m, multires.MultiresResidualBlock) for m in enc.modules())
@@ -365,7 +365,7 @@ def test_multires_block_and_wavelet_upsampler():
 
 
 def test_codec_stream_with_energy_bottleneck():
-    energy = pytest.importorskip("lib.energy")
+    energy = pytest.importorskip("lib.model.energy")
     bottleneck = energy.EnergyTransformer(8, n_heads=2, head_dim=4, causal=True)
     codec = make_codec(bottleneck=bottleneck)
     x = torch.randn(1, 1, 100)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lib.conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
+from lib.model.conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
 
 
 def chunk_sizes(total: int, kind) -> list[int]:

@@ -1,4 +1,4 @@
-"""Tests of lib.data: manifests, bad-file handling, stable splits, AudioFolder crops, corpus and conversion."""
+"""Tests of lib.data.datasets: manifests, bad-file handling, stable splits, AudioFolder crops, corpus and conversion."""
 import csv
 import json
 import os
@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import lib.data as data
-from lib.audio import AudioError, check_audio
-from lib.data import (AudioFolder, ManifestEntry, SkippedFileWarning, build_default_corpus, build_manifest,
+import lib.data.datasets as data
+from lib.data.audio import AudioError, check_audio
+from lib.data.datasets import (AudioFolder, ManifestEntry, SkippedFileWarning, build_default_corpus, build_manifest,
                       collate_segments, convert_folder, format_report, manifest_table, pick_examples, read_manifest,
                       scan_folder, split_of, summarize_manifest)
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from lib.discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator,
+from lib.model.discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator,
                                 MultiScaleWaveformDiscriminator, build_discriminators)
-from lib.losses import lsgan_d_loss
+from lib.training.losses import lsgan_d_loss
 
 LENGTHS = [4000, 4001, 3333, 777]
 

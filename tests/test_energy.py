@@ -1,10 +1,10 @@
-"""Tests for lib.energy: the energy against a loop reference, descent, causal updates, gradients, lengths."""
+"""Tests for lib.model.energy: the energy against a loop reference, descent, causal updates, gradients, lengths."""
 import math
 
 import pytest
 import torch
 
-from lib.energy import EnergyTransformer
+from lib.model.energy import EnergyTransformer
 
 
 def small(**kwargs):

@@ -1,4 +1,4 @@
-"""Tests for lib.evaluation: clip selection, the bitrate ladder, the metrics table, the rate-distortion figure."""
+"""Tests for lib.analysis.evaluation: clip selection, the bitrate ladder, the metrics table, the rate-distortion figure."""
 import csv
 import io
 import math
@@ -12,11 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
-import lib.evaluation
+import lib.analysis.evaluation
 from lib.build import build_codec
 from lib.config import load_config
-from lib.data import split_of
-from lib.evaluation import (
+from lib.data.datasets import split_of
+from lib.analysis.evaluation import (
     ANCHOR,
     METRICS,
     REFERENCE,
@@ -32,7 +32,7 @@ from lib.evaluation import (
     summary_table,
     write_csv,
 )
-from lib.listening import HIDDEN_REFERENCE, MushraTest
+from lib.analysis.listening import HIDDEN_REFERENCE, MushraTest
 
 SR = 24000  # the tiny preset's rate
 
@@ -104,7 +104,7 @@ def test_ladder_rejects_bad_arguments(codec):
 
 
 def test_ladder_reports_an_unavailable_codec(codec, monkeypatch):
-    real = lib.evaluation.codec_roundtrip
+    real = lib.analysis.evaluation.codec_roundtrip
 
     calls = {"VORBIS": 0}
 
@@ -115,7 +115,7 @@ def test_ladder_reports_an_unavailable_codec(codec, monkeypatch):
                 raise ValueError("fmt/subtype OGG/VORBIS is not supported")
         return real(wav, sample_rate, fmt, subtype, level)
 
-    monkeypatch.setattr(lib.evaluation, "codec_roundtrip", no_vorbis)
+    monkeypatch.setattr(lib.analysis.evaluation, "codec_roundtrip", no_vorbis)
     with pytest.warns(RuntimeWarning, match="vorbis"):
         ladder = bitrate_ladder(codec, {"a": _tone_clip(0.3, 200.0, 0), "b": _tone_clip(0.3, 300.0, 1)},
                                 n_qs=[1], opus_kbps=(6.0,))
@@ -184,7 +184,7 @@ def test_rate_distortion_figure(ladder):
     rows = metrics_table(ladder, SR, perceptual=False)
     fig = rate_distortion_figure(rows)
     panels = [ax for ax in fig.axes if ax.axison]
-    assert [ax.get_title() for ax in panels] == [lib.evaluation.METRIC_TITLES[m] for m in METRICS]
+    assert [ax.get_title() for ax in panels] == [lib.analysis.evaluation.METRIC_TITLES[m] for m in METRICS]
     for ax in panels[:3]:
         assert ax.get_xscale() == "log" and "kb/s" in ax.get_xlabel() and "better" in ax.get_ylabel()
     for ax in panels[3:]:  # perceptual=False: PESQ and STOI are NaN, said so rather than plotted
@@ -267,7 +267,7 @@ def test_evaluation_clips_use_held_out_splits_only(tmp_path):
 
 def test_summarize_keeps_one_session(ladder, tmp_path):
     """The notebook's headless summary: only this run's scripted rows, although the CSV holds earlier runs."""
-    from lib.listening import summarize
+    from lib.analysis.listening import summarize
 
     path = tmp_path / "m.csv"
     trials = mushra_trials(ladder, ["codec 0.45 kbps", ANCHOR])

@@ -1,4 +1,4 @@
-"""Tests for lib.listening: blind MUSHRA widgets, CSV appending, summaries, panels and plots."""
+"""Tests for lib.analysis.listening: blind MUSHRA widgets, CSV appending, summaries, panels and plots."""
 import csv
 import io
 import math
@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lib.listening import (
+from lib.analysis.listening import (
     CSV_COLUMNS,
     HIDDEN_REFERENCE,
     MushraTest,
@@ -249,9 +249,9 @@ def test_rate_distortion_plot():
 
 
 def test_panel_falls_back_to_local_spectrogram(monkeypatch):
-    import lib.listening
+    import lib.analysis.listening
 
-    monkeypatch.setattr(lib.listening, "plot_spectrogram", None)
+    monkeypatch.setattr(lib.analysis.listening, "plot_spectrogram", None)
     panel = comparison_panel({"noise": {"original": 0.1 * torch.randn(SR // 4)}}, SR, show=False)
     images = [w for w in _flatten(panel) if isinstance(w, widgets.Image)]
     assert len(images) == 1 and images[0].value[:4] == b"\x89PNG"

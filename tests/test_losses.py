@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchaudio
 
-from lib.losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
+from lib.training.losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
                         feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
                         mel_distance, repulsion_loss, waveform_l1)
 

@@ -10,17 +10,17 @@ from PIL import Image
 
 from lib.build import build_codec
 from lib.config import load_config
-from lib.maps import (CORNER_COLOURS, animation_html, band_edges, code_counts, code_thumbnails, decode_alone, fit_rvq,
+from lib.analysis.maps import (CORNER_COLOURS, animation_html, band_edges, code_counts, code_thumbnails, decode_alone, fit_rvq,
                       grid_colours, grid_label, level_grid, level_inputs, level_u_matrix, map_explorer,
                       path_animation, plot_code_mosaic, plot_paths, plot_pca_comparison, plot_topography,
                       plot_u_matrices, plot_usage_maps, save_gif, shuffled, spectrogram_thumbnails, tile_mosaic,
                       to_grid, topography_table)
-from lib.patches import (extract_patches, load_cifar_batch, mean_colour_baseline, patch_dataset, patch_metrics,
+from lib.analysis.patches import (extract_patches, load_cifar_batch, mean_colour_baseline, patch_dataset, patch_metrics,
                          patches_to_image, plot_codebook_mosaic, plot_reconstructions, quantize_patches,
                          sklearn_images, train_patch_vq)
-from lib.plots import save_figure
-from lib.quantize import ResidualVQ, VectorQuantizer
-from lib.som import SOMGrid, neighbour_distance_ratio, topographic_error
+from lib.analysis.plots import save_figure
+from lib.model.quantize import ResidualVQ, VectorQuantizer
+from lib.model.som import SOMGrid, neighbour_distance_ratio, topographic_error
 
 
 @pytest.fixture(scope="module")

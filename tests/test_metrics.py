@@ -1,4 +1,4 @@
-"""Tests for lib.metrics and lib.baselines: hand computations, reference packages, real codecs."""
+"""Tests for lib.analysis.metrics and lib.analysis.baselines: hand computations, reference packages, real codecs."""
 import math
 import shutil
 import subprocess
@@ -9,9 +9,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
-import lib.losses
-from lib import metrics
-from lib.baselines import (
+import lib.training.losses
+from lib.analysis import metrics
+from lib.analysis.baselines import (
     available_baselines,
     codec_roundtrip,
     lowpass_anchor,
@@ -19,7 +19,7 @@ from lib.baselines import (
     mulaw_bitrate,
     opus_level_for_kbps,
 )
-from lib.metrics import SI_SDR_CAP_DB, bitrate, evaluate_all, pesq_wb, si_sdr, stft_distance, stoi
+from lib.analysis.metrics import SI_SDR_CAP_DB, bitrate, evaluate_all, pesq_wb, si_sdr, stft_distance, stoi
 
 SR = 16000
 
@@ -123,7 +123,7 @@ def test_stft_distance_is_zero_for_identical_and_ln2_for_double_gain():
 
 
 def test_mel_distance_is_the_losses_one():
-    assert metrics.mel_distance is lib.losses.mel_distance
+    assert metrics.mel_distance is lib.training.losses.mel_distance
     ref = 0.1 * torch.randn(1, 1, 8000)
     assert metrics.mel_distance(ref, ref, SR) == 0.0
     assert metrics.mel_distance(_add_noise(ref, 0), ref, SR) > metrics.mel_distance(_add_noise(ref, 20), ref, SR)

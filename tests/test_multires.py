@@ -1,10 +1,10 @@
-"""Tests for lib.multires: the wavelet tree against a naive loop, hand values, causality, streaming, depth rule."""
+"""Tests for lib.model.multires: the wavelet tree against a naive loop, hand values, causality, streaming, depth rule."""
 import math
 
 import pytest
 import torch
 
-from lib.multires import (MAX_DYNAMIC_DEPTH, MultiresConv, MultiresResidualBlock, WaveletUpsampler,
+from lib.model.multires import (MAX_DYNAMIC_DEPTH, MultiresConv, MultiresResidualBlock, WaveletUpsampler,
                           multires_depth)
 
 

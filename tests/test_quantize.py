@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.quantize import ResidualVQ, VectorQuantizer, kmeans
+from lib.model.quantize import ResidualVQ, VectorQuantizer, kmeans
 
 
 def _blobs(n_clusters: int, dim: int, n: int, spread: float = 0.05, scale: float = 3.0) -> torch.Tensor:

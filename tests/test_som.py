@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from lib.quantize import VectorQuantizer
-from lib.som import SOMGrid, neighbour_distance_ratio, topographic_error, u_matrix
+from lib.model.quantize import VectorQuantizer
+from lib.model.som import SOMGrid, neighbour_distance_ratio, topographic_error, u_matrix
 
 
 def test_default_shapes_are_near_square():

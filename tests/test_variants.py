@@ -5,8 +5,8 @@ import torch
 
 from lib.build import build_codec
 from lib.config import load_config
-from lib.data import build_default_corpus
-from lib.train import Trainer
+from lib.data.datasets import build_default_corpus
+from lib.training.trainer import Trainer
 
 VARIANTS = {
     "conv": [],

@@ -34,7 +34,7 @@ from scipy.signal import butter, lfilter
 from torch.utils.data import Dataset, get_worker_info
 from tqdm.auto import tqdm
 
-from .audio import (AUDIO_EXTENSIONS, DEFAULT_SILENCE_THRESHOLD, SILENT, AudioError, check_audio, load_audio,
+from lib.data.audio import (AUDIO_EXTENSIONS, DEFAULT_SILENCE_THRESHOLD, SILENT, AudioError, check_audio, load_audio,
                     loudness_normalize, resample, save_audio)
 
 SPLITS = ("train", "valid", "test")

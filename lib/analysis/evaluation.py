@@ -6,7 +6,7 @@
     write_csv(rows, "metrics.csv"); fig = rate_distortion_figure(rows)
 
 The ladder holds, per clip, the original (key "original") and every system: the codec at each number of
-quantizers ("codec 1.5 kbps") and the baselines of `lib.baselines` ("low-pass 3.5 kHz" anchor, "mu-law 8-bit",
+quantizers ("codec 1.5 kbps") and the baselines of `lib.analysis.baselines` ("low-pass 3.5 kHz" anchor, "mu-law 8-bit",
 "opus 6 kbps" ..., "vorbis q-0.1"). Opus cannot go below about 6 kb/s and Vorbis not below about 25-30 kb/s
 at 24 kHz, so at the codec's lowest rates the baselines sit to the right of it: that gap is the point of a
 neural codec. Opus and Vorbis are variable-rate: their bitrate is measured per clip from the encoded size.
@@ -26,10 +26,10 @@ import matplotlib.ticker as ticker
 import numpy as np
 import torch
 
-from lib.audio import AudioError, load_audio
-from lib.baselines import codec_roundtrip, lowpass_anchor, mulaw_8bit, mulaw_bitrate, opus_level_for_kbps
-from lib.data import AudioFolder, pick_examples, scan_folder
-from lib.metrics import METRIC_DIRECTION, METRIC_UNITS, evaluate_all, mel_distance, pesq_wb, si_sdr
+from lib.data.audio import AudioError, load_audio
+from lib.analysis.baselines import codec_roundtrip, lowpass_anchor, mulaw_8bit, mulaw_bitrate, opus_level_for_kbps
+from lib.data.datasets import AudioFolder, pick_examples, scan_folder
+from lib.analysis.metrics import METRIC_DIRECTION, METRIC_UNITS, evaluate_all, mel_distance, pesq_wb, si_sdr
 
 __all__ = [
     "REFERENCE",
@@ -111,7 +111,7 @@ def evaluation_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int
     """Clips to evaluate on, `{name: wav [1, T]}` at `sample_rate`, each cut to its first `clip_seconds`.
 
     clips_folder None: held-out clips of `data_dir` (the "test" split, topped up from "valid"), picked with
-    `lib.data.pick_examples` so that they come from different folders (speech, music, ...) and preferably last
+    `lib.data.datasets.pick_examples` so that they come from different folders (speech, music, ...) and preferably last
     at least `min_seconds`. Otherwise the first `n_clips` readable audio files of `clips_folder`; files that
     cannot be read are skipped with a warning.
     """
@@ -165,7 +165,7 @@ def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | 
     """Every clip through the codec at each number of quantizers, and through the baselines.
 
     Args:
-        codec: a `lib.codec.Codec` (eval mode); its `sample_rate` is the clips' rate.
+        codec: a `lib.model.codec.Codec` (eval mode); its `sample_rate` is the clips' rate.
         clips: `{name: wav [1, T] or [T]}` at `codec.sample_rate`.
         n_qs: quantizer counts (None: `default_n_qs(codec.quantizer.n_q)`), each in 1..n_q.
         opus_kbps: Opus target rates in kb/s; 6 is the lowest libsndfile offers. Empty = no Opus.
@@ -218,7 +218,7 @@ def metrics_table(ladder: Ladder, sample_rate: int, perceptual: bool = True) -> 
     Returns one row per clip x system (the original itself is the reference, not a row), in ladder order:
     `{"clip", "system", "family", "n_q", "bitrate" (bits/s or None), "si_sdr", "mel_distance",
     "stft_distance", "pesq_wb", "stoi"}`; `perceptual=False` leaves PESQ and STOI as NaN. PESQ is NaN for a
-    clip in which it finds no speech. Units and directions: `lib.metrics.METRIC_UNITS` / `METRIC_DIRECTION`.
+    clip in which it finds no speech. Units and directions: `lib.analysis.metrics.METRIC_UNITS` / `METRIC_DIRECTION`.
     """
     if sample_rate != getattr(ladder, "sample_rate", sample_rate):
         raise ValueError(f"sample_rate {sample_rate} differs from the ladder's {ladder.sample_rate} Hz")
@@ -368,7 +368,7 @@ def rate_distortion_figure(rows: list[dict], title: str | None = None) -> plt.Fi
 
 def mushra_trials(ladder: Ladder, systems: Sequence[str] | None = None) -> list[dict]:
     """MUSHRA trials from a ladder: one per clip, reference = the original, stimuli = `systems` (None: all).
-    Feed to `lib.listening.MushraTest(trials, ladder.sample_rate, ..., anchor_name=ANCHOR)`."""
+    Feed to `lib.analysis.listening.MushraTest(trials, ladder.sample_rate, ..., anchor_name=ANCHOR)`."""
     trials = []
     for clip, entries in ladder.items():
         chosen = [s for s in entries if s != REFERENCE] if systems is None else list(systems)

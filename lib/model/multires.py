@@ -13,7 +13,7 @@ strictly causal learned wavelet upsampler.
 All three are strictly causal (an impulse at input sample ``t`` changes no output before ``t``; for the upsampler,
 input frame ``f`` changes no output sample before ``f * stride``) and have ``.stream(chunk)`` /
 ``.reset_stream()`` that reproduce the offline output for any chunking, empty chunks included. Streaming state
-lives in plain attributes (not buffers), as in :mod:`lib.conv`; run streaming code under ``torch.no_grad()``.
+lives in plain attributes (not buffers), as in :mod:`lib.model.conv`; run streaming code under ``torch.no_grad()``.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .codec import make_activation
-from .conv import CausalConv1d, _check_chunk as _check_input, _check_positive_int, _check_same_stream
+from lib.model.codec import make_activation
+from lib.model.conv import CausalConv1d, _check_chunk as _check_input, _check_positive_int, _check_same_stream
 
 __all__ = ["MAX_DYNAMIC_DEPTH", "multires_depth", "MultiresConv", "MultiresResidualBlock", "WaveletUpsampler"]
 
@@ -203,7 +203,7 @@ class MultiresResidualBlock(nn.Module):
     ``y = x + conv1x1_expand(act(MultiresConv(conv1x1_compress(act(x)))))`` with hidden width
     ``max(1, channels // compress)``. This is the SEANet unit (act, conv k, act, conv 1x1, identity skip) with its
     dilated conv replaced by a channel-mixing 1x1 followed by the depthwise multiresolution tree (which on its
-    own mixes no channels). The 1x1 convs are weight-normalised :class:`lib.conv.CausalConv1d`. Streamable when
+    own mixes no channels). The 1x1 convs are weight-normalised :class:`lib.model.conv.CausalConv1d`. Streamable when
     ``depth`` is fixed (the default); ``depth=None`` picks it per call from the input length.
     """
 

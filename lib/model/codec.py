@@ -3,7 +3,7 @@
 Shapes: audio ``[B, C, T]`` (C = 1 for mono), latents ``[B, D, F]`` with ``F = ceil(T / hop)`` and
 ``hop = prod(ratios)``, codes ``[B, n_q, F]`` (int64).
 
-Every layer is causal per sample (see :mod:`lib.conv`), so by default the whole codec is too: a change of the input
+Every layer is causal per sample (see :mod:`lib.model.conv`), so by default the whole codec is too: a change of the input
 at sample ``t`` changes no reconstructed sample before ``t``. The price is that latent frame ``f`` has seen the input
 only up to sample ``f * hop``, so the decoder has to *extrapolate* the ``hop - 1`` samples that follow.
 ``Codec(..., frame_lookahead=True)`` instead lets frame ``f`` see its own ``hop`` samples (the usual SoundStream /
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
+from lib.model.conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
 
 __all__ = ["ACTIVATIONS", "Snake", "make_activation", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
            "CodecOutput", "Codec"]
@@ -93,7 +93,7 @@ def _residual_blocks(channels: int, dilations: Sequence[int], kernel_size: int, 
     """The residual part of one SEANet stage at ``channels`` channels."""
     if block == "multires":
         # Imported here so that the plain model never depends on the research module.
-        from .multires import MultiresResidualBlock
+        from lib.model.multires import MultiresResidualBlock
 
         return [MultiresResidualBlock(channels, activation=activation, compress=compress)]
     return [ResidualUnit(channels, kernel_size, d, activation, compress) for d in dilations]
@@ -102,7 +102,7 @@ def _residual_blocks(channels: int, dilations: Sequence[int], kernel_size: int, 
 def _upsampler(in_ch: int, out_ch: int, stride: int, kind: str) -> nn.Module:
     """``[B, in_ch, T] -> [B, out_ch, T * stride]``: a causal transposed conv (k = 2 * stride) or a wavelet one."""
     if kind == "wavelet":
-        from .multires import WaveletUpsampler
+        from lib.model.multires import WaveletUpsampler
 
         return WaveletUpsampler(in_ch, out_ch, stride)
     return CausalConvTranspose1d(in_ch, out_ch, kernel_size=2 * stride, stride=stride)
@@ -172,7 +172,7 @@ class SEANetDecoder(nn.Module):
 
     Input conv (``kernel_size``) from ``dim`` to ``n_filters * 2 ** len(ratios)``; then per ratio, in *reversed*
     order (pass the encoder's ratios), one stage: activation, upsampler (causal transposed conv k = 2 * ratio, or
-    ``lib.multires.WaveletUpsampler`` with ``upsampler="wavelet"``) halving the channels, residual units; then
+    ``lib.model.multires.WaveletUpsampler`` with ``upsampler="wavelet"``) halving the channels, residual units; then
     activation and a conv (``last_kernel_size``) to ``channels``. Output sample ``n`` depends only on latent
     frames ``<= n // hop``.
     """

@@ -1,7 +1,7 @@
 """Image-patch demo of SOM codebooks: vector quantisation of small RGB patches.
 
 Each image is cut into non-overlapping `patch x patch` RGB patches, flattened to vectors of
-`patch * patch * 3` values in [0, 1] (4x4x3 = 48-d). A `lib.quantize.VectorQuantizer` learns a
+`patch * patch * 3` values in [0, 1] (4x4x3 = 48-d). A `lib.model.quantize.VectorQuantizer` learns a
 codebook of such patches, once with a self-organising-map grid (`som=SOMGrid(...)`) and once as a
 plain EMA codebook. Drawn on its grid, each code shown as its RGB patch, the SOM codebook is a
 smooth "map" of colours and edges; the plain codebook is the same kind of palette in random order.
@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from lib.quantize import VectorQuantizer
-from lib.som import SOMGrid, neighbour_distance_ratio, topographic_error
+from lib.model.quantize import VectorQuantizer
+from lib.model.som import SOMGrid, neighbour_distance_ratio, topographic_error
 
 CIFAR_SIDE = 32  # CIFAR-10 images are 32x32 RGB
 

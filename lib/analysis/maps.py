@@ -1,6 +1,6 @@
 """Codebook maps: the residual VQ's codebooks drawn on their SOM grids, heard and measured.
 
-Each RVQ level's K codes sit on a grid: the level's `lib.som.SOMGrid` when it was trained as a
+Each RVQ level's K codes sit on a grid: the level's `lib.model.som.SOMGrid` when it was trained as a
 self-organising map, otherwise the near-square layout of the code indices (row = k // cols), which
 for a plain EMA codebook is an arbitrary order and is labelled so in every title.
 
@@ -35,10 +35,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from lib.listening import wav_bytes
-from lib.patches import som_grid
-from lib.quantize import ResidualVQ, VectorQuantizer
-from lib.som import SOMGrid, neighbour_distance_ratio, topographic_error, u_matrix
+from lib.analysis.listening import wav_bytes
+from lib.analysis.patches import som_grid
+from lib.model.quantize import ResidualVQ, VectorQuantizer
+from lib.model.som import SOMGrid, neighbour_distance_ratio, topographic_error, u_matrix
 
 # Colours of the four grid corners for the 2-D position colour map: top-left, top-right,
 # bottom-left, bottom-right (blue, yellow, magenta, green: distinct hues, all mid to high lightness).
@@ -101,8 +101,8 @@ def pick_clip(data_dir: str | os.PathLike, sample_rate: int, seconds: float = 3.
     clips whose path contains `prefer` (any clip when none does), held-out splits first, and among those
     the first at least `seconds` long (else the longest).
     """
-    from lib.audio import load_audio
-    from lib.data import build_manifest
+    from lib.data.audio import load_audio
+    from lib.data.datasets import build_manifest
 
     if path is None:
         entries = [e for e in build_manifest(data_dir, progress=False) if e.ok]
@@ -121,7 +121,7 @@ def pick_clip(data_dir: str | os.PathLike, sample_rate: int, seconds: float = 3.
 def training_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int = 16,
                    seconds: float = 10.0) -> list[Tensor]:
     """Up to `n_clips` clips `[1, 1, T]` of the train split (each cut to `seconds`), spread over the split."""
-    from lib.data import AudioFolder
+    from lib.data.datasets import AudioFolder
 
     folder = AudioFolder(data_dir, "train", sample_rate=sample_rate, cache=False)
     picks = np.unique(np.linspace(0, len(folder) - 1, min(n_clips, len(folder))).round().astype(int))
@@ -483,7 +483,7 @@ def path_animation(codec, wav: Tensor, level: int, max_frames: int = 60, dpi: in
     so that the animation lasts as long as the audio (play it beside with `IPython.display.Audio`).
     Save with `save_gif`; show inline with `HTML(animation_html(anim))`.
     """
-    from lib.plots import plot_spectrogram
+    from lib.analysis.plots import plot_spectrogram
 
     _check_levels(codec.quantizer, [level])
     if max_frames < 2:
@@ -626,7 +626,7 @@ def fit_rvq(latents: Tensor, n_q: int, codebook_size: int, steps: int = 200, bat
 
     Used to compare a codec's SOM codebooks with plain EMA codebooks of the same size on the same latents.
     With `som` every level gets a near-square SOM grid, width `sigma_start` (default max(rows, cols) / 2)
-    annealed to 0 over the first 80% of the steps (`lib.patches.som_grid`).
+    annealed to 0 over the first 80% of the steps (`lib.analysis.patches.som_grid`).
     Returns the `ResidualVQ` in eval mode.
     """
     if latents.dim() != 3:

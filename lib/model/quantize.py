@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lib.som import SOMGrid
+from lib.model.som import SOMGrid
 
 
 class VQOutput(NamedTuple):
@@ -135,7 +135,7 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: codes whose EMA cluster size falls below this are replaced by random
             vectors of the current batch (0 disables replacement).
         cosine: l2-normalise inputs (in code space) and codes; nearest = largest cosine.
-        som: a `lib.som.SOMGrid`; the one-hot assignments are blurred by `som.kernel(sigma)` before
+        som: a `lib.model.som.SOMGrid`; the one-hot assignments are blurred by `som.kernel(sigma)` before
             the EMA step (batch Kohonen update). At sigma 0 this is plain EMA VQ.
 
     Buffers: `embed [K, d]`, `cluster_size [K]`, `embed_sum [K, d]`, `initted`, `step` (training

@@ -2,8 +2,8 @@
 
 Usable from a notebook (``Trainer(cfg, data_dir, run_dir).fit()``) and from a script::
 
-    python -m lib.train --preset cpu --data data/default --run-dir runs/cpu
-    torchrun --nproc_per_node 2 -m lib.train --preset cpu --data data/default --run-dir runs/ddp   # DDP
+    python -m lib.training.trainer --preset cpu --data data/default --run-dir runs/cpu
+    torchrun --nproc_per_node 2 -m lib.training.trainer --preset cpu --data data/default --run-dir runs/ddp   # DDP
 
 What a step does (``Trainer.train_step``):
 
@@ -41,14 +41,14 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from .build import build_codec, build_discriminators
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from .config import Config, config_from_dict, load_config
-from .data import AudioFolder, crop_or_pad
-from .losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
+from lib.build import build_codec, build_discriminators
+from lib.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from lib.config import Config, config_from_dict, load_config
+from lib.data.datasets import AudioFolder, crop_or_pad
+from lib.training.losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
                      feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss, mel_distance,
                      repulsion_loss, waveform_l1)
-from .metrics import si_sdr
+from lib.analysis.metrics import si_sdr
 
 
 class TrainingDiverged(RuntimeError):

@@ -34,11 +34,11 @@ import torch
 from IPython.display import display
 from scipy import stats
 
-from lib.baselines import lowpass_anchor
-from lib.metrics import METRIC_DIRECTION, METRIC_UNITS, si_sdr
+from lib.analysis.baselines import lowpass_anchor
+from lib.analysis.metrics import METRIC_DIRECTION, METRIC_UNITS, si_sdr
 
 try:
-    from lib.plots import plot_spectrogram
+    from lib.analysis.plots import plot_spectrogram
 except ImportError:  # plots module not available: a minimal local version
     plot_spectrogram = None
 
@@ -86,7 +86,7 @@ def audio_player(wav, sample_rate: int) -> widgets.Audio:
 
 
 def _local_spectrogram(ax, wav, sample_rate: int, title: str = "") -> None:
-    """Minimal log-magnitude spectrogram (used when lib.plots is not available)."""
+    """Minimal log-magnitude spectrogram (used when lib.analysis.plots is not available)."""
     x = _mono_numpy(wav)
     n_fft = 1024 if x.size >= 1024 else 2 ** int(math.log2(x.size))
     ax.specgram(x, NFFT=n_fft, Fs=sample_rate, noverlap=n_fft * 3 // 4, cmap="magma", vmin=-120)
@@ -409,7 +409,7 @@ def rate_distortion_plot(table: list[dict], metric: str, ax=None, x: str = "bitr
     Args:
         table: rows like `{"system": "codec", "n_q": 4, "bitrate": 3000.0, "si_sdr": 7.1, ...}`;
             `bitrate` in bits/s (plotted in kb/s). Systems with one row (baselines) show as markers.
-        metric: the column to plot; its unit and direction label the y axis (see lib.metrics).
+        metric: the column to plot; its unit and direction label the y axis (see lib.analysis.metrics).
         x: "bitrate" or "n_q".
     """
     if x not in ("bitrate", "n_q"):

@@ -3,12 +3,12 @@
 Every metric takes `estimate` (the decoded audio) and `reference` (the original) with the
 same shape: `[T]`, `[B, T]` or `[B, 1, T]` (mono). A `[T]` input returns a Python float;
 batched inputs return a float64 tensor `[B]` with one value per item, except `mel_distance`
-(the training-objective one from `lib.losses`, re-exported) which returns the batch mean as a float.
+(the training-objective one from `lib.training.losses`, re-exported) which returns the batch mean as a float.
 
 | metric          | units                         | better |
 |-----------------|-------------------------------|--------|
 | `si_sdr`        | dB, clamped to [-100, +100]   | higher |
-| `mel_distance`  | mean L1 of ln-mel (lib.losses)| lower  |
+| `mel_distance`  | mean L1 of ln-mel (lib.training.losses)| lower  |
 | `stft_distance` | mean L1 of ln-magnitude       | lower  |
 | `pesq_wb`       | MOS-LQO, 1.04 .. 4.64         | higher |
 | `stoi`          | intelligibility, 0 .. 1       | higher |
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from lib.losses import mel_distance  # re-exported: one mel distance for training and evaluation
+from lib.training.losses import mel_distance  # re-exported: one mel distance for training and evaluation
 
 __all__ = [
     "SI_SDR_CAP_DB",

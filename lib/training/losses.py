@@ -1,7 +1,7 @@
 """Training objectives for audio codecs: reconstruction, adversarial, feature matching, and a gradient balancer.
 
 Audio tensors are `[B, C, T]` (C = 1 for mono); spectral losses fold channels into the batch.
-Adversarial losses take the per-sub-discriminator logit lists that `lib.discriminators` returns.
+Adversarial losses take the per-sub-discriminator logit lists that `lib.model.discriminators` returns.
 
 Reconstruction:
 - `MultiScaleMelLoss`: SoundStream's multi-window mel loss (L1 on mel + sqrt(w/2) * MSE on log-mel).
