@@ -138,7 +138,7 @@ def make_trainer(kind: str, steps: int, som_anneal: int, quantizer_warmup: int, 
     if kind == "vqtorch":
         q = cfg.model.quantizer
         trainer.codec.quantizer = VQTorchRVQ(cfg.model.dim, q.n_q, q.codebook_size)
-        trainer.model = trainer.codec
+        trainer.codec_ddp = trainer.codec
         t = cfg.train  # the optimizer must see the new module's parameters (it has none: EMA codebooks)
         trainer.opt_g = torch.optim.AdamW(trainer.codec.parameters(), lr=t.lr, betas=tuple(t.betas))
     return trainer

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from lib.model.som import NEIGHBOURHOODS, SCHEDULES
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -36,6 +38,7 @@ class DataConfig:
 
 @dataclass
 class QuantizerConfig:
+    kind: str = "rvq"  # a name in lib.model.registries.QUANTIZERS
     n_q: int = 8
     codebook_size: int = 1024
     codebook_dim: int | None = None  # < model.dim gives factorised low-dimensional codes
@@ -79,6 +82,8 @@ class ModelConfig:
     last_kernel_size: int = 7
     activation: str = "elu"
     compress: int = 2
+    # Names in the registries of lib.model.registries (config.validate lists the valid ones).
+    decoder: str = "seanet"  # "seanet" (the encoder's mirror)
     block: str = "conv"  # "conv" (dilated residual units) or "multires" (MultiresConv blocks)
     upsampler: str = "transposed"  # "transposed" or "wavelet"
     bottleneck: str = "none"  # "none" or "energy" (energy transformer before the quantizer)
@@ -92,18 +97,19 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    # One weight per generator loss term of lib.training.objectives.LOSS_TERMS, named like the term.
     mel: float = 15.0
     stft: float = 0.0
     l1: float = 0.1
     adversarial: float = 3.0
     feature: float = 3.0
     commitment: float = 1.0
-    repulsion: float = 0.0  # seed's discriminator repulsion term; 0 = off
-    downsampled: float = 0.0  # seed's downsampled-signal objective on decoder stages; 0 = off
+    repulsion: float = 0.0  # discriminator-side repulsion term (lib.training.losses.repulsion_loss); 0 = off
+    downsampled: float = 0.0  # downsampled-signal objective on decoder stages; 0 = off
     adversarial_kind: str = "hinge"  # or "lsgan"
     balancer: bool = False  # EnCodec-style gradient balancer instead of fixed weights
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
-    mel_log_distance: str = "l1"  # distance on log-mel: "l1" (robust, DAC-like) or "l2" (the seed's MSE)
+    mel_log_distance: str = "l1"  # distance on log-mel: "l1" (robust, DAC-like) or "l2" (SoundStream's MSE)
 
 
 @dataclass
@@ -281,6 +287,18 @@ def load_config(preset: str | Path = "cpu", overrides: dict | list[str] | None =
     return config_from_dict(raw)
 
 
+def _registries() -> dict:
+    """The registries whose names are valid config choices (imported here: the model and loss modules register
+    their kinds on import, and none of them imports this module)."""
+    import lib.model  # noqa: F401  (registers every built-in model kind)
+    from lib.model import registries as r
+    from lib.training.objectives import ADVERSARIAL_LOSSES, LOSS_TERMS
+
+    return {"quantizers": r.QUANTIZERS, "decoders": r.DECODERS, "blocks": r.BLOCKS, "upsamplers": r.UPSAMPLERS,
+            "bottlenecks": r.BOTTLENECKS, "activations": r.ACTIVATIONS, "discriminators": r.DISCRIMINATORS,
+            "adversarial": ADVERSARIAL_LOSSES, "loss_terms": LOSS_TERMS}
+
+
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
@@ -300,22 +318,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.segment_seconds={d.segment_seconds} is shorter than one frame ({hop} samples)")
     if m.channels != d.channels:
         raise ConfigError(f"model.channels={m.channels} differs from data.channels={d.channels}")
+    reg = _registries()
     for key, value, allowed in [
-        ("model.block", m.block, ("conv", "multires")),
-        ("model.upsampler", m.upsampler, ("transposed", "wavelet")),
-        ("model.bottleneck", m.bottleneck, ("none", "energy")),
-        ("model.activation", m.activation, ("elu", "leaky_relu", "gelu", "snake")),
+        ("model.quantizer.kind", q.kind, reg["quantizers"].names()),
+        ("model.decoder", m.decoder, reg["decoders"].names()),
+        ("model.block", m.block, reg["blocks"].names()),
+        ("model.upsampler", m.upsampler, reg["upsamplers"].names()),
+        ("model.bottleneck", m.bottleneck, ("none", *reg["bottlenecks"].names())),
+        ("model.activation", m.activation, reg["activations"].names()),
         ("model.energy.hopfield", m.energy.hopfield, ("relu", "softmax")),
-        ("model.quantizer.som_neighbourhood", q.som_neighbourhood, ("gaussian", "box")),
-        ("model.quantizer.som_schedule", q.som_schedule, ("exp", "linear")),
-        ("loss.adversarial_kind", lo.adversarial_kind, ("hinge", "lsgan")),
+        ("model.quantizer.som_neighbourhood", q.som_neighbourhood, NEIGHBOURHOODS),
+        ("model.quantizer.som_schedule", q.som_schedule, SCHEDULES),
+        ("loss.adversarial_kind", lo.adversarial_kind, reg["adversarial"].names()),
         ("loss.mel_log_distance", lo.mel_log_distance, ("l1", "l2")),
         ("train.disc_choice", t.disc_choice, ("uniform", "loss_weighted")),
         ("train.precision", t.precision, ("fp32", "bf16", "fp16")),
     ]:
         _choice(key, value, allowed)
     for name in t.discriminators:
-        _choice("train.discriminators", name, ("stft", "waveform", "period"))
+        _choice("train.discriminators", name, reg["discriminators"].names())
     if q.n_q < 1 or q.codebook_size < 2:
         raise ConfigError(f"model.quantizer: need n_q >= 1 and codebook_size >= 2, got {q.n_q}, {q.codebook_size}")
     if q.codebook_dim is not None and not 0 < q.codebook_dim <= m.dim:
@@ -332,5 +353,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.steps must be >= 0 and train.val_every/ckpt_every/log_every >= 1")
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
-    if lo.balancer and lo.l1 == lo.mel == lo.stft == lo.adversarial == lo.feature == 0:
-        raise ConfigError("loss.balancer=true but every loss weight is 0")
+    terms = reg["loss_terms"]
+    missing = [name for name in terms if not hasattr(lo, name)]
+    if missing:
+        raise ConfigError(f"loss terms {missing} are registered but LossConfig has no weight field for them")
+    if lo.balancer and all(getattr(lo, name) == 0 for name in terms if terms.get(name).on_output):
+        raise ConfigError("loss.balancer=true but every loss weight on the reconstruction is 0")

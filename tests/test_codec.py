@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lib.model.codec import Codec, CodecOutput, SEANetDecoder, SEANetEncoder, Snake
+from lib.model.activations import Snake
+from lib.model.codec import Codec, CodecOutput, SEANetDecoder, SEANetEncoder
 from lib.model.conv import CausalConv1d, CausalConvTranspose1d
 from lib.model.quantize import ResidualVQ
 

@@ -4,11 +4,18 @@ import math
 import pytest
 import torch
 
+from lib.build import build_discriminators as build_from_config
+from lib.config import load_config
 from lib.model.discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator,
-                                MultiScaleWaveformDiscriminator, build_discriminators)
+                                      MultiScaleWaveformDiscriminator)
+from lib.model.registries import DISCRIMINATORS
 from lib.training.losses import lsgan_d_loss
 
 LENGTHS = [4000, 4001, 3333, 777]
+
+
+def build_discriminators(names, channels: int, max_channels: int) -> dict[str, torch.nn.Module]:
+    return {n: DISCRIMINATORS.get(n)(channels=channels, max_channels=max_channels) for n in names}
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -82,7 +89,7 @@ def test_raw_logits_not_squashed(name):
 
 @pytest.mark.parametrize("name", ["stft", "waveform", "period"])
 def test_gradients_reach_input_and_every_parameter(name):
-    disc = build_discriminators(name, channels=2, max_channels=8)[name]
+    disc = build_discriminators([name], channels=2, max_channels=8)[name]
     real = torch.randn(2, 1, 3001)
     fake = torch.randn(2, 1, 3001, requires_grad=True)
     # LSGAN, not hinge: with logits near 0 the hinge gradients of the last bias cancel exactly (-1 + 1).
@@ -102,14 +109,15 @@ def test_weight_norm_is_used():
         assert all(hasattr(m, "parametrizations") and "weight" in m.parametrizations for m in convs), name
 
 
-def test_build_discriminators_options_and_errors():
-    ds = build_discriminators(["stft", "period"], channels=2, max_channels=4, stft={"n_ffts": (256, 64)},
-                              period={"periods": (2, 3, 5)})
-    assert set(ds.keys()) == {"stft", "period"}
+def test_build_discriminators_from_the_config_and_errors():
+    cfg = load_config("tiny", ["train.discriminators=[stft, period]", "train.stft_n_ffts=[256, 64]",
+                               "train.disc_channels=2", "train.disc_max_channels=4"])
+    ds = build_from_config(cfg)
+    assert list(ds.keys()) == ["stft", "period"]
     assert len(ds["stft"].discriminators) == 2
-    assert len(ds["period"].discriminators) == 3
-    with pytest.raises(ValueError, match="unknown"):
-        build_discriminators(["stft", "mel"])
+    assert len(ds["period"].discriminators) == 5
+    with pytest.raises(KeyError, match="unknown discriminator 'mel'; valid: stft, waveform, period"):
+        DISCRIMINATORS.get("mel")
     with pytest.raises(ValueError):
         ds["stft"](torch.randn(2, 4000))  # not [B, 1, T]
     with pytest.raises(ValueError):

@@ -20,41 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.model.activations import make_activation
 from lib.model.conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
+from lib.model.registries import ACTIVATIONS, BLOCKS, DECODERS, UPSAMPLERS
 
-__all__ = ["ACTIVATIONS", "Snake", "make_activation", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
-           "CodecOutput", "Codec"]
-
-ACTIVATIONS = ("elu", "leaky_relu", "gelu", "snake")
-BLOCKS = ("conv", "multires")
-UPSAMPLERS = ("transposed", "wavelet")
-
-
-# --------------------------------------------------------------------------------------------------- activations
-
-class Snake(nn.Module):
-    """Snake activation ``x + sin^2(alpha * x) / alpha`` with one learnable ``alpha`` per channel (``[B, C, T]``)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The small epsilon keeps 1/alpha finite should an alpha be driven to zero.
-        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
-
-
-def make_activation(name: str, channels: int) -> nn.Module:
-    """The activation called ``name`` (one of :data:`ACTIVATIONS`) for ``channels`` channels."""
-    if name == "elu":
-        return nn.ELU(alpha=1.0)
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.1)
-    if name == "gelu":
-        return nn.GELU()
-    if name == "snake":
-        return Snake(channels)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+__all__ = ["ResidualUnit", "seanet_kwargs", "SEANetEncoder", "SEANetDecoder", "CodecOutput", "Codec"]
 
 
 # --------------------------------------------------------------------------------------------------- blocks
@@ -88,23 +58,23 @@ class ResidualUnit(nn.Module):
         reset_streams(self)
 
 
-def _residual_blocks(channels: int, dilations: Sequence[int], kernel_size: int, activation: str, block: str,
-                     compress: int) -> list[nn.Module]:
-    """The residual part of one SEANet stage at ``channels`` channels."""
-    if block == "multires":
-        # Imported here so that the plain model never depends on the research module.
-        from lib.model.multires import MultiresResidualBlock
-
-        return [MultiresResidualBlock(channels, activation=activation, compress=compress)]
+@BLOCKS.register("conv")
+def dilated_residual_units(channels: int, dilations: Sequence[int], kernel_size: int, activation: str,
+                           compress: int) -> list[nn.Module]:
+    """``model.block: conv``: one SEANet :class:`ResidualUnit` per dilation, at ``channels`` channels."""
     return [ResidualUnit(channels, kernel_size, d, activation, compress) for d in dilations]
 
 
-def _upsampler(in_ch: int, out_ch: int, stride: int, kind: str) -> nn.Module:
-    """``[B, in_ch, T] -> [B, out_ch, T * stride]``: a causal transposed conv (k = 2 * stride) or a wavelet one."""
-    if kind == "wavelet":
-        from lib.model.multires import WaveletUpsampler
+def _residual_blocks(channels: int, dilations: Sequence[int], kernel_size: int, activation: str, block: str,
+                     compress: int) -> list[nn.Module]:
+    """The residual part of one SEANet stage at ``channels`` channels (the ``block`` kind from :data:`BLOCKS`)."""
+    return BLOCKS.get(block)(channels, dilations, kernel_size, activation, compress)
 
-        return WaveletUpsampler(in_ch, out_ch, stride)
+
+@UPSAMPLERS.register("transposed")
+def transposed_upsampler(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """``model.upsampler: transposed``: ``[B, in_ch, T] -> [B, out_ch, T * stride]``, a causal transposed conv
+    with kernel ``2 * stride``."""
     return CausalConvTranspose1d(in_ch, out_ch, kernel_size=2 * stride, stride=stride)
 
 
@@ -121,9 +91,17 @@ def _check_seanet_args(channels: int, dim: int, n_filters: int, ratios: Sequence
     if any(not isinstance(d, int) or d < 1 for d in dilations):
         raise ValueError(f"dilations must be positive integers, got {dilations!r}")
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        raise ValueError(f"activation must be one of {ACTIVATIONS.names()}, got {activation!r}")
     if block not in BLOCKS:
-        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+        raise ValueError(f"block must be one of {BLOCKS.names()}, got {block!r}")
+
+
+def seanet_kwargs(m) -> dict:
+    """The constructor arguments shared by :class:`SEANetEncoder` and :class:`SEANetDecoder`, read from a
+    ``ModelConfig`` (``cfg.model``)."""
+    return dict(channels=m.channels, dim=m.dim, n_filters=m.n_filters, ratios=tuple(m.ratios),
+                dilations=tuple(m.dilations), kernel_size=m.kernel_size, residual_kernel_size=m.residual_kernel_size,
+                last_kernel_size=m.last_kernel_size, activation=m.activation, block=m.block, compress=m.compress)
 
 
 # --------------------------------------------------------------------------------------------------- encoder / decoder
@@ -167,6 +145,7 @@ class SEANetEncoder(nn.Module):
         reset_streams(self)
 
 
+@DECODERS.register("seanet")
 class SEANetDecoder(nn.Module):
     """Causal SEANet decoder ``[B, dim, F] -> [B, channels, F * hop]``, the mirror of :class:`SEANetEncoder`.
 
@@ -186,7 +165,7 @@ class SEANetDecoder(nn.Module):
         _check_seanet_args(channels, dim, n_filters, ratios, dilations, kernel_size, residual_kernel_size,
                            last_kernel_size, activation, block, compress)
         if upsampler not in UPSAMPLERS:
-            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS.names()}, got {upsampler!r}")
         self.channels, self.dim, self.ratios = channels, dim, ratios
         self.hop_length = math.prod(ratios)
 
@@ -194,13 +173,18 @@ class SEANetDecoder(nn.Module):
         self.input = StreamingSequential(CausalConv1d(dim, width, kernel_size))
         stages = []
         for ratio in reversed(ratios):
-            layers = [make_activation(activation, width), _upsampler(width, width // 2, ratio, upsampler)]
+            layers = [make_activation(activation, width), UPSAMPLERS.get(upsampler)(width, width // 2, ratio)]
             width //= 2
             layers += _residual_blocks(width, dilations, residual_kernel_size, activation, block, compress)
             stages.append(StreamingSequential(*layers))
         self.stages = nn.ModuleList(stages)
         self.output = StreamingSequential(make_activation(activation, width),
                                           CausalConv1d(width, channels, last_kernel_size))
+
+    @classmethod
+    def from_config(cls, cfg) -> "SEANetDecoder":
+        """``model.decoder: seanet``: the mirror of the encoder that :func:`seanet_kwargs` describes."""
+        return cls(**seanet_kwargs(cfg.model), upsampler=cfg.model.upsampler)
 
     def forward(self, z: torch.Tensor, return_stages: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
@@ -254,8 +238,8 @@ class Codec(nn.Module):
 
     Args:
         encoder: ``[B, C, T] -> [B, D, F]`` with attributes ``channels``, ``dim``, ``hop_length`` (a SEANetEncoder).
-        quantizer: a residual VQ (``forward(x, n_q)``, ``encode(x, n_q)``, ``decode(codes)``, ``n_q``,
-            ``codebook_size``); may be None when ``continuous``.
+        quantizer: a :class:`lib.model.quantize.Quantizer` (``forward(x, n_q)``, ``encode(x, n_q)``,
+            ``decode(codes)``, ``n_q``, ``codebook_size``); may be None when ``continuous``.
         decoder: ``[B, D, F] -> [B, C, F * hop]`` with the same ``channels``, ``dim``, ``hop_length``.
         sample_rate: audio sample rate in Hz.
         bottleneck: optional ``[B, D, F] -> [B, D, F]`` module applied before the quantizer.
@@ -314,11 +298,11 @@ class Codec(nn.Module):
         return int(self.encoder.dim)
 
     def bitrate(self, n_q: int | None = None) -> float:
-        """Bits per second with ``n_q`` quantizers (all by default): ``n_q * log2(codebook_size) * frame_rate``."""
+        """Bits per second with ``n_q`` quantizers (all by default): ``quantizer.bits_per_frame(n_q) * frame_rate``
+        (``n_q * log2(codebook_size) * frame_rate`` for a residual VQ)."""
         if self.continuous:
             raise ValueError("continuous=True: this model is not a codec and has no bitrate")
-        n_q = self._check_n_q(n_q)
-        return n_q * math.log2(self.quantizer.codebook_size) * self.frame_rate
+        return self.quantizer.bits_per_frame(self._check_n_q(n_q)) * self.frame_rate
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (weight-norm magnitude and direction counted separately)."""
@@ -337,7 +321,7 @@ class Codec(nn.Module):
         self._check_wav(wav)
         if n_q is not None:
             self._check_n_q(n_q)
-        z = self._latents(wav)
+        z = self.latents(wav)
         if self.continuous or bypass_quantizer:
             quantized, codes, commit_loss, stats, n_used = z, None, z.new_zeros(()), [], 0
         else:
@@ -354,7 +338,7 @@ class Codec(nn.Module):
     def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """``[B, C, T] -> codes [B, n_q, ceil(T / hop)]`` (latents ``[B, D, F]`` when continuous)."""
         self._check_wav(wav)
-        z = self._latents(wav)
+        z = self.latents(wav)
         return z if self.continuous else self.quantizer.encode(z, n_q=self._check_n_q(n_q))
 
     def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -362,8 +346,9 @@ class Codec(nn.Module):
         y = self.decoder(self._dequantize(codes))
         return y if length is None else y[..., :length]
 
-    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T] -> [B, D, ceil(T / hop)]``: pad, encode, bottleneck."""
+    def latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T] -> [B, D, ceil(T / hop)]``: pad, encode, bottleneck; what enters the quantizer."""
+        self._check_wav(wav)
         hop = self.hop_length
         x = F.pad(wav, (0, -wav.shape[-1] % hop))
         if self.frame_lookahead:

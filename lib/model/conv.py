@@ -23,20 +23,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-__all__ = ["CausalConv1d", "CausalConvTranspose1d", "StreamingSequential", "reset_streams"]
+__all__ = ["CausalConv1d", "CausalConvTranspose1d", "StreamingSequential", "reset_streams", "check_positive_int",
+           "check_chunk", "check_same_stream"]
 
 
-def _check_positive_int(name: str, value: int) -> None:
+def check_positive_int(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _check_chunk(name: str, x: torch.Tensor, channels: int) -> None:
+def check_chunk(name: str, x: torch.Tensor, channels: int) -> None:
     if x.dim() != 3 or x.shape[1] != channels:
         raise ValueError(f"{name}: expected input [B, {channels}, T], got shape {tuple(x.shape)}")
 
 
-def _check_same_stream(name: str, x: torch.Tensor, state: torch.Tensor | None) -> None:
+def check_same_stream(name: str, x: torch.Tensor, state: torch.Tensor | None) -> None:
     """A stream must keep its batch size, dtype and device between chunks."""
     if state is None:
         return
@@ -58,7 +59,7 @@ class CausalConv1d(nn.Module):
         super().__init__()
         for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("kernel_size", kernel_size),
                             ("stride", stride), ("dilation", dilation), ("groups", groups)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         if in_ch % groups or out_ch % groups:
             raise ValueError(f"groups={groups} must divide in_ch={in_ch} and out_ch={out_ch}")
         conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
@@ -73,7 +74,7 @@ class CausalConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_ch, T] -> [B, out_ch, ceil(T / stride)]``."""
-        _check_chunk("CausalConv1d", x, self.in_ch)
+        check_chunk("CausalConv1d", x, self.in_ch)
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], self.out_ch, 0)
         # With only left padding, floor((T + P - P - 1) / s) + 1 = ceil(T / s) frames come out.
@@ -81,8 +82,8 @@ class CausalConv1d(nn.Module):
 
     def stream(self, x: torch.Tensor) -> torch.Tensor:
         """Next chunk ``[B, in_ch, T]`` -> the frames it completes ``[B, out_ch, n]`` (``n`` may be 0)."""
-        _check_chunk("CausalConv1d.stream", x, self.in_ch)
-        _check_same_stream("CausalConv1d.stream", x, self._buffer)
+        check_chunk("CausalConv1d.stream", x, self.in_ch)
+        check_same_stream("CausalConv1d.stream", x, self._buffer)
         if self._buffer is None:  # the zeros the offline forward pads on the left
             self._buffer = x.new_zeros(x.shape[0], self.in_ch, self.padding)
         buffer = torch.cat([self._buffer, x], dim=-1)
@@ -115,7 +116,7 @@ class CausalConvTranspose1d(nn.Module):
         super().__init__()
         for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("kernel_size", kernel_size),
                             ("stride", stride)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         if kernel_size < stride:
             raise ValueError(f"CausalConvTranspose1d needs kernel_size >= stride, got kernel_size={kernel_size} "
                              f"< stride={stride} (outputs between input frames would get no contribution)")
@@ -128,15 +129,15 @@ class CausalConvTranspose1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_ch, T] -> [B, out_ch, T * stride]``."""
-        _check_chunk("CausalConvTranspose1d", x, self.in_ch)
+        check_chunk("CausalConvTranspose1d", x, self.in_ch)
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], self.out_ch, 0)
         return self.convtr(x)[..., : x.shape[-1] * self.stride]
 
     def stream(self, x: torch.Tensor) -> torch.Tensor:
         """Next frames ``[B, in_ch, T]`` -> the ``T * stride`` samples now final ``[B, out_ch, T * stride]``."""
-        _check_chunk("CausalConvTranspose1d.stream", x, self.in_ch)
-        _check_same_stream("CausalConvTranspose1d.stream", x, self._tail)
+        check_chunk("CausalConvTranspose1d.stream", x, self.in_ch)
+        check_same_stream("CausalConvTranspose1d.stream", x, self._tail)
         if self._tail is None:
             self._tail = x.new_zeros(x.shape[0], self.out_ch, self.overlap)
         n_out = x.shape[-1] * self.stride

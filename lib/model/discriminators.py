@@ -21,12 +21,14 @@ All convolutions use weight norm and LeakyReLU(0.2). Every discriminator accepts
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from lib.model.registries import DISCRIMINATORS
 
 LRELU_SLOPE = 0.2
 
@@ -108,11 +110,20 @@ class STFTDiscriminator(nn.Module):
         return self.conv_post(x), features
 
 
-class _MultiDiscriminator(nn.Module):
-    """Shared forward for discriminators built from a `nn.ModuleList` named `discriminators`."""
+class Discriminator(nn.Module):
+    """Base of the registered discriminators: sub-discriminators in a `nn.ModuleList` named `discriminators`,
+    each `wav [B, 1, T] -> (logits, features of every hidden layer)`; `forward` collects them.
+
+    `from_config(cfg)` (used by `lib.build` for the names in `train.discriminators`) passes `channels` and
+    `max_channels` from `train.disc_channels` / `train.disc_max_channels`; override it for other arguments.
+    """
 
     min_length: int = 1
     discriminators: nn.ModuleList
+
+    @classmethod
+    def from_config(cls, cfg) -> "Discriminator":
+        return cls(channels=cfg.train.disc_channels, max_channels=cfg.train.disc_max_channels)
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
         """`wav [B, 1, T] -> (logits: list[Tensor], features: list[list[Tensor]])`, one entry per sub-disc."""
@@ -125,7 +136,8 @@ class _MultiDiscriminator(nn.Module):
         return logits, features
 
 
-class MultiScaleSTFTDiscriminator(_MultiDiscriminator):
+@DISCRIMINATORS.register("stft")
+class MultiScaleSTFTDiscriminator(Discriminator):
     """Complex-STFT discriminators at several window sizes (EnCodec's MS-STFT-D idea).
 
     Args:
@@ -146,6 +158,11 @@ class MultiScaleSTFTDiscriminator(_MultiDiscriminator):
             raise ValueError("n_ffts must name at least one window size")
         self.discriminators = nn.ModuleList(
             STFTDiscriminator(n, max(1, int(n * hop_ratio)), channels, max_channels) for n in n_ffts)
+
+    @classmethod
+    def from_config(cls, cfg) -> "MultiScaleSTFTDiscriminator":
+        """`train.stft_n_ffts` windows at `train.disc_channels` (flat widths, as in EnCodec)."""
+        return cls(n_ffts=tuple(cfg.train.stft_n_ffts), channels=cfg.train.disc_channels)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -185,7 +202,8 @@ class WaveformDiscriminator(nn.Module):
         return self.conv_post(x), features
 
 
-class MultiScaleWaveformDiscriminator(_MultiDiscriminator):
+@DISCRIMINATORS.register("waveform")
+class MultiScaleWaveformDiscriminator(Discriminator):
     """MelGAN multi-scale discriminator: sub-discriminator k sees the waveform average-pooled k times by 2.
 
     Args:
@@ -259,7 +277,8 @@ class PeriodDiscriminator(nn.Module):
         return self.conv_post(x), features
 
 
-class MultiPeriodDiscriminator(_MultiDiscriminator):
+@DISCRIMINATORS.register("period")
+class MultiPeriodDiscriminator(Discriminator):
     """HiFi-GAN multi-period discriminator, one sub-discriminator per period.
 
     Args:
@@ -274,39 +293,3 @@ class MultiPeriodDiscriminator(_MultiDiscriminator):
         if len(periods) == 0:
             raise ValueError("periods must name at least one period")
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels, max_channels) for p in periods)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Factory
-# --------------------------------------------------------------------------------------------------------------
-
-_DISCRIMINATORS = {
-    "stft": MultiScaleSTFTDiscriminator,
-    "waveform": MultiScaleWaveformDiscriminator,
-    "period": MultiPeriodDiscriminator,
-}
-
-
-def build_discriminators(names: Iterable[str] | str, channels: Optional[int] = None,
-                         max_channels: Optional[int] = None, **per_name: dict) -> nn.ModuleDict:
-    """Build named discriminators into a `nn.ModuleDict`.
-
-    Args:
-        names: any of "stft", "waveform", "period" (a single name string is accepted too).
-        channels, max_channels: if given, passed to every discriminator (small values make tiny test models).
-        per_name: keyword dicts for one family, e.g. `stft={"n_ffts": (512, 256)}, period={"periods": (2, 3)}`.
-
-    Example: `build_discriminators(["stft", "period"], channels=4, max_channels=16)`.
-    """
-    if isinstance(names, str):
-        names = [names]
-    names = list(names)
-    unknown = [n for n in list(names) + list(per_name) if n not in _DISCRIMINATORS]
-    if unknown:
-        raise ValueError(f"names: unknown discriminator(s) {unknown}; choose from {sorted(_DISCRIMINATORS)}")
-    common = {}
-    if channels is not None:
-        common["channels"] = channels
-    if max_channels is not None:
-        common["max_channels"] = max_channels
-    return nn.ModuleDict({n: _DISCRIMINATORS[n](**{**common, **per_name.get(n, {})}) for n in names})

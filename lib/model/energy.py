@@ -37,6 +37,8 @@ import math
 import torch
 from torch import nn
 
+from lib.model.registries import BOTTLENECKS
+
 __all__ = ["EnergyLayerNorm", "EnergyTransformer"]
 
 
@@ -57,6 +59,7 @@ class EnergyLayerNorm(nn.Module):
         return self.gamma * centred / torch.sqrt(centred.pow(2).mean(dim=-1, keepdim=True) + self.eps) + self.delta
 
 
+@BOTTLENECKS.register("energy")
 class EnergyTransformer(nn.Module):
     """Energy Transformer block: ``[B, D, T] -> [B, D, T]`` by ``n_steps`` of descent on an energy (see module doc).
 
@@ -103,6 +106,13 @@ class EnergyTransformer(nn.Module):
         self.w_q = nn.Parameter(torch.randn(n_heads, head_dim, dim) / math.sqrt(dim))
         self.w_k = nn.Parameter(torch.randn(n_heads, head_dim, dim) / math.sqrt(dim))
         self.xi = nn.Parameter(torch.randn(hopfield_hidden, dim) / math.sqrt(dim))
+
+    @classmethod
+    def from_config(cls, cfg) -> "EnergyTransformer":
+        """``model.bottleneck: energy``, sized by ``cfg.model.dim`` and ``cfg.model.energy``."""
+        e = cfg.model.energy
+        return cls(cfg.model.dim, n_heads=e.n_heads, head_dim=e.head_dim, hopfield_hidden=e.hopfield_hidden,
+                   n_steps=e.n_steps, step_size=e.step_size, causal=e.causal, hopfield=e.hopfield)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, n_heads={self.n_heads}, head_dim={self.head_dim}, n_steps={self.n_steps}, "

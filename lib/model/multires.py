@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.model.codec import make_activation
-from lib.model.conv import CausalConv1d, _check_chunk as _check_input, _check_positive_int, _check_same_stream
+from lib.model.activations import make_activation
+from lib.model.conv import CausalConv1d, check_chunk, check_positive_int, check_same_stream
+from lib.model.registries import BLOCKS, UPSAMPLERS
 
 __all__ = ["MAX_DYNAMIC_DEPTH", "multires_depth", "MultiresConv", "MultiresResidualBlock", "WaveletUpsampler"]
 
@@ -41,7 +42,7 @@ def multires_depth(seq_len: int, kernel_size: int = 2) -> int:
     ``(kernel_size - 1) * (2**J - 1) + 1`` samples: ``J = ceil(log2((seq_len - 1) / (kernel_size - 1) + 1))``,
     as in the paper. Example: kernel 2, 1024 samples -> 10; 1025 samples -> 11.
     """
-    _check_positive_int("seq_len", seq_len)
+    check_positive_int("seq_len", seq_len)
     if not isinstance(kernel_size, int) or kernel_size < 2:
         raise ValueError(f"kernel_size must be an integer >= 2, got {kernel_size!r}")
     # Integer search instead of floating log2, which can land a hair above an exact power of two.
@@ -94,13 +95,13 @@ class MultiresConv(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 2, depth: int | None = None, max_len: int | None = None,
                  dropout: float = 0.0):
         super().__init__()
-        _check_positive_int("channels", channels)
+        check_positive_int("channels", channels)
         if not isinstance(kernel_size, int) or kernel_size < 2:
             raise ValueError(f"kernel_size must be an integer >= 2, got {kernel_size!r}")
         if depth is not None:
-            _check_positive_int("depth", depth)
+            check_positive_int("depth", depth)
         if max_len is not None:
-            _check_positive_int("max_len", max_len)
+            check_positive_int("max_len", max_len)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.channels, self.kernel_size = channels, kernel_size
@@ -132,13 +133,6 @@ class MultiresConv(nn.Module):
             return self.depth
         return min(multires_depth(max(seq_len, 1), self.kernel_size), MAX_DYNAMIC_DEPTH)
 
-    @property
-    def receptive_field(self) -> int | None:
-        """Samples of input (current included) one output sees; ``None`` when the depth is chosen per call."""
-        if self.depth is None:
-            return None
-        return (self.kernel_size - 1) * (2 ** self.depth - 1) + 1
-
     def _tree(self, x: torch.Tensor, depth: int, history: list[torch.Tensor] | None
               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The wavelet tree on ``x [B, C, T]`` given each level's past input (zeros offline).
@@ -168,7 +162,7 @@ class MultiresConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T] -> [B, C, T]``; output ``t`` depends on inputs ``<= t`` only."""
-        _check_input("MultiresConv", x, self.channels)
+        check_chunk("MultiresConv", x, self.channels)
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape)
         y, _ = self._tree(x, self.depth_for(x.shape[-1]), None)
@@ -182,8 +176,8 @@ class MultiresConv(nn.Module):
         if self.depth is None:
             raise ValueError("MultiresConv.stream needs a fixed depth: construct it with depth=... or max_len=... "
                              "(a depth chosen from the input length would change with every chunk)")
-        _check_input("MultiresConv.stream", x, self.channels)
-        _check_same_stream("MultiresConv.stream", x, self._history[0] if self._history else None)
+        check_chunk("MultiresConv.stream", x, self.channels)
+        check_same_stream("MultiresConv.stream", x, self._history[0] if self._history else None)
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape)
         if self._history is None:  # the zeros the offline forward pads on the left
@@ -210,8 +204,8 @@ class MultiresResidualBlock(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 2, depth: int | None = 8, activation: str = "elu",
                  compress: int = 2):
         super().__init__()
-        _check_positive_int("channels", channels)
-        _check_positive_int("compress", compress)
+        check_positive_int("channels", channels)
+        check_positive_int("compress", compress)
         hidden = max(1, channels // compress)
         self.channels = channels
         self.act_in = make_activation(activation, channels)
@@ -227,12 +221,12 @@ class MultiresResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T] -> [B, C, T]``, causal."""
-        _check_input("MultiresResidualBlock", x, self.channels)
+        check_chunk("MultiresResidualBlock", x, self.channels)
         return x + self._branch(x, streaming=False)
 
     def stream(self, x: torch.Tensor) -> torch.Tensor:
         """Next chunk ``[B, C, T]`` -> its ``[B, C, T]`` outputs, equal to the offline ones."""
-        _check_input("MultiresResidualBlock.stream", x, self.channels)
+        check_chunk("MultiresResidualBlock.stream", x, self.channels)
         return x + self._branch(x, streaming=True)
 
     def reset_stream(self) -> None:
@@ -240,6 +234,14 @@ class MultiresResidualBlock(nn.Module):
         self.multires.reset_stream()
 
 
+@BLOCKS.register("multires")
+def multires_blocks(channels: int, dilations, kernel_size: int, activation: str, compress: int) -> list[nn.Module]:
+    """``model.block: multires``: one :class:`MultiresResidualBlock` per SEANet stage (``dilations`` and
+    ``kernel_size`` belong to the dilated units it replaces and are not used)."""
+    return [MultiresResidualBlock(channels, activation=activation, compress=compress)]
+
+
+@UPSAMPLERS.register("wavelet")
 class WaveletUpsampler(nn.Module):
     """Strictly causal learned upsampler: ``[B, in_ch, T] -> [B, out_ch, T * stride]``.
 
@@ -265,7 +267,7 @@ class WaveletUpsampler(nn.Module):
         super().__init__()
         for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("stride", stride),
                             ("kernel_per_stride", kernel_per_stride)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.kernel_size = kernel_per_stride * stride
         self.overlap = self.kernel_size - stride  # samples each chunk leaves for the next
@@ -295,7 +297,7 @@ class WaveletUpsampler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, in_ch, T] -> [B, out_ch, T * stride]``; sample ``j`` depends on frames ``f <= j // stride``."""
-        _check_input("WaveletUpsampler", x, self.in_ch)
+        check_chunk("WaveletUpsampler", x, self.in_ch)
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], self.out_ch, 0)
         y = F.conv_transpose1d(x, self.kernel(), self.bias, stride=self.stride)
@@ -303,8 +305,8 @@ class WaveletUpsampler(nn.Module):
 
     def stream(self, x: torch.Tensor) -> torch.Tensor:
         """Next chunk of frames ``[B, in_ch, T]`` -> the ``T * stride`` samples now final."""
-        _check_input("WaveletUpsampler.stream", x, self.in_ch)
-        _check_same_stream("WaveletUpsampler.stream", x, self._tail)
+        check_chunk("WaveletUpsampler.stream", x, self.in_ch)
+        check_same_stream("WaveletUpsampler.stream", x, self._tail)
         if self._tail is None:
             self._tail = x.new_zeros(x.shape[0], self.out_ch, self.overlap)
         n_out = x.shape[-1] * self.stride

@@ -15,13 +15,15 @@ replica keeps the same codebook. Without an initialised process group this is a 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lib.model.codebook import all_reduce_sum, broadcast_from_rank0, codebook_stats, kmeans, nearest_codes, rank
+from lib.model.registries import QUANTIZERS
 from lib.model.som import SOMGrid
 
 
@@ -40,74 +42,38 @@ class RVQOutput(NamedTuple):
     stats: list  # one stats dict per level
 
 
-# ----------------------------------------------------------------------------- distributed helpers
+@runtime_checkable
+class Quantizer(Protocol):
+    """What the rest of the package relies on from a quantizer (registered in ``QUANTIZERS`` under
+    ``model.quantizer.kind`` and built by its ``from_config(cfg)``). Latents ``[B, D, T]``, codes ``[B, n_q, T]``.
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
-
-
-def _all_reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum `tensor` over ranks in place (no-op outside torch.distributed)."""
-    if _distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def _broadcast_from_rank0(tensor: Tensor) -> Tensor:
-    """Overwrite `tensor` on every rank with rank 0's copy (no-op outside torch.distributed)."""
-    if _distributed():
-        dist.broadcast(tensor, src=0)
-    return tensor
-
-
-# ----------------------------------------------------------------------------- codebook helpers
-
-
-def nearest_codes(vectors: Tensor, codebook: Tensor, cosine: bool = False) -> Tensor:
-    """Index of the nearest code for each vector.
-
-    Args:
-        vectors: `[N, d]`; codebook: `[K, d]`.
-        cosine: if True, largest dot product (inputs and codes assumed l2-normalised).
-    Returns: `[N]` long.
+    Required (the codec, the trainer, the bitrate ladder):
+        ``dim``, ``n_q``, ``codebook_size``: latent channels, levels, codes per level.
+        ``forward(x, n_q=None) -> RVQOutput``: ``quantized`` (straight-through), ``codes``, ``commit_loss``
+            (scalar; zero for a quantizer without one), ``n_q`` (int, or per-item LongTensor ``[B]`` under
+            quantizer dropout), ``stats`` (one dict per level with ``usage`` and ``perplexity``, see
+            :func:`lib.model.codebook.codebook_stats`). Training mode may update buffers: the trainer snapshots
+            ``named_buffers()`` and restores them after a non-finite step.
+        ``encode(x, n_q=None) -> codes`` and ``decode(codes) -> [B, D, T]`` (no updates; ``decode`` accepts the
+            first ``n <= n_q`` levels).
+        ``bits_per_frame(n_q=None) -> float``: the codec's bitrate is this times the frame rate.
+    Optional, used by the codebook maps (``lib.analysis.maps``):
+        ``levels``: per-level codebooks, each with ``embed [K, d]``, ``codebook_size``, ``codebook_dim``, ``som``
+        (a :class:`lib.model.som.SOMGrid` or None), ``to_code_space(x) -> [B, d, T]`` and
+        ``quantize(x) -> (q [B, D, T], codes [B, T])``.
     """
-    if cosine:
-        return (vectors @ codebook.t()).argmax(dim=1)
-    sq_dist = (
-        vectors.pow(2).sum(dim=1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(dim=1)[None, :]
-    )
-    return sq_dist.argmin(dim=1)
 
+    dim: int
+    n_q: int
+    codebook_size: int
 
-def kmeans(samples: Tensor, num_clusters: int, iters: int = 10, cosine: bool = False) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means, centroids started on random samples (deterministic given the torch seed).
+    def forward(self, x: Tensor, n_q: int | None = None) -> RVQOutput: ...
 
-    Args:
-        samples: `[N, d]` (N >= 1); cosine: spherical k-means on l2-normalised samples.
-    Returns: centroids `[K, d]`, cluster sizes under the final centroids `[K]` (float).
-    Empty clusters keep their previous centroid.
-    """
-    n = samples.shape[0]
-    if n >= num_clusters:
-        start = torch.randperm(n, device=samples.device)[:num_clusters]
-    else:  # fewer samples than codes: some codes start on the same sample
-        start = torch.randint(0, n, (num_clusters,), device=samples.device)
-    centroids = samples[start].clone()
-    for _ in range(iters):
-        assign = nearest_codes(samples, centroids, cosine)
-        bins = torch.bincount(assign, minlength=num_clusters)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, samples)
-        means = sums / bins.clamp(min=1)[:, None].to(sums.dtype)
-        if cosine:
-            means = F.normalize(means, dim=1)
-        centroids = torch.where(bins[:, None] > 0, means, centroids)
-    bins = torch.bincount(nearest_codes(samples, centroids, cosine), minlength=num_clusters)
-    return centroids, bins.to(samples.dtype)
+    def encode(self, x: Tensor, n_q: int | None = None) -> Tensor: ...
+
+    def decode(self, codes: Tensor) -> Tensor: ...
+
+    def bits_per_frame(self, n_q: int | None = None) -> float: ...
 
 
 def _check_latents(x: Tensor, dim: int) -> None:
@@ -161,8 +127,8 @@ class VectorQuantizer(nn.Module):
             raise ValueError(
                 f"dim, codebook_size and codebook_dim must be >= 1, got {dim}, {codebook_size}, {codebook_dim}"
             )
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
         if kmeans_iters < 0:
@@ -293,29 +259,23 @@ class VectorQuantizer(nn.Module):
     # --- statistics
 
     def _batch_stats(self, codes: Tensor, quant_err: Tensor, n_dead: int) -> dict:
-        """usage (fraction of codes used in the batch), perplexity, dead_codes, quant_error (MSE)."""
-        if codes.numel() == 0:
-            nan = float("nan")
-            return {"usage": nan, "perplexity": nan, "dead_codes": n_dead, "quant_error": nan}
-        counts = torch.bincount(codes, minlength=self.codebook_size).float()
-        probs = counts / counts.sum()
-        entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
-        usage, perplexity, error = torch.stack(
-            [(counts > 0).float().mean(), entropy.exp(), quant_err.mean()]
-        ).tolist()
-        return {"usage": usage, "perplexity": perplexity, "dead_codes": n_dead, "quant_error": error}
+        """usage (fraction of codes used in the batch), perplexity (:func:`codebook_stats`), dead_codes (EMA
+        cluster size under the threshold), quant_error (MSE)."""
+        stats = codebook_stats(codes, self.codebook_size)
+        error = quant_err.mean().item() if quant_err.numel() else float("nan")
+        return {"usage": stats["usage"], "perplexity": stats["perplexity"], "dead_codes": n_dead, "quant_error": error}
 
     # --- codebook learning (no gradients)
 
     @torch.no_grad()
     def _init_codebook(self, z_flat: Tensor) -> None:
         """k-means on rank 0's first training batch `[N, d]`, broadcast to all ranks."""
-        if _rank() == 0:
+        if rank() == 0:
             centroids, bins = kmeans(z_flat, self.codebook_size, self.kmeans_iters, self.cosine)
         else:
             centroids, bins = torch.empty_like(self.embed), torch.empty_like(self.cluster_size)
-        _broadcast_from_rank0(centroids)
-        _broadcast_from_rank0(bins)
+        broadcast_from_rank0(centroids)
+        broadcast_from_rank0(bins)
         # An empty cluster keeps one pseudo-count so the EMA does not drag its code to the origin.
         bins = bins.clamp(min=min(1.0, self.dead_code_threshold * 0.5))
         self.embed.copy_(centroids)
@@ -337,7 +297,7 @@ class VectorQuantizer(nn.Module):
         stats = torch.zeros(size, dim + 1, device=z_flat.device, dtype=torch.float32)
         stats[:, 0] = torch.bincount(used_codes, minlength=size).float()
         stats[:, 1:].index_add_(0, used_codes, used_z)
-        _all_reduce_sum(stats)
+        all_reduce_sum(stats)
         if float(stats[:, 0].sum()) == 0:  # no rank used this level in this batch: leave it as is
             return int((self.cluster_size < self.dead_code_threshold).sum())
         if self.som is not None:
@@ -366,7 +326,7 @@ class VectorQuantizer(nn.Module):
 
         A replaced code restarts with `dead_code_threshold` pseudo-counts at its new position.
         """
-        if _rank() == 0:
+        if rank() == 0:
             n = z_flat.shape[0]
             if n >= n_dead:
                 pick = torch.randperm(n, device=z_flat.device)[:n_dead]
@@ -375,7 +335,7 @@ class VectorQuantizer(nn.Module):
             new_codes = z_flat[pick].clone()
         else:
             new_codes = torch.empty(n_dead, self.codebook_dim, device=z_flat.device, dtype=torch.float32)
-        _broadcast_from_rank0(new_codes)
+        broadcast_from_rank0(new_codes)
         self.embed[dead] = new_codes
         self.cluster_size[dead] = self.dead_code_threshold
         self.embed_sum[dead] = new_codes * self.dead_code_threshold
@@ -384,6 +344,7 @@ class VectorQuantizer(nn.Module):
 # ----------------------------------------------------------------------------- residual VQ
 
 
+@QUANTIZERS.register("rvq")
 class ResidualVQ(nn.Module):
     """Residual vector quantiser: level i quantises what levels < i left over.
 
@@ -416,6 +377,23 @@ class ResidualVQ(nn.Module):
         self.codebook_size = codebook_size
         self.quantizer_dropout = dropout
         self.levels = nn.ModuleList([VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q)])
+
+    @classmethod
+    def from_config(cls, cfg) -> "ResidualVQ":
+        """``model.quantizer.kind: rvq``: the residual VQ of ``cfg.model.quantizer`` (SOM codebooks when ``som``)."""
+        m, q = cfg.model, cfg.model.quantizer
+        som = None
+        if q.som:
+            som = SOMGrid(q.codebook_size, shape=tuple(q.som_shape) if q.som_shape else None,
+                          neighbourhood=q.som_neighbourhood, sigma_start=q.som_sigma_start,
+                          sigma_end=q.som_sigma_end, anneal_steps=q.som_anneal_steps, schedule=q.som_schedule)
+        return cls(m.dim, q.n_q, q.codebook_size, quantizer_dropout=q.quantizer_dropout,
+                   codebook_dim=q.codebook_dim, decay=q.decay, kmeans_init=q.kmeans_init,
+                   kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som)
+
+    def bits_per_frame(self, n_q: int | None = None) -> float:
+        """``n_q * log2(codebook_size)`` (all levels by default)."""
+        return self._check_n_q(n_q) * math.log2(self.codebook_size)
 
     def _check_n_q(self, n_q: int | None) -> int:
         if n_q is None:

@@ -45,10 +45,9 @@ from lib.build import build_codec, build_discriminators
 from lib.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from lib.config import Config, config_from_dict, load_config
 from lib.data.datasets import AudioFolder, crop_or_pad
-from lib.training.losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
-                     feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss, mel_distance,
-                     repulsion_loss, waveform_l1)
 from lib.analysis.metrics import si_sdr
+from lib.training.losses import Balancer, mel_distance, repulsion_loss
+from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -137,16 +136,18 @@ class Trainer:
             raise ValueError("loss.balancer with train.precision=fp16 is not supported (use bf16 or fp32)")
         seed_everything(t.seed)
 
+        # The modules (``codec``, ``discs``) own the weights; the ``*_ddp`` views run the forward passes whose
+        # gradients DDP must average (the same objects as the modules without DDP).
         self.codec = build_codec(cfg).to(self.device)
         self.discs = build_discriminators(cfg).to(self.device)
-        self.model = self.codec  # the DDP-wrapped view used for the training forward
-        self.disc_model = self.discs
+        self.codec_ddp: nn.Module = self.codec
+        self.discs_ddp: nn.ModuleDict = self.discs
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Codebooks are buffers kept identical by the quantizer's own all-reduce; dropout leaves levels unused.
-            self.model = DDP(self.codec, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
-            self.disc_model = nn.ModuleDict({k: DDP(v, device_ids=ids) for k, v in self.discs.items()})
+            self.codec_ddp = DDP(self.codec, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+            self.discs_ddp = nn.ModuleDict({k: DDP(v, device_ids=ids) for k, v in self.discs.items()})
         self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t.lr, betas=tuple(t.betas))
         self.opt_d = (torch.optim.AdamW(self.discs.parameters(), lr=t.disc_lr, betas=tuple(t.betas))
                       if len(self.discs) else None)
@@ -154,10 +155,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and t.precision == "fp16")
 
         sr = cfg.data.sample_rate
-        self.mel_loss = MultiScaleMelLoss(sr, windows=tuple(lo.mel_windows), log_distance=lo.mel_log_distance).to(self.device)
-        self.stft_loss = MultiResolutionSTFTLoss().to(self.device) if lo.stft > 0 else None
-        weights = {k: getattr(lo, k) for k in ("mel", "l1", "stft", "adversarial", "feature") if getattr(lo, k) > 0}
-        self.balancer = Balancer(weights) if lo.balancer else None
+        # The generator objective: a table of weighted terms (lib.training.objectives).
+        self.loss_weights = loss_weights(lo)
+        self.loss_terms = build_terms(cfg).to(self.device)
+        self.adversarial_loss = ADVERSARIAL_LOSSES.get(lo.adversarial_kind)
+        on_output = {k: w for k, w in self.loss_weights.items() if k in self.loss_terms and w > 0
+                     and self.loss_terms[k].on_output}
+        self.balancer = Balancer(on_output) if lo.balancer else None
 
         self.train_clips = AudioFolder(data_dir, split="train", sample_rate=sr)
         self.batches = StepBatches(self.train_clips, cfg.data.batch_size, int(cfg.data.segment_seconds * sr),
@@ -212,41 +216,34 @@ class Trainer:
             self.tied_n_q = max(1, math.ceil(n_q_max * (i + 1) / len(names)))
 
     def generator_losses(self, wav: torch.Tensor, adversarial: bool):
-        """Codec forward and every generator loss; returns (codec output, dict of loss tensors)."""
-        lo = self.cfg.loss
+        """Codec forward and every generator loss term in play; returns (codec output, {term: loss tensor})."""
         warming_up = self.step < self.cfg.train.quantizer_warmup_steps
-        out = self.model(wav, n_q=self.tied_n_q, return_stages=lo.downsampled > 0, bypass_quantizer=warming_up)
-        recon = out.recon
-        losses = {"mel": self.mel_loss(recon, wav), "l1": waveform_l1(recon, wav)}
-        if self.stft_loss is not None:
-            losses["stft"] = self.stft_loss(recon, wav)
-        if adversarial:
-            adv, feat = [], []
-            with _frozen(self.discs):  # generator gradients must never reach discriminator parameters
-                for name in self.active:
-                    disc = self.discs[name]
-                    fake_logits, fake_feats = disc(recon)
-                    with torch.no_grad():
-                        _, real_feats = disc(wav)
-                    g_loss = hinge_g_loss if lo.adversarial_kind == "hinge" else lsgan_g_loss
-                    adv.append(g_loss(fake_logits))
-                    feat.append(feature_matching_loss(real_feats, fake_feats))
-            losses["adversarial"] = torch.stack(adv).mean()
-            losses["feature"] = torch.stack(feat).mean()
-        if lo.downsampled > 0:
-            losses["downsampled"] = downsampled_signal_loss(out.stages, wav)
-        losses["commitment"] = out.commit_loss
-        return out, losses
+        terms = {name: term for name, term in self.loss_terms.items() if adversarial or not term.adversarial}
+        out = self.codec_ddp(wav, n_q=self.tied_n_q, return_stages=any(t.needs_stages for t in terms.values()),
+                             bypass_quantizer=warming_up)
+        ctx = StepContext(wav, out, lambda: self._discriminate(wav, out.recon))
+        return out, {name: term(ctx) for name, term in terms.items()}
+
+    def _discriminate(self, wav: torch.Tensor, recon: torch.Tensor) -> list[tuple]:
+        """Per discriminator in play: (fake logits, fake features, real features) for the generator's losses."""
+        outputs = []
+        with _frozen(self.discs):  # generator gradients must never reach discriminator parameters
+            for name in self.active:
+                disc = self.discs[name]
+                fake_logits, fake_feats = disc(recon)
+                with torch.no_grad():
+                    _, real_feats = disc(wav)
+                outputs.append((fake_logits, fake_feats, real_feats))
+        return outputs
 
     def discriminator_losses(self, wav: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
         """One loss per active discriminator, on real audio and the detached reconstruction."""
         lo = self.cfg.loss
-        d_loss = hinge_d_loss if lo.adversarial_kind == "hinge" else lsgan_d_loss
         out = {}
         for name in self.active:
-            real_logits, _ = self.disc_model[name](wav)
-            fake_logits, _ = self.disc_model[name](recon.detach())
-            loss = d_loss(real_logits, fake_logits)
+            real_logits, _ = self.discs_ddp[name](wav)
+            fake_logits, _ = self.discs_ddp[name](recon.detach())
+            loss = self.adversarial_loss.discriminator(real_logits, fake_logits)
             if lo.repulsion > 0:
                 loss = loss + lo.repulsion * repulsion_loss(real_logits, fake_logits)
             out[name] = loss
@@ -254,7 +251,7 @@ class Trainer:
 
     def train_step(self, wav: torch.Tensor) -> StepResult:
         """One generator step and (after the warm-up) one discriminator step on a batch ``[B, C, T]``."""
-        t, lo = self.cfg.train, self.cfg.loss
+        t = self.cfg.train
         wav = wav.to(self.device)
         self.choose_discriminators()
         adversarial = len(self.discs) > 0 and self.step >= t.adv_warmup_steps
@@ -269,7 +266,7 @@ class Trainer:
         if finite:
             if self.balancer is not None:
                 on_output = {k: v for k, v in losses.items() if k in self.balancer.weights}
-                rest = lo.commitment * losses["commitment"] + lo.downsampled * losses.get("downsampled", 0.0)
+                rest = sum(self.loss_weights[k] * v for k, v in losses.items() if not self.loss_terms[k].on_output)
                 self.balancer.backward(on_output, out.recon, other=rest)
             else:
                 self.scaler.scale(self.weighted_sum(losses)).backward()
@@ -308,8 +305,8 @@ class Trainer:
         return bool(flag.item())
 
     def weighted_sum(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        lo = self.cfg.loss
-        return sum(getattr(lo, k) * v for k, v in losses.items())
+        """``sum(weight * loss)`` over the terms, in table order."""
+        return sum(self.loss_weights[k] * v for k, v in losses.items())
 
     def _clip_and_check(self, module: nn.Module, opt: torch.optim.Optimizer) -> bool:
         self.scaler.unscale_(opt)

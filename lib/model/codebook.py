@@ -1,0 +1,104 @@
+"""Codebook tools shared by the quantizers and by everything that measures a codebook.
+
+* :func:`codebook_stats`: usage, perplexity and codes used of a set of code indices: the one definition used by
+  the quantizers' per-batch stats, the trainer's validation log, the codebook maps, the image-patch demo and the
+  benchmarks.
+* :func:`nearest_codes`, :func:`kmeans`: the codebook search and its k-means initialisation.
+* ``distributed_*``: the all-reduce / broadcast steps that keep codebooks identical across DDP ranks (no-ops
+  outside torch.distributed).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def codebook_stats(codes: Tensor, codebook_size: int) -> dict[str, float]:
+    """How a codebook of ``codebook_size`` codes is used by ``codes`` (int indices of any shape; -1 = no code).
+
+    Returns ``{"usage": fraction of the codes used at least once, "perplexity": exp(entropy) of the code
+    histogram (natural log; ``codebook_size`` for a uniform histogram), "codes_used": count}``; NaN usage and
+    perplexity (and 0 used) when no code is given.
+    """
+    codes = codes.reshape(-1)
+    codes = codes[codes >= 0]
+    if codes.numel() == 0:
+        return {"usage": float("nan"), "perplexity": float("nan"), "codes_used": 0}
+    counts = torch.bincount(codes, minlength=codebook_size).float()
+    probs = counts / counts.sum()
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+    used = counts > 0
+    usage, perplexity = torch.stack([used.float().mean(), entropy.exp()]).tolist()
+    return {"usage": usage, "perplexity": perplexity, "codes_used": int(used.sum())}
+
+
+# ----------------------------------------------------------------------------- distributed helpers
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if distributed() else 0
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum `tensor` over ranks in place (no-op outside torch.distributed)."""
+    if distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_from_rank0(tensor: Tensor) -> Tensor:
+    """Overwrite `tensor` on every rank with rank 0's copy (no-op outside torch.distributed)."""
+    if distributed():
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
+# ----------------------------------------------------------------------------- codebook helpers
+
+
+def nearest_codes(vectors: Tensor, codebook: Tensor, cosine: bool = False) -> Tensor:
+    """Index of the nearest code for each vector.
+
+    Args:
+        vectors: `[N, d]`; codebook: `[K, d]`.
+        cosine: if True, largest dot product (inputs and codes assumed l2-normalised).
+    Returns: `[N]` long.
+    """
+    if cosine:
+        return (vectors @ codebook.t()).argmax(dim=1)
+    sq_dist = (
+        vectors.pow(2).sum(dim=1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(dim=1)[None, :]
+    )
+    return sq_dist.argmin(dim=1)
+
+
+def kmeans(samples: Tensor, num_clusters: int, iters: int = 10, cosine: bool = False) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means, centroids started on random samples (deterministic given the torch seed).
+
+    Args:
+        samples: `[N, d]` (N >= 1); cosine: spherical k-means on l2-normalised samples.
+    Returns: centroids `[K, d]`, cluster sizes under the final centroids `[K]` (float).
+    Empty clusters keep their previous centroid.
+    """
+    n = samples.shape[0]
+    if n >= num_clusters:
+        start = torch.randperm(n, device=samples.device)[:num_clusters]
+    else:  # fewer samples than codes: some codes start on the same sample
+        start = torch.randint(0, n, (num_clusters,), device=samples.device)
+    centroids = samples[start].clone()
+    for _ in range(iters):
+        assign = nearest_codes(samples, centroids, cosine)
+        bins = torch.bincount(assign, minlength=num_clusters)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, samples)
+        means = sums / bins.clamp(min=1)[:, None].to(sums.dtype)
+        if cosine:
+            means = F.normalize(means, dim=1)
+        centroids = torch.where(bins[:, None] > 0, means, centroids)
+    bins = torch.bincount(nearest_codes(samples, centroids, cosine), minlength=num_clusters)
+    return centroids, bins.to(samples.dtype)

@@ -1,0 +1,26 @@
+"""The model's extensible families, one :class:`lib.registry.Registry` each, keyed by the strings a config uses.
+
+| registry         | config key                  | an entry is                                                      |
+|------------------|-----------------------------|------------------------------------------------------------------|
+| `QUANTIZERS`     | `model.quantizer.kind`      | a class with `from_config(cfg)`; see `lib.model.quantize.Quantizer` |
+| `DECODERS`       | `model.decoder`             | a class with `from_config(cfg)`: `[B, D, F] -> [B, C, F * hop]`   |
+| `BOTTLENECKS`    | `model.bottleneck`          | a class with `from_config(cfg)`: `[B, D, F] -> [B, D, F]` ("none" = no entry) |
+| `DISCRIMINATORS` | `train.discriminators`      | a class with `from_config(cfg)`: `wav -> (logits, features)`     |
+| `BLOCKS`         | `model.block`               | `f(channels, dilations, kernel_size, activation, compress) -> [modules]` |
+| `UPSAMPLERS`     | `model.upsampler`           | `f(in_ch, out_ch, stride) -> module` `[B, in, T] -> [B, out, T * stride]` |
+| `ACTIVATIONS`    | `model.activation`          | `f(channels) -> module`                                          |
+
+``from_config`` receives the whole :class:`lib.config.Config` (read by attribute; model code never imports the
+config module). Importing :mod:`lib.model` imports every model module, so every built-in entry is registered.
+"""
+from __future__ import annotations
+
+from lib.registry import Registry
+
+QUANTIZERS = Registry("quantizer")
+DECODERS = Registry("decoder")
+BOTTLENECKS = Registry("bottleneck")
+DISCRIMINATORS = Registry("discriminator")
+BLOCKS = Registry("block")
+UPSAMPLERS = Registry("upsampler")
+ACTIVATIONS = Registry("activation")
