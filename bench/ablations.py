@@ -1,4 +1,5 @@
-"""Ablation of the seed's research ideas at an equal step budget on the default corpus.
+"""Ablation of the workbook's research ideas (MultiresConv, wavelet upsampler, energy transformer, SOM codebooks)
+at an equal step budget on the default corpus.
 
     python bench/ablations.py                 # 400 steps per variant, reconstruction losses only (~40 min on 2 cores)
     python bench/ablations.py --steps 60 --quick

@@ -54,12 +54,11 @@ class AdapterOutput:
 
 
 def level_stats(codes: torch.Tensor, codebook_size: int) -> dict:
-    """Usage, perplexity and dead codes of one level's codes (any shape, entries in [0, K))."""
-    counts = torch.bincount(codes.reshape(-1), minlength=codebook_size).float()
-    p = counts / counts.sum().clamp(min=1)
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"usage": float((counts > 0).float().mean()), "perplexity": float(entropy.exp()),
-            "dead_codes": int((counts == 0).sum())}
+    """Usage, perplexity (``lib.model.codebook.codebook_stats``) and unused codes of one level's codes."""
+    from lib.model.codebook import codebook_stats
+
+    stats = codebook_stats(codes, codebook_size)
+    return {**stats, "dead_codes": codebook_size - stats["codes_used"]}
 
 
 class VQTorchRVQ(nn.Module):
@@ -145,19 +144,11 @@ def make_trainer(kind: str, steps: int, som_anneal: int, quantizer_warmup: int, 
 
 
 def held_out_clips(data_dir: Path, sample_rate: int) -> list[torch.Tensor]:
-    """Every clip of the valid and test splits, whole, as ``[1, 1, T]``."""
-    from lib.data.datasets import AudioFolder
+    """Every held-out clip (``lib.data.datasets.held_out_clips``: the trainer's validation split), whole, as
+    ``[1, 1, T]``."""
+    from lib.data.datasets import held_out_clips as clips_of
 
-    clips = []
-    for split in ("valid", "test"):
-        try:
-            ds = AudioFolder(data_dir, split=split, sample_rate=sample_rate)
-        except ValueError:
-            continue
-        clips += [ds.load(i)[:1].unsqueeze(0) for i in range(len(ds))]
-    if not clips:
-        raise ValueError(f"{data_dir}: no valid/test clips for the held-out codebook statistics")
-    return clips
+    return [wav[:1].unsqueeze(0) for wav in clips_of(data_dir, sample_rate, n=10**9, seconds=None).values()]
 
 
 @torch.no_grad()

@@ -41,28 +41,22 @@ def set_threads(n: int = THREADS) -> None:
 def bench_clip(seconds: float = 10.0, sample_rate: int = 24000, data_dir: str | Path = DATA):
     """A mono clip ``[1, 1, T]`` of exactly ``seconds``, plus a description of where it came from.
 
-    Real held-out recordings from ``data_dir`` (valid, then test, then train split) are concatenated until the
-    length is reached; without a corpus a deterministic synthetic mix (harmonic tone + noise bursts) is used.
+    Real held-out recordings from ``data_dir`` (``lib.data.datasets.held_out_clips``, the trainer's validation
+    set) are concatenated until the length is reached; without a corpus (or with too little held-out audio) a
+    deterministic synthetic mix (harmonic tone + noise bursts) is used.
     """
     import torch
 
     n = int(round(seconds * sample_rate))
     try:
-        from lib.data.datasets import AudioFolder
+        from lib.data.datasets import held_out_clips
 
+        clips = held_out_clips(data_dir, sample_rate, n=10**9, seconds=None)
         pieces, names, total = [], [], 0
-        for split in ("valid", "test", "train"):
-            try:
-                ds = AudioFolder(data_dir, split=split, sample_rate=sample_rate)
-            except ValueError:
-                continue
-            for i in range(len(ds)):
-                wav = ds.load(i)[:1]  # [1, T]
-                pieces.append(wav)
-                names.append(ds.entries[i].path)
-                total += wav.shape[-1]
-                if total >= n:
-                    break
+        for name, wav in clips.items():
+            pieces.append(wav[:1])  # [1, T]
+            names.append(name)
+            total += wav.shape[-1]
             if total >= n:
                 break
         if total >= n:

@@ -85,7 +85,7 @@ def _write_notebook(folder: Path, results_csv: Path, pid_file: Path) -> Path:
         f"sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
         f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))  # so the check can always end this kernel\n"
         "from browser_check import SAMPLE_RATE, SEED, LISTENER, synthetic_trials\n"
-        "from lib.analysis.listening import MushraTest",
+        "from lib.analysis.mushra import MushraTest",
         f"test = MushraTest(synthetic_trials(), SAMPLE_RATE, {str(results_csv)!r}, LISTENER, seed=SEED)\n"
         "test.widget",
     ]
@@ -280,7 +280,7 @@ def run_check(work_dir: Path, screenshot_dirs: list[Path] = (), timeout_s: float
 
 def expected_order() -> list[str]:
     """System names of sliders A, B, ... as the notebook's MushraTest shows them (same trials, same seed)."""
-    from lib.analysis.listening import MushraTest
+    from lib.analysis.mushra import MushraTest
 
     with tempfile.TemporaryDirectory() as folder:
         test = MushraTest(synthetic_trials(), SAMPLE_RATE, Path(folder) / "unused.csv", LISTENER, seed=SEED)

@@ -88,3 +88,20 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_load_codec_accepts_latest_of_a_run_dir(tmp_path):
+    from lib.build import build_codec
+    from lib.config import load_config
+    from lib.training.checkpoint import load_codec
+
+    cfg = load_config("tiny")
+    codec = build_codec(cfg).eval()
+    save_checkpoint(tmp_path / "checkpoint.pt", config=cfg.to_dict(), step=3, model={"codec": codec.state_dict()})
+    loaded, loaded_cfg = load_codec("latest", run_dir=tmp_path)
+    assert loaded_cfg.to_dict() == cfg.to_dict() and not loaded.training
+    wav = torch.randn(1, 1, 4000)
+    with torch.no_grad():
+        assert torch.equal(loaded(wav).recon, codec(wav).recon)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_codec("latest", run_dir=tmp_path / "elsewhere")

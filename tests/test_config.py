@@ -54,3 +54,16 @@ def test_preset_from_yaml_path_with_base(tmp_path):
     p.write_text("base: tiny\nmodel:\n  quantizer:\n    n_q: 3\n")
     cfg = load_config(p)
     assert cfg.name == "mine" and cfg.model.quantizer.n_q == 3 and cfg.model.n_filters == 4
+
+
+def test_valid_choices_come_from_the_registries():
+    from lib.model.registries import DECODERS, QUANTIZERS
+
+    cfg = load_config("tiny")
+    assert cfg.model.quantizer.kind in QUANTIZERS and cfg.model.decoder in DECODERS
+    with pytest.raises(ConfigError, match="model.quantizer.kind: 'nope' is not one of rvq"):
+        load_config("tiny", ["model.quantizer.kind=nope"])
+    with pytest.raises(ConfigError, match="model.decoder: 'nope' is not one of seanet"):
+        load_config("tiny", ["model.decoder=nope"])
+    with pytest.raises(ConfigError, match="train.discriminators: 'mel' is not one of stft, waveform, period"):
+        load_config("tiny", ["train.discriminators=[mel]"])

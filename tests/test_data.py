@@ -11,11 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 
+import lib.data.corpus as corpus
 import lib.data.datasets as data
 from lib.data.audio import AudioError, check_audio
-from lib.data.datasets import (AudioFolder, ManifestEntry, SkippedFileWarning, build_default_corpus, build_manifest,
-                      collate_segments, convert_folder, format_report, manifest_table, pick_examples, read_manifest,
-                      scan_folder, split_of, summarize_manifest)
+from lib.data.corpus import build_default_corpus
+from lib.data.datasets import (AudioFolder, ManifestEntry, SkippedFileWarning, build_manifest, collate_segments,
+                               convert_folder, format_report, held_out_clips, manifest_table, pick_examples,
+                               read_manifest, scan_folder, split_of, summarize_manifest)
 
 SR = 8000
 
@@ -311,16 +313,16 @@ def test_corpus_is_reused_and_rebuilt_when_the_request_changes(tmp_path):
 
 
 def test_auto_corpus_falls_back_to_synthetic_without_debian_packages(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SONIC_PI_DIR", tmp_path / "no_sonic_pi")
-    monkeypatch.setattr(data, "ALSA_SOUNDS_DIR", tmp_path / "no_alsa")
-    monkeypatch.setattr(data, "ESPEAK_BINARY", "espeak-ng-not-installed")
+    monkeypatch.setattr(corpus, "SONIC_PI_DIR", tmp_path / "no_sonic_pi")
+    monkeypatch.setattr(corpus, "ALSA_SOUNDS_DIR", tmp_path / "no_alsa")
+    monkeypatch.setattr(corpus, "ESPEAK_BINARY", "espeak-ng-not-installed")
     report = build_default_corpus(tmp_path / "out", sample_rate=8000, minutes=0.1, progress=False)
     assert list(report["sources"]) == ["synthetic"] and report["sources"]["synthetic"]["minutes"] >= 0.1
     with pytest.raises(ValueError, match="not available"):
         build_default_corpus(tmp_path / "out2", minutes=0.1, sources=["espeak"], progress=False)
 
 
-@pytest.mark.skipif(not all(data.available_sources()[s] for s in ("espeak", "sonic_pi", "alsa")),
+@pytest.mark.skipif(not all(corpus.available_sources()[s] for s in ("espeak", "sonic_pi", "alsa")),
                     reason="espeak-ng, sonic-pi-samples or alsa-utils not installed")
 def test_default_corpus_with_real_sources(tmp_path):
     report = build_default_corpus(tmp_path, sample_rate=24000, minutes=1.0, progress=False)
@@ -360,3 +362,18 @@ def test_convert_folder_mirrors_resamples_and_skips(tmp_path):
     assert "skipped song.m4a: unsupported_format" in format_report(report)
     with pytest.raises(ValueError, match="inside"):
         convert_folder(src, src / "out", progress=False)
+
+
+def test_held_out_clips_prefer_valid_then_test_then_train(tmp_path):
+    names = [f"speech/clip{i:03d}.wav" for i in range(400)]
+    by_split = {s: [n for n in names if split_of(n) == s] for s in ("train", "valid", "test")}
+    for name in by_split["test"][:2] + by_split["train"][:3]:
+        write_tone(tmp_path / name, 1.5)
+    clips = held_out_clips(tmp_path, SR, n=5, seconds=1.0)  # no valid split: the test clips, never train
+    assert set(clips) == {n[: -len(".wav")] for n in by_split["test"][:2]}
+    assert all(wav.shape == (1, SR) for wav in clips.values())
+    assert len(held_out_clips(tmp_path, SR, n=1, seconds=None)) == 1
+    for name in by_split["test"][:2]:
+        (tmp_path / name).unlink()
+    (tmp_path / "manifest.csv").unlink()
+    assert len(held_out_clips(tmp_path, SR, n=8)) == 3  # only train clips left: the fallback

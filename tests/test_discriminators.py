@@ -131,3 +131,22 @@ def test_default_sizes_are_paper_scale():
     assert 38 < n(MultiPeriodDiscriminator()) < 44
     assert 0.1 < n(MultiScaleSTFTDiscriminator()) < 1.0
     assert math.isclose(len(MultiScaleSTFTDiscriminator().discriminators), 5)
+
+
+def test_a_new_discriminator_is_one_class_and_one_registration_line():
+    """The README's example: register, name it in train.discriminators, and the build and config accept it."""
+    from torch import nn
+
+    from lib.model.discriminators import Discriminator, WaveformDiscriminator
+
+    @DISCRIMINATORS.register("raw_readme_example")
+    class RawWaveformDiscriminator(Discriminator):
+        def __init__(self, channels: int = 16, max_channels: int = 1024):
+            super().__init__()
+            self.discriminators = nn.ModuleList([WaveformDiscriminator(channels, max_channels)])
+
+    cfg = load_config("tiny", ["train.discriminators=[stft, raw_readme_example]"])
+    ds = build_from_config(cfg)
+    assert isinstance(ds["raw_readme_example"], RawWaveformDiscriminator)
+    logits, features = ds["raw_readme_example"](torch.randn(2, 1, 4000))
+    assert len(logits) == 1 and len(features) == 1

@@ -15,7 +15,7 @@ import torch
 import lib.analysis.evaluation
 from lib.build import build_codec
 from lib.config import load_config
-from lib.data.datasets import split_of
+from lib.data.datasets import held_out_clips, split_of
 from lib.analysis.evaluation import (
     ANCHOR,
     METRICS,
@@ -26,13 +26,11 @@ from lib.analysis.evaluation import (
     default_n_qs,
     evaluation_clips,
     metrics_table,
-    mushra_trials,
     rate_distortion_figure,
-    scripted_listener,
     summary_table,
     write_csv,
 )
-from lib.analysis.listening import HIDDEN_REFERENCE, MushraTest
+from lib.analysis.mushra import HIDDEN_REFERENCE, MushraTest, mushra_trials, scripted_listener
 
 SR = 24000  # the tiny preset's rate
 
@@ -251,23 +249,23 @@ def test_evaluation_clips_from_a_folder(tmp_path):
         evaluation_clips(tmp_path, SR, clips_folder=tmp_path / "empty")
 
 
-def test_evaluation_clips_use_held_out_splits_only(tmp_path):
-    # File names chosen by their (hash-based) split: two test clips, one valid clip, the rest train.
+def test_evaluation_clips_are_the_held_out_clips(tmp_path):
+    # File names chosen by their (hash-based) split: two valid clips, one test clip, the rest train.
     names = [f"speech/clip{i:03d}.wav" for i in range(400)]
     by_split = {s: [n for n in names if split_of(n) == s] for s in ("train", "valid", "test")}
-    chosen = by_split["test"][:2] + by_split["valid"][:1] + by_split["train"][:3]
+    chosen = by_split["valid"][:2] + by_split["test"][:1] + by_split["train"][:3]
     for i, name in enumerate(chosen):
         _write(tmp_path / name, _tone_clip(1.5, 200.0 + 50 * i, i))
     clips = evaluation_clips(tmp_path, SR, n_clips=4, clip_seconds=1.0)
-    held_out = {n[: -len(".wav")] for n in chosen[:3]}
-    assert set(clips) == held_out  # test first, then valid; never train, even when fewer than n_clips
+    assert clips.keys() == held_out_clips(tmp_path, SR, 4, 1.0).keys()  # the trainer's validation set
+    assert set(clips) == {n[: -len(".wav")] for n in chosen[:2]}  # the valid split; never train while it has clips
     assert all(wav.shape == (1, SR) for wav in clips.values())
-    assert set(evaluation_clips(tmp_path, SR, n_clips=2)) == {n[: -len(".wav")] for n in chosen[:2]}
+    assert set(evaluation_clips(tmp_path, SR, n_clips=1)) == {sorted(chosen[:2])[0][: -len(".wav")]}
 
 
 def test_summarize_keeps_one_session(ladder, tmp_path):
     """The notebook's headless summary: only this run's scripted rows, although the CSV holds earlier runs."""
-    from lib.analysis.listening import summarize
+    from lib.analysis.mushra import summarize
 
     path = tmp_path / "m.csv"
     trials = mushra_trials(ladder, ["codec 0.45 kbps", ANCHOR])

@@ -1,4 +1,4 @@
-"""Codebook maps (lib/maps.py) and the image-patch SOM demo (lib/patches.py)."""
+"""Codebook maps (lib/analysis/maps/) and the image-patch SOM demo (lib/analysis/patches.py)."""
 import pickle
 
 import matplotlib.image
@@ -11,7 +11,7 @@ from PIL import Image
 from lib.build import build_codec
 from lib.config import load_config
 from lib.analysis.maps import (CORNER_COLOURS, animation_html, band_edges, code_counts, code_thumbnails, decode_alone, fit_rvq,
-                      grid_colours, grid_label, level_grid, level_inputs, level_u_matrix, map_explorer,
+                      grid_colours, grid_label, layout_grid, level_inputs, level_u_matrix, map_explorer,
                       path_animation, plot_code_mosaic, plot_paths, plot_pca_comparison, plot_topography,
                       plot_u_matrices, plot_usage_maps, save_gif, shuffled, spectrogram_thumbnails, tile_mosaic,
                       to_grid, topography_table)
@@ -58,12 +58,12 @@ def test_u_matrix_by_hand_on_2x3_grid():
 
 def test_plain_codebook_gets_near_square_index_layout():
     plain = VectorQuantizer(2, 6)
-    assert level_grid(plain).shape == (3, 2)
+    assert layout_grid(plain).shape == (3, 2)
     assert "index order" in grid_label(plain)
     assert grid_label(VectorQuantizer(2, 6, som=SOMGrid(6, shape=(2, 3)))) == "SOM 2x3"
-    np.testing.assert_array_equal(to_grid(torch.arange(6.0), level_grid(plain)), [[0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(to_grid(torch.arange(6.0), layout_grid(plain)), [[0, 1], [2, 3], [4, 5]])
     with pytest.raises(ValueError, match="values"):
-        to_grid(torch.arange(5.0), level_grid(plain))
+        to_grid(torch.arange(5.0), layout_grid(plain))
 
 
 def test_code_counts_ignores_switched_off_frames():

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from lib.config import load_config
-from lib.data.datasets import build_default_corpus
+from lib.data.corpus import build_default_corpus
 from lib.training.losses import hinge_d_loss
 from lib.training.trainer import Trainer, TrainingDiverged, main, read_log
 

@@ -5,7 +5,7 @@ import torch
 
 from lib.build import build_codec
 from lib.config import load_config
-from lib.data.datasets import build_default_corpus
+from lib.data.corpus import build_default_corpus
 from lib.training.trainer import Trainer
 
 VARIANTS = {

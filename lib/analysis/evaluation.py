@@ -17,19 +17,18 @@ import csv
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker as ticker
 import numpy as np
 import torch
 
-from lib.data.audio import AudioError, load_audio
 from lib.analysis.baselines import codec_roundtrip, lowpass_anchor, mulaw_8bit, mulaw_bitrate, opus_level_for_kbps
-from lib.data.datasets import AudioFolder, pick_examples, scan_folder
-from lib.analysis.metrics import METRIC_DIRECTION, METRIC_UNITS, evaluate_all, mel_distance, pesq_wb, si_sdr
+from lib.analysis.metrics import METRIC_DIRECTION, METRIC_UNITS, evaluate_all
+from lib.data.audio import AudioError, load_audio
+from lib.data.datasets import held_out_clips, scan_folder
 
 __all__ = [
     "REFERENCE",
@@ -43,8 +42,6 @@ __all__ = [
     "write_csv",
     "summary_table",
     "rate_distortion_figure",
-    "mushra_trials",
-    "scripted_listener",
 ]
 
 REFERENCE = "original"  # ladder key of the unprocessed clip
@@ -106,14 +103,13 @@ def _crop(wav: torch.Tensor, clip_seconds: float | None, sample_rate: int) -> to
 
 
 def evaluation_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int = 4,
-                     clip_seconds: float | None = 4.0, clips_folder: str | os.PathLike | None = None,
-                     min_seconds: float = 1.0) -> dict[str, torch.Tensor]:
+                     clip_seconds: float | None = 4.0,
+                     clips_folder: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """Clips to evaluate on, `{name: wav [1, T]}` at `sample_rate`, each cut to its first `clip_seconds`.
 
-    clips_folder None: held-out clips of `data_dir` (the "test" split, topped up from "valid"), picked with
-    `lib.data.datasets.pick_examples` so that they come from different folders (speech, music, ...) and preferably last
-    at least `min_seconds`. Otherwise the first `n_clips` readable audio files of `clips_folder`; files that
-    cannot be read are skipped with a warning.
+    clips_folder None: the held-out clips of `data_dir` (`lib.data.datasets.held_out_clips`, the set the trainer
+    validates on and notebook 03 maps). Otherwise the first `n_clips` readable audio files of `clips_folder`;
+    files that cannot be read are skipped with a warning.
     """
     if n_clips < 1:
         raise ValueError(f"n_clips must be >= 1, got {n_clips}")
@@ -133,20 +129,7 @@ def evaluation_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int
         if not clips:
             raise ValueError(f"clips_folder {os.fspath(clips_folder)!r} holds no readable audio file")
         return clips
-    for split in ("test", "valid"):
-        try:
-            folder = AudioFolder(data_dir, split, sample_rate=sample_rate)
-        except ValueError:  # an empty split: try the next one
-            continue
-        chosen = {e.path for e in pick_examples(folder.entries, n_clips - len(clips), min_seconds)}
-        for index, entry in enumerate(folder.entries):
-            if entry.path in chosen:
-                clips[Path(entry.path).with_suffix("").as_posix()] = _crop(folder.load(index), clip_seconds, sample_rate)
-        if len(clips) >= n_clips:
-            break
-    if not clips:
-        raise ValueError(f"data_dir {os.fspath(data_dir)!r} has no held-out (test or valid) clips; pass clips_folder")
-    return clips
+    return held_out_clips(data_dir, sample_rate, n_clips, clip_seconds)
 
 
 def _as_clip(wav: torch.Tensor, name: str) -> torch.Tensor:
@@ -364,46 +347,3 @@ def rate_distortion_figure(rows: list[dict], title: str | None = None) -> plt.Fi
     fig.suptitle(title or f"Rate-distortion: mean over {n_clips} clip{'s' * (n_clips != 1)}")
     fig.tight_layout()
     return fig
-
-
-def mushra_trials(ladder: Ladder, systems: Sequence[str] | None = None) -> list[dict]:
-    """MUSHRA trials from a ladder: one per clip, reference = the original, stimuli = `systems` (None: all).
-    Feed to `lib.analysis.listening.MushraTest(trials, ladder.sample_rate, ..., anchor_name=ANCHOR)`."""
-    trials = []
-    for clip, entries in ladder.items():
-        chosen = [s for s in entries if s != REFERENCE] if systems is None else list(systems)
-        missing = [s for s in chosen if s not in entries]
-        if missing:
-            raise ValueError(f"systems {missing} are not in the ladder (it has {[s for s in entries if s != REFERENCE]})")
-        trials.append({"name": clip, "reference": entries[REFERENCE], "systems": {s: entries[s] for s in chosen}})
-    return trials
-
-
-def _mel(estimate, reference, sample_rate: int) -> float:
-    return float(mel_distance(torch.as_tensor(estimate)[None, None], torch.as_tensor(reference)[None, None], sample_rate))
-
-
-def _si_sdr(estimate, reference, sample_rate: int) -> float:
-    return si_sdr(torch.as_tensor(estimate), torch.as_tensor(reference))
-
-
-def _pesq(estimate, reference, sample_rate: int) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # no speech -> NaN -> score 0
-        return pesq_wb(torch.as_tensor(estimate), torch.as_tensor(reference), sample_rate)
-
-
-# name -> (fn(stimulus [T], reference [T], sample_rate) -> value, value scored 0, value scored 100)
-SCRIPTED_LISTENERS: dict[str, tuple[Callable, float, float]] = {
-    "mel_distance": (_mel, 4.0, 0.0),  # works on any audio; an untrained codec sits near 3, the anchor 3-4
-    "si_sdr": (_si_sdr, 0.0, 30.0),  # waveform match: harsh on GAN codecs, which do not keep phase
-    "pesq_wb": (_pesq, 1.0, 4.5),  # speech only
-}
-
-
-def scripted_listener(name: str) -> tuple[Callable, float, float]:
-    """`(fn, worst, best)` for `MushraTest.score_with(fn, worst, best)`: an objective metric standing in for
-    a listener in headless runs. Names: "mel_distance", "si_sdr", "pesq_wb"."""
-    if name not in SCRIPTED_LISTENERS:
-        raise ValueError(f"scripted listener must be one of {sorted(SCRIPTED_LISTENERS)}, got {name!r}")
-    return SCRIPTED_LISTENERS[name]

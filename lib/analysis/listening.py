@@ -1,83 +1,24 @@
-"""Listening tools for notebooks: side-by-side players, a blind MUSHRA-style test, result plots.
+"""Listening tools for notebooks: side-by-side players with spectrograms.
 
 - `comparison_panel(clips, sample_rate)`: for each clip, the original and every system with an
-  inline player and a spectrogram.
-- `MushraTest`: a blind multi-stimulus test with hidden reference and anchor (after ITU-R BS.1534):
-  per trial the stimuli appear in a random order under letters "A", "B", ...; one 0-100 slider
-  each; "Next" appends the trial's scores to a CSV. `.score_with(fn)` drives the same widgets
-  with an objective metric (a scripted listener) for tests and dry runs; its rows are marked
-  `simulated=True` and must never be reported as listening results.
-- `summarize(csv)` -> per-system mean and 95% t-interval; `plot_mushra`, `rate_distortion_plot`.
+  inline player and a spectrogram. The blind MUSHRA test is in `lib.analysis.mushra`.
 
-Players are `ipywidgets.Audio` holding 16-bit WAV bytes at the true level: unlike
+Players are `ipywidgets.Audio` holding 16-bit WAV bytes at the true level (`lib.data.audio.wav_bytes`): unlike
 `IPython.display.Audio` (normalize=True by default) nothing is rescaled per stimulus, so
 loudness differences between systems stay audible as they are.
 """
 from __future__ import annotations
 
-import csv
-import io
-import math
-import os
-import random
-import string
-import uuid
-import warnings
-from datetime import datetime, timezone
-from typing import Callable
-
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy as np
-import soundfile as sf
 import torch
 from IPython.display import display
-from scipy import stats
 
-from lib.analysis.baselines import lowpass_anchor
-from lib.analysis.metrics import METRIC_DIRECTION, METRIC_UNITS, si_sdr
+from lib.analysis.metrics import si_sdr
+from lib.analysis.plots import figure_png, plot_spectrogram
+from lib.data.audio import mono_numpy, wav_bytes
 
-try:
-    from lib.analysis.plots import plot_spectrogram
-except ImportError:  # plots module not available: a minimal local version
-    plot_spectrogram = None
-
-__all__ = [
-    "CSV_COLUMNS",
-    "HIDDEN_REFERENCE",
-    "wav_bytes",
-    "audio_player",
-    "comparison_panel",
-    "MushraTest",
-    "metric_to_score",
-    "summarize",
-    "plot_mushra",
-    "rate_distortion_plot",
-]
-
-CSV_COLUMNS = ("timestamp", "session_id", "listener", "trial", "system", "score", "simulated")
-HIDDEN_REFERENCE = "hidden_reference"  # system name under which the hidden reference is logged
-
-
-def _mono_numpy(wav, name: str = "wav") -> np.ndarray:
-    """`[T]`, `[1, T]` or `[1, 1, T]` tensor/array -> float32 numpy `[T]`."""
-    if isinstance(wav, torch.Tensor):
-        wav = wav.detach().cpu().float().numpy()
-    wav = np.asarray(wav, dtype=np.float32)
-    if wav.ndim > 1:
-        if int(np.prod(wav.shape[:-1])) != 1:
-            raise ValueError(f"{name} must be one mono clip ([T], [1, T] or [1, 1, T]), got shape {wav.shape}")
-        wav = wav.reshape(-1)
-    if wav.size == 0:
-        raise ValueError(f"{name} is empty")
-    return wav
-
-
-def wav_bytes(wav, sample_rate: int) -> bytes:
-    """Mono clip -> 16-bit PCM WAV file bytes, unnormalised (values beyond [-1, 1] clip)."""
-    buffer = io.BytesIO()
-    sf.write(buffer, np.clip(_mono_numpy(wav), -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
+__all__ = ["wav_bytes", "audio_player", "comparison_panel"]
 
 
 def audio_player(wav, sample_rate: int) -> widgets.Audio:
@@ -85,26 +26,12 @@ def audio_player(wav, sample_rate: int) -> widgets.Audio:
     return widgets.Audio(value=wav_bytes(wav, sample_rate), format="wav", autoplay=False, loop=False, controls=True)
 
 
-def _local_spectrogram(ax, wav, sample_rate: int, title: str = "") -> None:
-    """Minimal log-magnitude spectrogram (used when lib.analysis.plots is not available)."""
-    x = _mono_numpy(wav)
-    n_fft = 1024 if x.size >= 1024 else 2 ** int(math.log2(x.size))
-    ax.specgram(x, NFFT=n_fft, Fs=sample_rate, noverlap=n_fft * 3 // 4, cmap="magma", vmin=-120)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("frequency (Hz)")
-    ax.set_title(title)
-
-
 def _spectrogram_image(wav, sample_rate: int, title: str, size=(4.0, 2.2)) -> widgets.Image:
     """Render a spectrogram to a PNG image widget (works inside widget containers, and headless)."""
     fig, ax = plt.subplots(figsize=size)
-    draw = plot_spectrogram if plot_spectrogram is not None else _local_spectrogram
-    draw(ax, torch.as_tensor(_mono_numpy(wav)), sample_rate, title)
+    plot_spectrogram(ax, torch.as_tensor(mono_numpy(wav)), sample_rate, title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return widgets.Image(value=buffer.getvalue(), format="png")
+    return widgets.Image(value=figure_png(fig, dpi=80), format="png")
 
 
 def comparison_panel(
@@ -135,10 +62,10 @@ def comparison_panel(
         reference = systems.get(reference_key)
         boxes = []
         for name in names:
-            wav = _mono_numpy(systems[name], f"clips[{clip_name!r}][{name!r}]")
+            wav = mono_numpy(systems[name], f"clips[{clip_name!r}][{name!r}]")
             label = name
             if reference is not None and name != reference_key:
-                ref = _mono_numpy(reference)
+                ref = mono_numpy(reference)
                 if ref.size == wav.size:
                     label += f"  (SI-SDR {si_sdr(torch.from_numpy(wav), torch.from_numpy(ref)):.1f} dB)"
             parts = [widgets.HTML(f"<b>{label}</b>"), audio_player(wav, sample_rate)]
@@ -152,288 +79,3 @@ def comparison_panel(
     return panel
 
 
-def metric_to_score(value: float, worst: float, best: float) -> int:
-    """Map a metric value linearly onto the 0-100 MUSHRA scale, clipped: `worst` -> 0, `best` -> 100.
-    Works for lower-is-better metrics too (give worst > best). NaN -> 0."""
-    if worst == best:
-        raise ValueError("worst and best must differ")
-    if value is None or math.isnan(value):
-        return 0
-    return int(round(min(max((value - worst) / (best - worst), 0.0), 1.0) * 100))
-
-
-def _labels(n: int) -> list[str]:
-    """"A".."Z", then "AA", "AB", ... for more than 26 stimuli."""
-    letters = string.ascii_uppercase
-    return [letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26] for i in range(n)]
-
-
-class MushraTest:
-    """Blind MUSHRA-style test (multiple stimuli, hidden reference, anchor).
-
-    Args:
-        trials: list of `dict(name=str, reference=wav, systems={system_name: wav})`; wavs mono, the same
-            length as the reference within a trial.
-        sample_rate: Hz of all audio.
-        results_csv: path; rows are appended (header written only when the file is new or empty).
-        listener_id: who is listening (free text, stored in every row).
-        anchor_name: system name of the low anchor; when a trial has no such system the anchor is made
-            from the reference with `lowpass_anchor` (3.5 kHz).
-        seed: seeds the per-trial random order (None = fresh randomness).
-
-    Each trial shows the explicit reference player and the stimuli {hidden reference, anchor, systems}
-    shuffled under letters; system names never appear in the widget. "Next" appends one row per
-    stimulus (timestamp, session_id, listener, trial, system, score, simulated) and moves on.
-    """
-
-    def __init__(
-        self,
-        trials: list[dict],
-        sample_rate: int,
-        results_csv: str | os.PathLike,
-        listener_id: str,
-        anchor_name: str = "anchor",
-        seed: int | None = None,
-    ):
-        if not trials:
-            raise ValueError("trials is empty")
-        if not str(listener_id).strip():
-            raise ValueError("listener_id must be a non-empty string")
-        self.sample_rate = int(sample_rate)
-        self.results_csv = os.fspath(results_csv)
-        self.listener_id = str(listener_id)
-        self.session_id = uuid.uuid4().hex[:12]
-        self._check_csv_header()
-        rng = random.Random(seed)
-        self.trials = []  # per trial: name, reference, order (system names in display order), audio
-        for index, trial in enumerate(trials):
-            for key in ("name", "reference", "systems"):
-                if key not in trial:
-                    raise ValueError(f"trials[{index}] is missing the key {key!r} (needs name, reference, systems)")
-            reference = _mono_numpy(trial["reference"], f"trials[{index}]['reference']")
-            audio = {}
-            for name, wav in trial["systems"].items():
-                if name == HIDDEN_REFERENCE:
-                    raise ValueError(f"trials[{index}]: system name {HIDDEN_REFERENCE!r} is reserved for the hidden reference")
-                wav = _mono_numpy(wav, f"trials[{index}]['systems'][{name!r}]")
-                if wav.size != reference.size:
-                    raise ValueError(
-                        f"trials[{index}]['systems'][{name!r}] has {wav.size} samples, reference has {reference.size}"
-                    )
-                audio[name] = wav
-            if anchor_name not in audio:
-                audio[anchor_name] = lowpass_anchor(torch.from_numpy(reference), self.sample_rate).numpy()
-            audio[HIDDEN_REFERENCE] = reference
-            order = list(audio)
-            rng.shuffle(order)
-            self.trials.append({"name": str(trial["name"]), "reference": reference, "order": order, "audio": audio})
-
-        self.current_trial = 0
-        self.finished = False
-        self._simulated = False
-        self.sliders: dict[str, widgets.IntSlider] = {}
-        self.next_button = widgets.Button(description="Next", button_style="primary")
-        self.next_button.on_click(self._on_next)
-        self._status = widgets.HTML()
-        self._page = widgets.VBox()
-        self._widget = widgets.VBox([self._page, self.next_button, self._status])
-        self._widget.add_class("mushra-test")  # a stable CSS hook for styling and browser tests
-        self._show_trial()
-
-    @property
-    def widget(self) -> widgets.VBox:
-        """The ipywidgets container to display in a notebook."""
-        return self._widget
-
-    def labels(self, trial: int | None = None) -> list[str]:
-        """Letters shown for the stimuli of `trial` (default: the current one), in display order."""
-        return _labels(len(self.trials[self.current_trial if trial is None else trial]["order"]))
-
-    def _check_csv_header(self) -> None:
-        """Refuse to append into a CSV written with other columns (it would corrupt both)."""
-        if os.path.exists(self.results_csv) and os.path.getsize(self.results_csv) > 0:
-            with open(self.results_csv, newline="") as f:
-                header = next(csv.reader(f), None)
-            if tuple(header or ()) != CSV_COLUMNS:
-                raise ValueError(f"results_csv {self.results_csv!r} has header {header}, expected {list(CSV_COLUMNS)}")
-
-    def _show_trial(self) -> None:
-        trial = self.trials[self.current_trial]
-        self.sliders = {}
-        rows = []
-        for label, name in zip(self.labels(), trial["order"]):
-            slider = widgets.IntSlider(value=0, min=0, max=100, step=1, description=label, continuous_update=False,
-                                       layout=widgets.Layout(width="440px"), style={"description_width": "30px"})
-            self.sliders[label] = slider
-            # Player first, then its slider: listen, then rate, on one line.
-            rows.append(widgets.HBox([audio_player(trial["audio"][name], self.sample_rate), slider],
-                                     layout=widgets.Layout(align_items="center")))
-        last = self.current_trial == len(self.trials) - 1
-        self.next_button.description = "Finish" if last else "Next"
-        header = widgets.HTML(
-            f"<h4>Trial {self.current_trial + 1} / {len(self.trials)}: {trial['name']}</h4>"
-            "Rate each stimulus against the reference (100 = indistinguishable). "
-            "One of them is the reference itself."
-        )
-        reference_row = widgets.HBox([audio_player(trial["reference"], self.sample_rate), widgets.HTML("&emsp;<b>Reference</b>")],
-                                     layout=widgets.Layout(align_items="center"))
-        scale = widgets.HTML("<small>Scale (ITU-R BS.1534): 0-20 bad, 20-40 poor, 40-60 fair, 60-80 good, "
-                             "80-100 excellent.</small>")
-        self._page.children = [header, reference_row, scale, *rows]
-
-    def _on_next(self, _button=None) -> None:
-        if self.finished:
-            return
-        trial = self.trials[self.current_trial]
-        timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        rows = [
-            (timestamp, self.session_id, self.listener_id, trial["name"], name, int(self.sliders[label].value), self._simulated)
-            for label, name in zip(self.labels(), trial["order"])
-        ]
-        self._append_rows(rows)
-        if self.current_trial + 1 < len(self.trials):
-            self.current_trial += 1
-            self._show_trial()
-        else:
-            self.finished = True
-            self.next_button.disabled = True
-            self._page.children = []
-            self._status.value = f"Done: {len(self.trials)} trials saved to {self.results_csv}. Thank you."
-
-    def _append_rows(self, rows: list[tuple]) -> None:
-        # Append mode, header only for a new/empty file: earlier sessions are never touched.
-        new_file = not os.path.exists(self.results_csv) or os.path.getsize(self.results_csv) == 0
-        with open(self.results_csv, "a", newline="") as f:
-            writer = csv.writer(f)
-            if new_file:
-                writer.writerow(CSV_COLUMNS)
-            writer.writerows(rows)
-
-    def score_with(self, fn: Callable | None = None, worst: float = 0.0, best: float = 30.0) -> int:
-        """Scripted listener: rate every remaining trial from an objective metric. Returns rows written.
-
-        For each stimulus, `fn(stimulus, reference, sample_rate) -> value` (default: SI-SDR in dB,
-        the hidden reference then scores 100) is mapped to 0-100 by `metric_to_score(value, worst,
-        best)`; the scores are set on the same sliders and "Next" is clicked, so the real UI path runs.
-        Rows are written with `simulated=True`. Examples: PESQ `worst=1.0, best=4.5`;
-        mel distance `worst=<large>, best=0.0`. Must start before any trial was submitted.
-        """
-        if self.finished or self.current_trial != 0:
-            raise ValueError("score_with must run on a fresh test (this session already has submitted trials)")
-        if fn is None:
-            fn = lambda est, ref, sample_rate: si_sdr(torch.from_numpy(est), torch.from_numpy(ref))
-        self._simulated = True
-        n_rows = 0
-        try:
-            while not self.finished:
-                trial = self.trials[self.current_trial]
-                for label, name in zip(self.labels(), trial["order"]):
-                    value = float(fn(trial["audio"][name], trial["reference"], self.sample_rate))
-                    self.sliders[label].value = metric_to_score(value, worst, best)
-                n_rows += len(trial["order"])
-                self.next_button.click()
-        finally:
-            self._simulated = False
-        return n_rows
-
-
-def _read_rows(csv_path) -> list[dict]:
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = set(CSV_COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"csv_path {os.fspath(csv_path)!r} lacks columns {sorted(missing)}")
-        return list(reader)
-
-
-def summarize(csv_path, simulated: bool | None = None, confidence: float = 0.95,
-              session_id: str | None = None) -> dict[str, dict]:
-    """Per-system mean score and 95% confidence interval from a MUSHRA results CSV.
-
-    The interval is the Student-t one over all rows of a system (listeners x trials):
-    `mean +- t_{(1+confidence)/2, n-1} * s / sqrt(n)`, s the sample standard deviation (ddof=1);
-    with n = 1 the half-width is NaN.
-
-    Args:
-        simulated: keep only scripted-listener rows (True), only human rows (False), or all rows
-            (None; warns when both kinds are present, since mixing them is meaningless).
-        session_id: keep only the rows of this session (e.g. `MushraTest.session_id`); None = all sessions.
-    Returns:
-        `{system: {"mean", "ci95" (half-width), "low", "high", "std", "n"}}`, best mean first.
-    """
-    rows = _read_rows(csv_path)
-    if session_id is not None:
-        rows = [r for r in rows if r["session_id"] == session_id]
-    is_sim = [r["simulated"].strip().lower() == "true" for r in rows]
-    if simulated is None and any(is_sim) and not all(is_sim):
-        warnings.warn("summarize: the CSV mixes human and simulated rows; pass simulated=False or True", RuntimeWarning, stacklevel=2)
-    scores: dict[str, list[float]] = {}
-    for row, sim in zip(rows, is_sim):
-        if simulated is None or sim == simulated:
-            scores.setdefault(row["system"], []).append(float(row["score"]))
-    summary = {}
-    for system, values in scores.items():
-        x = np.asarray(values, dtype=np.float64)
-        n, mean = x.size, float(x.mean())
-        std = float(x.std(ddof=1)) if n > 1 else math.nan
-        half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-        summary[system] = {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "std": std, "n": n}
-    return dict(sorted(summary.items(), key=lambda item: -item[1]["mean"]))
-
-
-def plot_mushra(summary: dict[str, dict], ax=None, simulated: bool = False):
-    """Bar chart of MUSHRA means with 95% CI error bars on the 0-100 scale. Returns the axes.
-    `simulated=True` puts "SIMULATED listener" in the title: those are metric scores, not listening."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(summary) + 2), 3.5))
-    systems = list(summary)
-    means = [summary[s]["mean"] for s in systems]
-    errors = [0.0 if math.isnan(summary[s]["ci95"]) else summary[s]["ci95"] for s in systems]
-    ax.bar(range(len(systems)), means, yerr=errors, capsize=4, color="tab:blue" if not simulated else "tab:gray")
-    ax.set_xticks(range(len(systems)))
-    ax.set_xticklabels(systems, rotation=30, ha="right")
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("score (0-100, higher is better)")
-    for edge in (20, 40, 60, 80):  # BS.1534 scale: bad / poor / fair / good / excellent
-        ax.axhline(edge, color="0.85", lw=0.8, zorder=0)
-    title = "MUSHRA: mean and 95% CI"
-    if simulated:
-        title = "SIMULATED listener (objective metric, not a listening test)\n" + title
-    ax.set_title(title)
-    return ax
-
-
-def rate_distortion_plot(table: list[dict], metric: str, ax=None, x: str = "bitrate"):
-    """Metric against bitrate (or n_q), one line per system. Returns the axes.
-
-    Args:
-        table: rows like `{"system": "codec", "n_q": 4, "bitrate": 3000.0, "si_sdr": 7.1, ...}`;
-            `bitrate` in bits/s (plotted in kb/s). Systems with one row (baselines) show as markers.
-        metric: the column to plot; its unit and direction label the y axis (see lib.analysis.metrics).
-        x: "bitrate" or "n_q".
-    """
-    if x not in ("bitrate", "n_q"):
-        raise ValueError(f"x must be 'bitrate' or 'n_q', got {x!r}")
-    if not table:
-        raise ValueError("table is empty")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
-    series: dict[str, list[tuple[float, float]]] = {}
-    for i, row in enumerate(table):
-        for key in ("system", x, metric):
-            if key not in row:
-                raise ValueError(f"table[{i}] has no {key!r} column (keys: {sorted(row)})")
-        position = float(row[x]) / 1000.0 if x == "bitrate" else float(row[x])
-        series.setdefault(str(row["system"]), []).append((position, float(row[metric])))
-    for system, points in series.items():
-        points.sort()
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", linestyle="-" if len(points) > 1 else "none", label=system)
-    ax.set_xlabel("bitrate (kb/s)" if x == "bitrate" else "number of codebooks n_q")
-    direction = METRIC_DIRECTION.get(metric)
-    unit = METRIC_UNITS.get(metric)
-    ylabel = metric + (f" ({unit}" + (f", {direction} is better)" if direction else ")") if unit else "")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return ax

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from lib.model.quantize import VectorQuantizer
-from lib.model.som import SOMGrid, neighbour_distance_ratio, topographic_error
+from lib.model.codebook import codebook_stats
+from lib.model.som import SOMGrid, fit_codebooks, layout_grid, short_fit_grid, topography
 
 CIFAR_SIDE = 32  # CIFAR-10 images are 32x32 RGB
 
@@ -173,31 +174,10 @@ def train_patch_vq(
     """
     if patches.dim() != 2 or patches.shape[0] < 1:
         raise ValueError(f"patches must be [N, P] with N >= 1, got {tuple(patches.shape)}")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
-    generator = torch.Generator().manual_seed(seed)
-    grid = som_grid(codebook_size, steps, sigma_start, schedule) if som else None
-    torch.manual_seed(seed)  # k-means init and dead-code draws use the global generator
-    vq = VectorQuantizer(patches.shape[1], codebook_size, decay=decay, dead_code_threshold=dead_code_threshold,
-                         som=grid)
-    vq.train()
-    for _ in range(steps):
-        batch = patches[torch.randint(patches.shape[0], (batch_size,), generator=generator)]
-        vq(batch.t().unsqueeze(0))  # [1, P, batch]: the VQ works on channel-first sequences
-    return vq.eval()
-
-
-def som_grid(codebook_size: int, steps: int, sigma_start: float | None = None, schedule: str = "linear") -> SOMGrid:
-    """Near-square SOM grid for a short fit: width `sigma_start` (default max(rows, cols) / 2) annealed to 0
-    over the first 80% of `steps`."""
-    grid = SOMGrid(codebook_size)
-    sigma_start = max(grid.shape) / 2.0 if sigma_start is None else sigma_start
-    return SOMGrid(codebook_size, sigma_start=sigma_start, anneal_steps=max(1, int(0.8 * steps)), schedule=schedule)
-
-
-def layout_grid(vq: VectorQuantizer) -> SOMGrid:
-    """The codebook's SOM grid, or for a plain codebook the near-square layout of code indices."""
-    return vq.som if vq.som is not None else SOMGrid(vq.codebook_size)
+    grid = short_fit_grid(codebook_size, steps, sigma_start, schedule) if som else None
+    return fit_codebooks(lambda: VectorQuantizer(patches.shape[1], codebook_size, decay=decay,
+                                                 dead_code_threshold=dead_code_threshold, som=grid),
+                         patches, steps, batch_size, seed)
 
 
 @torch.no_grad()
@@ -205,14 +185,6 @@ def quantize_patches(vq: VectorQuantizer, patches: torch.Tensor) -> tuple[torch.
     """`[N, P]` -> (reconstructed patches `[N, P]`, codes `[N]`)."""
     q, codes = vq.quantize(patches.t().unsqueeze(0))
     return q[0].t(), codes[0]
-
-
-def reconstruct_image(vq: VectorQuantizer, image: np.ndarray, patch: int = 4) -> np.ndarray:
-    """Replace every patch of `image` `[H, W, 3]` by its nearest code -> `[H', W', 3]` (H', W' cropped to patches)."""
-    patches = torch.from_numpy(extract_patches(image, patch))
-    recon, _ = quantize_patches(vq, patches)
-    grid = (image.shape[0] // patch, image.shape[1] // patch)
-    return np.clip(patches_to_image(recon.numpy(), grid, patch), 0.0, 1.0)
 
 
 def mean_colour_baseline(patches: torch.Tensor) -> torch.Tensor:
@@ -229,22 +201,16 @@ def patch_metrics(vq: VectorQuantizer, patches: torch.Tensor, name: str) -> dict
     grid the codebook is drawn on (index order for a plain codebook).
     """
     recon, codes = quantize_patches(vq, patches)
-    counts = torch.bincount(codes, minlength=vq.codebook_size).float()
-    probs = counts / counts.sum()
+    stats = codebook_stats(codes, vq.codebook_size)
     grid = layout_grid(vq)
-    order = torch.randperm(vq.codebook_size, generator=torch.Generator().manual_seed(0))
-    mixed = vq.embed[order]
     return {
         "codebook": name,
         "grid": f"{grid.shape[0]}x{grid.shape[1]}" + ("" if vq.som is not None else " (index order)"),
         "mse": (recon - patches).pow(2).mean().item(),
         "baseline_mse": (mean_colour_baseline(patches) - patches).pow(2).mean().item(),
-        "codes_used": int((counts > 0).sum()),
-        "perplexity": float(torch.exp(-(probs * probs.clamp(min=1e-12).log()).sum())),
-        "topographic_error": topographic_error(vq.embed, patches, grid),
-        "topographic_error_shuffled": topographic_error(mixed, patches, grid),
-        "neighbour_distance_ratio": neighbour_distance_ratio(vq.embed, grid),
-        "neighbour_distance_ratio_shuffled": neighbour_distance_ratio(mixed, grid),
+        "codes_used": stats["codes_used"],
+        "perplexity": stats["perplexity"],
+        **topography(vq.embed, patches, grid),
     }
 
 

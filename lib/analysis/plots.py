@@ -2,6 +2,7 @@
 `save_figure` under stable names in figures/."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -9,19 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-
-def _mono_numpy(wav: torch.Tensor | np.ndarray) -> np.ndarray:
-    """`[T]`, `[C, T]` or `[1, C, T]` -> float32 `[T]` (channels averaged)."""
-    if isinstance(wav, torch.Tensor):
-        wav = wav.detach().to("cpu", torch.float32).numpy()
-    wav = np.asarray(wav, dtype=np.float32)
-    while wav.ndim > 2 and wav.shape[0] == 1:
-        wav = wav[0]
-    if wav.ndim == 2:
-        wav = wav.mean(axis=0)
-    if wav.ndim != 1:
-        raise ValueError(f"wav must be [T], [C, T] or [1, C, T], got shape {wav.shape}")
-    return wav
+from lib.data.audio import mono_numpy
 
 
 def plot_spectrogram(ax: plt.Axes, wav: torch.Tensor | np.ndarray, sample_rate: int, title: str | None = None,
@@ -31,7 +20,7 @@ def plot_spectrogram(ax: plt.Axes, wav: torch.Tensor | np.ndarray, sample_rate: 
     Time in s, frequency in kHz, colour in dB relative to full scale (a full-scale sine peaks near 0 dB),
     showing the `top_db` dB below the loudest bin. Adds a colorbar. Returns the image.
     """
-    x = torch.from_numpy(_mono_numpy(wav))
+    x = torch.from_numpy(mono_numpy(wav, mix=True))
     hop_length = hop_length or n_fft // 4
     window = torch.hann_window(n_fft)
     spec = torch.stft(x, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True)
@@ -47,6 +36,14 @@ def plot_spectrogram(ax: plt.Axes, wav: torch.Tensor | np.ndarray, sample_rate: 
         ax.set_title(title)
     ax.figure.colorbar(image, ax=ax, label="level (dBFS)")
     return image
+
+
+def figure_png(fig: plt.Figure, dpi: int = 80, bbox_inches: str | None = None) -> bytes:
+    """Render ``fig`` to PNG bytes (for image widgets) and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Path:

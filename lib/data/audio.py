@@ -11,6 +11,7 @@ message names the file. The same codes are written into the data manifest's `sta
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -315,3 +316,36 @@ def loudness_normalize(wav: torch.Tensor, sample_rate: int, target_lufs: float =
         peak = float(wav.abs().max())
         gain = min(gain, max_peak / peak)
     return wav * gain
+
+
+def mono_numpy(wav: torch.Tensor | np.ndarray, name: str = "wav", mix: bool = False) -> np.ndarray:
+    """One clip as float32 numpy ``[T]``.
+
+    ``mix=False`` accepts only one channel (``[T]``, ``[1, T]``, ``[1, 1, T]``) and rejects an empty clip;
+    ``mix=True`` also averages the channels of ``[C, T]`` / ``[1, C, T]``.
+    """
+    if isinstance(wav, torch.Tensor):
+        wav = wav.detach().to("cpu", torch.float32).numpy()
+    wav = np.asarray(wav, dtype=np.float32)
+    if mix:
+        while wav.ndim > 2 and wav.shape[0] == 1:
+            wav = wav[0]
+        if wav.ndim == 2:
+            wav = wav.mean(axis=0)
+        if wav.ndim != 1:
+            raise ValueError(f"{name} must be [T], [C, T] or [1, C, T], got shape {wav.shape}")
+        return wav
+    if wav.ndim > 1:
+        if int(np.prod(wav.shape[:-1])) != 1:
+            raise ValueError(f"{name} must be one mono clip ([T], [1, T] or [1, 1, T]), got shape {wav.shape}")
+        wav = wav.reshape(-1)
+    if wav.size == 0:
+        raise ValueError(f"{name} is empty")
+    return wav
+
+
+def wav_bytes(wav: torch.Tensor | np.ndarray, sample_rate: int) -> bytes:
+    """Mono clip -> 16-bit PCM WAV file bytes, unnormalised (values beyond [-1, 1] clip): for inline players."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(mono_numpy(wav), -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()

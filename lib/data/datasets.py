@@ -1,7 +1,7 @@
-"""Audio datasets: folder manifests, stable splits, a torch Dataset, the default corpus and folder conversion.
+"""Audio datasets: folder manifests, stable splits, a torch Dataset, held-out clips and folder conversion.
 
 The flow is
-    build_default_corpus(out_dir) or convert_folder(my_audio, out_dir)   -> clean mono WAV files
+    corpus.build_default_corpus(out_dir) or convert_folder(my_audio, out_dir)  -> clean mono WAV files
     build_manifest(out_dir)                                               -> manifest.csv (checked once, reused)
     AudioFolder(out_dir, "train", segment_seconds=1.0)                    -> [1, T] tensors
 
@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
-import random
-import shutil
-import subprocess
-import time
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,12 +24,11 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from scipy.signal import butter, lfilter
 from torch.utils.data import Dataset, get_worker_info
 from tqdm.auto import tqdm
 
 from lib.data.audio import (AUDIO_EXTENSIONS, DEFAULT_SILENCE_THRESHOLD, SILENT, AudioError, check_audio, load_audio,
-                    loudness_normalize, resample, save_audio)
+                            save_audio)
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
@@ -368,6 +361,57 @@ class AudioFolder(Dataset):
         return self.crop(wav) if self.segment_samples is not None else wav.clone()
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Training batches indexed by step: batch ``s`` depends only on (seed, rank, s).
+
+    This is what makes resume exact without saving a data-loader state, and lets DataLoader workers load files
+    in parallel. Each item is a random crop of ``segment`` samples (short clips zero-padded). Clips are drawn
+    with probability proportional to their duration, i.e. uniformly over time, so a corpus of many short
+    one-shots does not fill batches with padding.
+    """
+
+    def __init__(self, clips: AudioFolder, batch_size: int, segment: int, seed: int, rank: int = 0):
+        self.clips, self.batch_size, self.segment = clips, batch_size, segment
+        self.seed, self.rank = seed, rank
+        self.weights = torch.tensor(clips.durations, dtype=torch.float64).clamp_min(1e-3)
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
+        idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
+        return torch.stack([crop_or_pad(self.clips.load(i), self.segment, generator=g) for i in idx])
+
+
+HELD_OUT_ORDER = ("valid", "test", "train")
+
+
+def held_out_clips(data_dir: str | os.PathLike, sample_rate: int, n: int = 8,
+                   seconds: float | None = 4.0) -> dict[str, torch.Tensor]:
+    """The held-out clips every measurement uses: ``{name: wav [C, T]}``, at most ``n`` of them.
+
+    The first ``n`` clips (manifest order) of the first non-empty split of ``valid``, ``test``, ``train`` (a corpus
+    too small to have held-out files falls back to its training clips), each cut to its first ``seconds``
+    (whole clip for None). Names are the relative paths without extension. The trainer's validation, notebooks 03
+    and 04 and the benchmarks all call this, so their numbers come from the same clips.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f"seconds must be positive or None, got {seconds}")
+    for split in HELD_OUT_ORDER:
+        try:
+            folder = AudioFolder(data_dir, split=split, sample_rate=sample_rate)
+        except ValueError:  # an empty split: try the next one
+            continue
+        if len(folder):
+            max_len = None if seconds is None else int(seconds * sample_rate)
+            return {Path(folder.entries[i].path).with_suffix("").as_posix(): folder.load(i)[..., :max_len]
+                    for i in range(min(n, len(folder)))}
+    raise ValueError(f"{os.fspath(data_dir)}: no usable clips (no valid, test or train split with audio)")
+
+
 def collate_segments(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch `[C, T_i]` clips of any lengths: `([B, C, max T_i] right zero-padded, lengths [B] int64)`.
 
@@ -443,447 +487,3 @@ def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, sample_rate: 
                          f"{len(report['skipped'])} skipped)")
     (dst / "convert.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The default corpus: real CC0 recordings, synthetic speech, and procedural audio as a fallback
-# ----------------------------------------------------------------------------------------------------------
-
-SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")  # Debian sonic-pi-samples: CC0 recordings from freesound.org
-ALSA_SOUNDS_DIR = Path("/usr/share/sounds/alsa")  # Debian alsa-utils: short human speech clips
-ESPEAK_BINARY = "espeak-ng"  # Debian espeak-ng
-CORPUS_VERSION = 1
-CORPUS_SOURCES = ("alsa", "sonic_pi", "espeak", "synthetic")
-_CORPUS_LUFS, _CORPUS_MAX_PEAK = -20.0, 0.95  # every clip gets the same loudness, peaks kept below clipping
-
-ENGLISH_SENTENCES = [
-    "The quick brown fox jumps over the lazy dog near the riverbank.",
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "A codec squeezes sound into a few numbers and then tries to bring it back.",
-    "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack for her brother.",
-    "The train to the coast leaves at half past seven every morning.",
-    "She sells sea shells by the sea shore, or so the old rhyme says.",
-    "We measured the temperature twice, once at noon and once at midnight.",
-    "Bright vixens jump; dozy fowl quack.",
-    "How much wood would a woodchuck chuck if a woodchuck could chuck wood?",
-    "The orchestra tuned up while the audience found their seats.",
-    "Numbers like four hundred and twenty seven are easy to say but hard to remember.",
-    "Rain is expected in the north, with sunny spells in the south later today.",
-    "Could you turn the volume down a little, please?",
-    "My grandmother kept bees behind the old stone wall.",
-    "The lighthouse keeper wrote a letter every Sunday.",
-    "Thirty thousand feet above the ocean, the passengers slept.",
-    "A gentle breeze carried the smell of bread from the bakery.",
-    "He whispered the password, but nobody was listening.",
-    "The committee will meet again on Thursday to discuss the budget.",
-    "Quantization error is the difference between a value and its nearest code.",
-    "Zebras, yaks and giraffes shared the muddy watering hole.",
-    "Is this the right way to the station, or should we turn left?",
-    "The children laughed as the kite climbed higher and higher.",
-    "Every good boy deserves fruit, and every cow eats grass.",
-    "Those shoes are too tight; I will return them tomorrow.",
-    "In the middle of the night, the cat knocked a glass off the table.",
-    "The museum opens at nine and closes at five on weekdays.",
-    "Please remember to save your work before the battery runs out.",
-    "A thick fog rolled in from the harbour, hiding the boats.",
-    "Oh no! I left my umbrella on the bus again.",
-    "The recipe calls for two eggs, a cup of flour, and a pinch of salt.",
-    "Mountains in the distance turned pink as the sun went down.",
-    "She answered the phone on the first ring and said hello.",
-    "The judge asked the witness to speak clearly and slowly.",
-    "Fresh vegetables are sold at the market on Saturday mornings.",
-    "Why do birds suddenly appear whenever you are near?",
-    "Engineers tested the bridge with forty heavy trucks.",
-    "The library was so quiet that you could hear the clock ticking.",
-    "Shall we dance, or would you rather sit and watch?",
-    "Seven silver swans swam silently seaward.",
-    "The first rule of the workshop is to wear safety glasses.",
-    "A sudden thunderclap made everyone jump.",
-    "Check the oil, the tyres, and the brakes before a long journey.",
-    "Jazz musicians often improvise over familiar chord changes.",
-    "Yesterday was cold, today is warm, and tomorrow might be wet.",
-]
-OTHER_SENTENCES = {
-    "de": ["Der Zug nach Hamburg fährt um acht Uhr ab.", "Heute scheint die Sonne, aber morgen soll es regnen.",
-           "Kannst du mir bitte das Salz reichen?", "Die Katze schläft gern auf dem warmen Fensterbrett.",
-           "Wir treffen uns am Montag in der Bibliothek.", "Zwölf Boxkämpfer jagen Viktor quer über den Sylter Deich."],
-    "fr": ["Le train pour Paris part à huit heures.", "Il fait beau aujourd'hui, mais demain il pleuvra.",
-           "Pourriez-vous parler un peu plus lentement?", "Le chat dort sur le rebord de la fenêtre.",
-           "Nous avons mangé une tarte aux pommes délicieuse.", "Les enfants jouent dans le jardin après l'école."],
-    "es": ["El tren a Madrid sale a las ocho.", "Hoy hace sol, pero mañana va a llover.",
-           "¿Me puedes pasar la sal, por favor?", "El gato duerme en la ventana de la cocina.",
-           "Vamos a la playa el sábado por la mañana.", "La música suena muy bien en esta sala."],
-    "it": ["Il treno per Roma parte alle otto.", "Oggi c'è il sole, ma domani pioverà.",
-           "Mi passi il sale, per favore?", "Il gatto dorme sul davanzale della finestra.",
-           "Andiamo al mare domenica mattina.", "La pizza margherita è semplice e buonissima."],
-}
-ENGLISH_VOICES = ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan"]
-OTHER_VOICES = {"de": ["de"], "fr": ["fr"], "es": ["es", "es-419"], "it": ["it"]}
-VOICE_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2", "+f3", "+f4", "+f5",
-                  "+croak", "+klatt", "+klatt3", "+Andy", "+Annie", "+belinda", "+david", "+linda", "+max",
-                  "+michel", "+norbert", "+steph", "+whisperf"]
-
-
-def available_sources() -> dict[str, bool]:
-    """Which corpus sources exist on this machine (the Debian packages are optional)."""
-    return {
-        "alsa": ALSA_SOUNDS_DIR.is_dir() and any(ALSA_SOUNDS_DIR.glob("*.wav")),
-        "sonic_pi": SONIC_PI_DIR.is_dir() and any(SONIC_PI_DIR.glob("*.flac")),
-        "espeak": shutil.which(ESPEAK_BINARY) is not None,
-        "synthetic": True,
-    }
-
-
-def _resolve_sources(sources: str | Sequence[str]) -> list[str]:
-    available = available_sources()
-    if sources == "auto":
-        return [s for s in CORPUS_SOURCES if available[s]]
-    if sources == "synthetic":
-        return ["synthetic"]
-    if sources == "real":
-        chosen = [s for s in CORPUS_SOURCES if s != "synthetic" and available[s]]
-        if not chosen:
-            raise ValueError("sources='real' but none of sonic-pi-samples, espeak-ng, alsa-utils is installed")
-        return chosen
-    if isinstance(sources, str):
-        raise ValueError(f"sources must be 'auto', 'real', 'synthetic' or a list of {CORPUS_SOURCES}, got {sources!r}")
-    chosen = list(dict.fromkeys(sources))
-    for name in chosen:
-        if name not in CORPUS_SOURCES:
-            raise ValueError(f"unknown corpus source {name!r}; choose from {CORPUS_SOURCES}")
-        if not available[name]:
-            raise ValueError(f"corpus source {name!r} is not available on this machine (Debian package missing)")
-    return [s for s in CORPUS_SOURCES if s in chosen]
-
-
-def _finish_clip(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Common level for corpus clips: `[1, T]` -> `[1, T]` at -20 LUFS, peak <= 0.95."""
-    return loudness_normalize(wav, sample_rate, _CORPUS_LUFS, max_peak=_CORPUS_MAX_PEAK)
-
-
-def _copy_recordings(files: list[Path], subdir: str, out_dir: Path, sample_rate: int, budget: float,
-                     rng: random.Random, progress: bool) -> list[dict]:
-    """Shuffle `files` and convert them (mono, resampled, levelled) until `budget` seconds are written."""
-    files = sorted(files)
-    rng.shuffle(files)
-    chosen, total = [], 0.0
-    for file in files:  # choose from headers first, so conversion can run in parallel
-        if total >= budget:
-            break
-        info = sf.info(str(file))
-        chosen.append(file)
-        total += info.frames / info.samplerate
-
-    def convert(file: Path) -> dict:
-        wav = _finish_clip(load_audio(file, sample_rate, mono=True), sample_rate)
-        rel = f"{subdir}/{file.stem}.wav"
-        save_audio(out_dir / rel, wav, sample_rate)
-        return {"path": rel, "source": subdir, "seconds": wav.shape[-1] / sample_rate, "origin": file.name}
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        jobs = pool.map(convert, chosen)
-        return list(tqdm(jobs, total=len(chosen), desc=subdir, unit="file", disable=not progress))
-
-
-def _espeak_jobs(rng: random.Random):
-    """Endless deterministic stream of (voice, rate, pitch, text) for espeak-ng."""
-    while True:
-        if rng.random() < 0.7:
-            voice, text_pool = rng.choice(ENGLISH_VOICES), ENGLISH_SENTENCES
-        else:
-            language = rng.choice(sorted(OTHER_SENTENCES))
-            voice, text_pool = rng.choice(OTHER_VOICES[language]), OTHER_SENTENCES[language]
-        text = " ".join(rng.sample(text_pool, k=rng.choice([1, 1, 2])))
-        yield voice + rng.choice(VOICE_VARIANTS), rng.randint(120, 220), rng.randint(20, 80), text
-
-
-def _speak(voice: str, rate: int, pitch: int, text: str, sample_rate: int) -> torch.Tensor | None:
-    """espeak-ng -> `[1, T]` at sample_rate, or None if this voice failed."""
-    cmd = [ESPEAK_BINARY, "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text]
-    try:
-        result = subprocess.run(cmd, capture_output=True, timeout=60, check=True)
-        data, rate_in = sf.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
-    except (subprocess.SubprocessError, OSError, sf.LibsndfileError, RuntimeError):
-        return None
-    if data.shape[0] == 0 or np.abs(data).max() < DEFAULT_SILENCE_THRESHOLD:
-        return None
-    wav = resample(torch.from_numpy(np.ascontiguousarray(data.T)).mean(0, keepdim=True), int(rate_in), sample_rate)
-    return _finish_clip(wav, sample_rate)
-
-
-def _make_speech(out_dir: Path, sample_rate: int, budget: float, rng: random.Random, progress: bool) -> list[dict]:
-    """espeak-ng utterances (several voices, variants, rates and pitches) until `budget` seconds."""
-    jobs, records, total, failures = _espeak_jobs(rng), [], 0.0, 0
-    bar = tqdm(total=round(budget), desc="speech", unit="s", disable=not progress)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        while total < budget and failures < 32:
-            chunk = [next(jobs) for _ in range(8)]  # chunks in order keep the result independent of timing
-            for (voice, rate, pitch, text), wav in zip(chunk, pool.map(lambda j: _speak(*j, sample_rate), chunk)):
-                if total >= budget:
-                    break
-                if wav is None:
-                    failures += 1
-                    continue
-                slug = voice.replace("+", "_")
-                rel = f"speech/{len(records):04d}_{slug}_s{rate}_p{pitch}.wav"
-                save_audio(out_dir / rel, wav, sample_rate)
-                seconds = wav.shape[-1] / sample_rate
-                records.append({"path": rel, "source": "espeak", "seconds": seconds, "origin": f"{voice}: {text}"})
-                total += seconds
-                bar.update(round(seconds))
-    bar.close()
-    if failures >= 32:
-        warnings.warn(f"espeak-ng failed {failures} times; speech stopped at {total:.0f} s", stacklevel=2)
-    return records
-
-
-# --- procedural audio (always available) ---
-
-def _adsr(n: int, sample_rate: int, attack: float, decay: float, sustain: float, release: float) -> np.ndarray:
-    """Attack-decay-sustain-release envelope of n samples (times in s, sustain as a level in [0, 1])."""
-    total = (attack + decay + release) * sample_rate
-    scale = min(1.0, n / total) if total > 0 else 1.0  # short notes: shrink the stages, never cut the release
-    a, d, r = (max(1, int(t * scale * sample_rate)) for t in (attack, decay, release))
-    s = max(0, n - a - d - r)
-    env = np.concatenate([np.linspace(0, 1, a, endpoint=False), np.linspace(1, sustain, d, endpoint=False),
-                          np.full(s, sustain), np.linspace(sustain, 0, r)])
-    return env[:n] if env.size >= n else np.pad(env, (0, n - env.size))
-
-
-def _harmonic_tone(f0: float, seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """A note with harmonics rolling off as k^-tilt, light vibrato and an ADSR envelope."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    vibrato = 1 + rng.uniform(0, 0.006) * np.sin(2 * np.pi * rng.uniform(4, 7) * t)
-    phase = 2 * np.pi * f0 * np.cumsum(vibrato) / sample_rate
-    tilt = rng.uniform(0.8, 2.0)
-    n_harmonics = max(1, min(16, int(0.45 * sample_rate / f0)))
-    tone = sum(k ** -tilt * np.sin(k * phase + rng.uniform(0, 2 * np.pi)) for k in range(1, n_harmonics + 1))
-    env = _adsr(t.size, sample_rate, rng.uniform(0.005, 0.08), rng.uniform(0.05, 0.3), rng.uniform(0.3, 0.8),
-                min(seconds / 3, rng.uniform(0.05, 0.4)))
-    return tone * env
-
-
-def _fade(x: np.ndarray, sample_rate: int, seconds: float = 0.01) -> np.ndarray:
-    """Linear fade-in and fade-out of `seconds`, so that cut sounds do not click."""
-    n = min(int(seconds * sample_rate), x.size // 2)
-    if n > 0:
-        ramp = np.linspace(0.0, 1.0, n)
-        x = x.copy()
-        x[:n] *= ramp
-        x[-n:] *= ramp[::-1]
-    return x
-
-
-def _midi_hz(note: float) -> float:
-    return 440.0 * 2 ** ((note - 69) / 12)
-
-
-def _place(out: np.ndarray, sound: np.ndarray, start: int) -> None:
-    end = min(out.size, start + sound.size)
-    if end > start:
-        out[start:end] += sound[:end - start]
-
-
-def _synth_melody(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    out = np.zeros(int(seconds * sr))
-    scale = np.array([0, 2, 4, 5, 7, 9, 11, 12])
-    root, t = rng.integers(45, 72), 0.0
-    while t < seconds:
-        length = rng.choice([0.15, 0.25, 0.4, 0.6])
-        _place(out, _harmonic_tone(_midi_hz(root + rng.choice(scale)), length * 1.3, sr, rng), int(t * sr))
-        t += length
-    return out
-
-
-def _synth_chords(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    out, t = np.zeros(int(seconds * sr)), 0.0
-    while t < seconds:
-        root, length = rng.integers(40, 64), rng.uniform(0.8, 2.0)
-        chord = [[0, 4, 7], [0, 3, 7], [0, 4, 7, 11], [0, 5, 9]][rng.integers(4)]  # major, minor, maj7, sus
-        for interval in chord:
-            _place(out, _harmonic_tone(_midi_hz(root + interval), length, sr, rng), int(t * sr))
-        t += length
-    return out
-
-
-def _synth_chirps(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    out, t = np.zeros(int(seconds * sr)), 0.0
-    while t < seconds:
-        length = rng.uniform(0.3, 2.0)
-        n = int(length * sr)
-        f_start, f_end = np.exp(rng.uniform(np.log(60), np.log(0.4 * sr), size=2))
-        sweep = f_start * (f_end / f_start) ** (np.arange(n) / n)  # exponential sweep
-        phase = 2 * np.pi * np.cumsum(sweep) / sr
-        overtone = rng.uniform(0, 0.5) if 2 * max(f_start, f_end) < 0.45 * sr else 0.0  # no aliasing
-        chirp = np.sin(phase) + overtone * np.sin(2 * phase)
-        _place(out, chirp * _adsr(n, sr, 0.02, 0.05, 0.8, 0.1), int(t * sr))
-        t += length * rng.uniform(0.6, 1.2)
-    return out
-
-
-def _synth_noise(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    out, t = np.zeros(int(seconds * sr)), 0.0
-    nyquist = sr / 2
-    while t < seconds:
-        n = int(rng.uniform(0.1, 1.0) * sr)
-        low = rng.uniform(100, 0.3 * nyquist)
-        b, a = butter(2, [low / nyquist, min(0.95, rng.uniform(1.5, 4) * low / nyquist)], btype="band")
-        burst = lfilter(b, a, rng.standard_normal(n)) * np.exp(-np.arange(n) / (rng.uniform(0.05, 0.4) * sr))
-        _place(out, burst / (np.abs(burst).max() + 1e-9), int(t * sr))
-        t += rng.uniform(0.1, 0.8)
-    return out
-
-
-def _synth_drums(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """A 16-step pattern of kick (falling sine), snare (band noise + tone) and hi-hat (high-passed noise)."""
-    def decay(n: int, tau: float) -> np.ndarray:
-        return np.exp(-np.arange(n) / (tau * sr))
-
-    n = int(0.4 * sr)
-    kick_freq = 45 + 110 * decay(n, 0.03)
-    kick = np.sin(2 * np.pi * np.cumsum(kick_freq) / sr) * decay(n, 0.12)
-    b, a = butter(2, [1500 / (sr / 2), min(0.95, 6000 / (sr / 2))], btype="band")
-    snare = lfilter(b, a, rng.standard_normal(n)) * decay(n, 0.06) * 3
-    snare += 0.5 * np.sin(2 * np.pi * 190 * np.arange(n) / sr) * decay(n, 0.03)
-    b, a = butter(2, min(0.9, 7000 / (sr / 2)), btype="high")
-    hat = lfilter(b, a, rng.standard_normal(n)) * decay(n, 0.015) * 2
-    kick, snare, hat = (_fade(x, sr, 0.05) for x in (kick, snare, hat))
-    step = 60.0 / rng.uniform(80, 160) / 4
-    kicks = {0, 8} | {s for s in range(16) if rng.random() < 0.15}
-    snares = {4, 12} | {s for s in range(16) if rng.random() < 0.08}
-    out = np.zeros(int(seconds * sr))
-    for i in range(int(seconds / step)):
-        s, at = i % 16, int(i * step * sr)
-        if s in kicks:
-            _place(out, kick, at)
-        if s in snares:
-            _place(out, snare, at)
-        if s % 2 == 0 or rng.random() < 0.3:
-            _place(out, hat * rng.uniform(0.4, 1.0), at)
-    return out
-
-
-SYNTH_KINDS = {"melody": _synth_melody, "chords": _synth_chords, "chirps": _synth_chirps,
-               "noise": _synth_noise, "drums": _synth_drums}
-
-
-def synthesize_clip(kind: str, seconds: float, sample_rate: int, seed: int = 0) -> torch.Tensor:
-    """One procedural clip `[1, round(seconds * sample_rate)]` of `kind` in SYNTH_KINDS, at -20 LUFS."""
-    if kind not in SYNTH_KINDS:
-        raise ValueError(f"kind must be one of {sorted(SYNTH_KINDS)}, got {kind!r}")
-    x = _fade(SYNTH_KINDS[kind](seconds, sample_rate, np.random.default_rng(seed)), sample_rate, 0.02)
-    return _finish_clip(torch.from_numpy(x.astype(np.float32))[None], sample_rate)
-
-
-def _make_synthetic(out_dir: Path, sample_rate: int, budget: float, seed: int, progress: bool) -> list[dict]:
-    """Procedural clips of 3-8 s, cycling through SYNTH_KINDS, until `budget` seconds."""
-    rng = np.random.default_rng(seed)
-    records, total = [], 0.0
-    bar = tqdm(total=round(budget), desc="synthetic", unit="s", disable=not progress)
-    while total < budget:
-        kind = list(SYNTH_KINDS)[len(records) % len(SYNTH_KINDS)]
-        seconds = float(min(rng.uniform(3.0, 8.0), max(1.0, budget - total)))
-        wav = synthesize_clip(kind, seconds, sample_rate, seed=int(rng.integers(2 ** 31)))
-        rel = f"synthetic/{len(records):04d}_{kind}.wav"
-        save_audio(out_dir / rel, wav, sample_rate)
-        records.append({"path": rel, "source": "synthetic", "seconds": wav.shape[-1] / sample_rate, "origin": kind})
-        total += wav.shape[-1] / sample_rate
-        bar.update(round(wav.shape[-1] / sample_rate))
-    bar.close()
-    return records
-
-
-def _reusable_report(out_dir: Path, request: dict) -> dict | None:
-    """The existing corpus.json if it was built with `request` and all its files are still there."""
-    try:
-        report = json.loads((out_dir / "corpus.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if report.get("request") != request:
-        return None
-    if not all((out_dir / f["path"]).is_file() and (out_dir / f["path"]).stat().st_size == f["bytes"]
-               for f in report.get("files", [])):
-        return None
-    return report
-
-
-def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, minutes: float = 12,
-                         seed: int = 0, sources: str | Sequence[str] = "auto", progress: bool = True) -> dict:
-    """Write a mixed corpus of about `minutes` of mono WAV at `sample_rate` into `out_dir`; return a report.
-
-    Sources, in this order (see CORPUS_SOURCES):
-      alsa      - /usr/share/sounds/alsa speech clips (alsa-utils), at most 5 % of the total;
-      sonic_pi  - CC0 recordings from /usr/share/sonic-pi/samples (drums, loops, instruments, ambience),
-                  at most half of the total;
-      espeak    - espeak-ng speech: English voices and accents, German, French, Spanish, Italian, with voice
-                  variants, speaking rates and pitches drawn from `seed`;
-      synthetic - procedural tones with ADSR envelopes, chords, chirps, noise bursts and drum patterns;
-                  fills whatever the others left (all of it when the Debian packages are missing).
-    sources: "auto" (every available source, synthetic filling the rest), "real", "synthetic", or a list.
-    Each clip is mono, resampled, and levelled to -20 LUFS with peaks <= 0.95.
-    The report {request, sources: {name: {files, minutes}}, minutes_total, files: [...], build_seconds,
-    reused} is also written to out_dir/corpus.json. A second call with the same arguments returns it without
-    rebuilding; different arguments delete the files of the previous build first. Deterministic given seed.
-    """
-    if minutes <= 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
-    out_dir = Path(out_dir)
-    chosen = _resolve_sources(sources)
-    request = {"version": CORPUS_VERSION, "sample_rate": int(sample_rate), "minutes": float(minutes),
-               "seed": int(seed), "sources": chosen}
-    report = _reusable_report(out_dir, request)
-    if report is not None:
-        return {**report, "reused": True}
-    _remove_previous_corpus(out_dir)
-
-    started, target = time.perf_counter(), minutes * 60.0
-    has_filler = "espeak" in chosen or "synthetic" in chosen
-    shares = {"alsa": 0.05, "sonic_pi": 0.5} if has_filler else {"alsa": 1.0, "sonic_pi": 1.0}
-    records: list[dict] = []
-    for name in chosen:
-        remaining = target - sum(r["seconds"] for r in records)
-        if remaining <= 0:
-            break
-        rng = random.Random(f"{seed}-{name}")  # one stream per source: adding a source leaves the others alone
-        if name == "alsa":
-            records += _copy_recordings(list(ALSA_SOUNDS_DIR.glob("*.wav")), "alsa", out_dir, sample_rate,
-                                        min(remaining, shares["alsa"] * target), rng, progress)
-        elif name == "sonic_pi":
-            records += _copy_recordings(list(SONIC_PI_DIR.glob("*.flac")), "sonic_pi", out_dir, sample_rate,
-                                        min(remaining, shares["sonic_pi"] * target), rng, progress)
-        elif name == "espeak":
-            records += _make_speech(out_dir, sample_rate, remaining, rng, progress)
-        else:
-            records += _make_synthetic(out_dir, sample_rate, remaining, seed, progress)
-    if "synthetic" not in chosen and sum(r["seconds"] for r in records) < 0.95 * target:
-        warnings.warn(f"the chosen sources {chosen} only gave {sum(r['seconds'] for r in records) / 60:.1f} of "
-                      f"{minutes} minutes", stacklevel=2)
-
-    for r in records:
-        r["bytes"] = (out_dir / r["path"]).stat().st_size
-    per_source = {name: {"files": sum(r["source"] == name for r in records),
-                         "minutes": round(sum(r["seconds"] for r in records if r["source"] == name) / 60, 3)}
-                  for name in chosen}
-    report = {
-        "request": request,
-        "out_dir": str(out_dir),
-        "sample_rate": int(sample_rate),
-        "sources": per_source,
-        "minutes_total": round(sum(r["seconds"] for r in records) / 60, 3),
-        "n_files": len(records),
-        "build_seconds": round(time.perf_counter() - started, 2),
-        "files": records,
-    }
-    (out_dir / "corpus.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    return {**report, "reused": False}
-
-
-def _remove_previous_corpus(out_dir: Path) -> None:
-    """Delete the files listed by an earlier corpus.json (only those: other files in out_dir are the user's)."""
-    try:
-        old = json.loads((out_dir / "corpus.json").read_text())
-    except (OSError, ValueError):
-        return
-    for record in old.get("files", []):
-        (out_dir / record["path"]).unlink(missing_ok=True)
-    (out_dir / "corpus.json").unlink(missing_ok=True)

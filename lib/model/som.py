@@ -6,7 +6,9 @@ kernel whose width anneals to zero (a batch Kohonen update, Irie et al. 2023,
 arXiv 2302.07950). At width 0 the kernel is the identity and the update is
 plain EMA vector quantisation.
 
-Metrics: `topographic_error`, `neighbour_distance_ratio`, `u_matrix`.
+Metrics: `topographic_error`, `neighbour_distance_ratio`, `u_matrix`, `topography` (both, against a shuffled
+reference). Grid tooling shared by the codebook maps and the image-patch demo: `layout_grid`, `grid_label`,
+`shuffled`, `short_fit_grid` and `fit_codebooks`, the one loop that fits a codebook to fixed vectors.
 """
 from __future__ import annotations
 
@@ -228,3 +230,69 @@ def u_matrix(codebook: Tensor, grid: SOMGrid) -> Tensor:
     count[:, 1:] += 1
     count[:, :-1] += 1
     return total / count.clamp(min=1)
+
+
+# ----------------------------------------------------------------------------- grid tooling for codebook maps
+
+
+def layout_grid(codebook) -> SOMGrid:
+    """The grid a codebook is drawn on: its SOM grid (``codebook.som``), or for a plain codebook the near-square
+    layout of its code indices. ``codebook``: a ``VectorQuantizer`` (anything with ``som``, ``codebook_size``)."""
+    return codebook.som if codebook.som is not None else SOMGrid(codebook.codebook_size)
+
+
+def grid_label(codebook) -> str:
+    """``"SOM 32x32"`` or ``"plain EMA, index order 32x32"`` for titles."""
+    rows, cols = layout_grid(codebook).shape
+    return f"SOM {rows}x{cols}" if codebook.som is not None else f"plain EMA, index order {rows}x{cols}"
+
+
+def shuffled(codebook: Tensor, seed: int = 0) -> Tensor:
+    """The same codes ``[K, d]`` in a random order on the grid: the reference for 'no topography'."""
+    order = torch.randperm(codebook.shape[0], generator=torch.Generator().manual_seed(seed))
+    return codebook[order.to(codebook.device)]
+
+
+def topography(codebook: Tensor, data: Tensor, grid: SOMGrid, seed: int = 0) -> dict[str, float]:
+    """Map-quality numbers of ``codebook [K, d]`` laid out on ``grid``, on ``data [N, d]``, each also for the same
+    codes shuffled over the grid (``*_shuffled``, the chance level): ``topographic_error`` (fraction of samples
+    whose two nearest codes are not grid neighbours) and ``neighbour_distance_ratio`` (about 1 when shuffled)."""
+    mixed = shuffled(codebook, seed)
+    return {
+        "topographic_error": topographic_error(codebook, data, grid),
+        "topographic_error_shuffled": topographic_error(mixed, data, grid),
+        "neighbour_distance_ratio": neighbour_distance_ratio(codebook, grid),
+        "neighbour_distance_ratio_shuffled": neighbour_distance_ratio(mixed, grid),
+    }
+
+
+def short_fit_grid(codebook_size: int, steps: int, sigma_start: float | None = None,
+                   schedule: str = "linear") -> SOMGrid:
+    """Near-square grid for a short fit (:func:`fit_codebooks`): width ``sigma_start`` (default max(rows, cols) / 2)
+    annealed to 0 over the first 80% of ``steps``. With a linear schedule this untangles the random order of a
+    k-means initialisation within a few hundred steps (a narrower or faster-shrinking kernel leaves twists)."""
+    grid = SOMGrid(codebook_size)
+    sigma_start = max(grid.shape) / 2.0 if sigma_start is None else sigma_start
+    return SOMGrid(codebook_size, sigma_start=sigma_start, anneal_steps=max(1, int(0.8 * steps)), schedule=schedule)
+
+
+def fit_codebooks(build, vectors: Tensor, steps: int, batch_size: int, seed: int = 0):
+    """Fit the quantizer ``build()`` returns to fixed ``vectors [N, d]`` with EMA (and SOM) updates only.
+
+    Each step quantises ``batch_size`` vectors drawn with replacement (seeded by ``seed``), as one ``[1, d, batch]``
+    sequence in training mode. ``torch.manual_seed(seed)`` is set before ``build()``: the codebook's k-means init
+    and dead-code draws use the global generator. Used for the image-patch demo and the plain-EMA reference of the
+    codebook maps. Returns the quantizer in eval mode.
+    """
+    if vectors.dim() != 2 or vectors.shape[0] < 1:
+        raise ValueError(f"vectors must be [N, d] with N >= 1, got {tuple(vectors.shape)}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    quantizer = build()
+    quantizer.train()
+    for _ in range(steps):
+        batch = vectors[torch.randint(vectors.shape[0], (batch_size,), generator=generator)]
+        quantizer(batch.t().unsqueeze(0))  # [1, d, batch]: quantizers work on channel-first sequences
+    return quantizer.eval()

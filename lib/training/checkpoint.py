@@ -2,7 +2,8 @@
 
 Written atomically (temp file in the same folder + ``os.replace``) so a crash mid-write never leaves a truncated
 checkpoint, and loaded with ``torch.load(weights_only=True)``, which refuses any pickle that would run code.
-Everything stored is therefore plain data: tensors, numbers, strings, lists and dicts.
+Everything stored is therefore plain data: tensors, numbers, strings, lists and dicts. :func:`load_codec` rebuilds
+a trained codec from one.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from lib.build import build_codec
+from lib.config import config_from_dict
 
 
 class CheckpointError(ValueError):
@@ -133,3 +137,33 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         a, b = list(a), list(b)
     return [] if a == b else [(prefix, a, b)]
+
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def resolve_checkpoint(checkpoint: str | Path, run_dir: str | Path | None = None) -> Path:
+    """``"latest"`` -> ``run_dir/checkpoint.pt`` (the trainer's rolling checkpoint); a path as it is. Must exist."""
+    if str(checkpoint) == "latest":
+        if run_dir is None:
+            raise CheckpointError('checkpoint="latest" needs the run_dir that holds it')
+        path = Path(run_dir) / CHECKPOINT_NAME
+    else:
+        path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: train one (notebook 02 or python -m lib.training) "
+                              "or pass the path of a checkpoint file")
+    return path
+
+
+def load_codec(checkpoint: str | Path, run_dir: str | Path | None = None, device: str = "cpu", use_ema: bool = True):
+    """Rebuild a trained codec (and its config) from a checkpoint path, or ``"latest"`` of ``run_dir``; eval mode.
+
+    Returns ``(codec, cfg)``; the generator weight EMA is used when the run kept one and ``use_ema``.
+    """
+    state = load_checkpoint(resolve_checkpoint(checkpoint, run_dir), map_location=device)
+    cfg = config_from_dict(state["config"])
+    codec = build_codec(cfg)
+    weights = state["model"].get("ema") if use_ema and "ema" in state["model"] else state["model"]["codec"]
+    codec.load_state_dict(weights)
+    return codec.to(device).eval(), cfg

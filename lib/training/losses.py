@@ -60,7 +60,7 @@ class MultiScaleMelLoss(nn.Module):
 
         L_w = mean |S_w(x) - S_w(y)| + log_weight_w * mean (log S_w(x) - log S_w(y)) ** 2
 
-    with `log S = log(max(S, eps))`. The log term is an MSE (squared L2, as in the seed code; pass
+    with `log S = log(max(S, eps))`. The log term is an MSE (squared L2, as in SoundStream; pass
     `log_distance="l1"` for an L1 log term). The loss is the SUM over windows (SoundStream sums over scales).
 
     Args:
@@ -206,7 +206,7 @@ def waveform_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def downsampled_signal_loss(stages: Sequence[torch.Tensor], wav: torch.Tensor,
                             weights: Optional[Sequence[float]] = None) -> torch.Tensor:
-    """Seed's "downsampled signal" objective on decoder stage activations.
+    """The "downsampled signal" objective on decoder stage activations.
 
     For each stage activation `[B, C_i, T_i]` the channel mean `[B, 1, T_i]` should approximate the input
     `wav [B, C, T]` (channels averaged) resampled to `T_i` by area (average) pooling,
@@ -305,7 +305,7 @@ def feature_matching_loss(real_feats: Features, fake_feats: Features, eps: float
 
 
 def repulsion_loss(real_logits: Logits, fake_logits: Logits, scale: float = 1e-3, eps: float = 1e-8) -> torch.Tensor:
-    """Seed's anti-collapse term for the discriminator: `scale / (mean|D(real) - D(fake)| + eps)`.
+    """An anti-collapse term for the discriminator: `scale / (mean|D(real) - D(fake)| + eps)`.
 
     Grows as the discriminator stops telling real from fake (its scores on a clip and on the clip's
     reconstruction coincide), pushing them apart. Computed per sub-discriminator (real and fake logits of the

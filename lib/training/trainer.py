@@ -42,9 +42,10 @@ import yaml
 from torch import nn
 
 from lib.build import build_codec, build_discriminators
+from lib.model.codebook import codebook_stats
 from lib.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from lib.config import Config, config_from_dict, load_config
-from lib.data.datasets import AudioFolder, crop_or_pad
+from lib.config import Config, load_config
+from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.analysis.metrics import si_sdr
 from lib.training.losses import Balancer, mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
@@ -66,47 +67,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class StepBatches(torch.utils.data.Dataset):
-    """Training batches indexed by step: batch ``s`` depends only on (seed, rank, s).
-
-    This is what makes resume exact without saving a data-loader state, and lets DataLoader workers load files
-    in parallel. Each item is a random crop of ``segment`` samples (short clips zero-padded). Clips are drawn
-    with probability proportional to their duration, i.e. uniformly over time, so a corpus of many short
-    one-shots does not fill batches with padding.
-    """
-
-    def __init__(self, clips: AudioFolder, batch_size: int, segment: int, seed: int, rank: int = 0):
-        self.clips, self.batch_size, self.segment = clips, batch_size, segment
-        self.seed, self.rank = seed, rank
-        self.weights = torch.tensor(clips.durations, dtype=torch.float64).clamp_min(1e-3)
-
-    def __len__(self) -> int:
-        return 2**31 - 1
-
-    def __getitem__(self, step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
-        idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
-        return torch.stack([crop_or_pad(self.clips.load(i), self.segment, generator=g) for i in idx])
-
-
-def validation_clips(data_dir: str | Path, cfg: Config) -> list[torch.Tensor]:
-    """Held-out clips ``[1, 1, T]`` for validation (valid split, else test split, else first train clips)."""
-    d = cfg.data
-    for split in ("valid", "test", "train"):
-        try:
-            ds = AudioFolder(data_dir, split=split, sample_rate=d.sample_rate)
-        except ValueError:
-            continue
-        if len(ds):
-            n = min(d.valid_clips, len(ds))
-            max_len = int(d.valid_seconds * d.sample_rate)
-            return [ds.load(i)[..., :max_len].unsqueeze(0) for i in range(n)]
-    raise ValueError(f"{data_dir}: no usable clips for validation")
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -166,7 +126,9 @@ class Trainer:
         self.train_clips = AudioFolder(data_dir, split="train", sample_rate=sr)
         self.batches = StepBatches(self.train_clips, cfg.data.batch_size, int(cfg.data.segment_seconds * sr),
                                    t.seed, self.rank)
-        self.valid = validation_clips(data_dir, cfg)
+        # Held-out clips [1, C, T]: the same set as notebooks 03 and 04 and the benchmarks.
+        self.valid = [wav.unsqueeze(0) for wav in held_out_clips(data_dir, sr, cfg.data.valid_clips,
+                                                                 cfg.data.valid_seconds).values()]
 
         # State that a checkpoint must carry for an exact resume.
         self.step = 0
@@ -350,13 +312,10 @@ class Trainer:
                 codes.append(out.codes[0])
         result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs)), "quantized": not warming_up}
         if codes:
-            allc = torch.cat(codes, dim=-1)  # [n_q, frames]
             k = self.cfg.model.quantizer.codebook_size
-            for level, c in enumerate(allc):
-                counts = torch.bincount(c, minlength=k).float()
-                p = counts / counts.sum()
-                result[f"usage_{level}"] = float((counts > 0).float().mean())
-                result[f"perplexity_{level}"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+            for level, level_codes in enumerate(torch.cat(codes, dim=-1)):  # [n_q, frames]
+                stats = codebook_stats(level_codes, k)
+                result[f"usage_{level}"], result[f"perplexity_{level}"] = stats["usage"], stats["perplexity"]
         return result
 
     @torch.no_grad()
@@ -506,16 +465,6 @@ def _init_distributed(device: str) -> tuple[int, int]:
         timeout = datetime.timedelta(seconds=int(os.environ.get("WORKBOOK_DIST_TIMEOUT", 600)))
         dist.init_process_group(backend, timeout=timeout)
     return dist.get_rank(), dist.get_world_size()
-
-
-def load_codec(path: str | Path, device: str = "cpu", use_ema: bool = True):
-    """Rebuild a trained codec (and its config) from a checkpoint, in eval mode."""
-    state = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(state["config"])
-    codec = build_codec(cfg)
-    weights = state["model"].get("ema") if use_ema and "ema" in state["model"] else state["model"]["codec"]
-    codec.load_state_dict(weights)
-    return codec.to(device).eval(), cfg
 
 
 def main(argv: list[str] | None = None) -> int:

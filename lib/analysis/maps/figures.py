@@ -1,31 +1,17 @@
-"""Codebook maps: the residual VQ's codebooks drawn on their SOM grids, heard and measured.
+"""Codebook-map figures: usage and U-matrix heatmaps, decoded-code mosaics, an utterance's path (still, GIF and
+inline animation), PCA of the codes coloured by grid position, the topography bars.
 
-Each RVQ level's K codes sit on a grid: the level's `lib.model.som.SOMGrid` when it was trained as a
-self-organising map, otherwise the near-square layout of the code indices (row = k // cols), which
-for a plain EMA codebook is an arbitrary order and is labelled so in every title.
-
-Views (one panel per level):
-- usage heatmap: how often each code is chosen (codes of given audio, or the EMA cluster sizes);
-- U-matrix: mean distance of each code to its 4 grid neighbours (low = smooth map, ridges = borders);
-- mosaic: each code decoded alone to a short sound, drawn as a spectrogram thumbnail in its cell;
-- path: the codes an utterance uses frame by frame, as a line over the grid coloured by time,
-  also as an animation (GIF / inline HTML) to watch while listening;
-- PCA scatter of the codes coloured by grid position (a 2-D colour map), SOM beside plain EMA;
-- topographic metrics per level (topographic error, neighbour-distance ratio) against a shuffled copy.
-`map_explorer` is an ipywidgets panel to listen to single codes, alone and in context.
-
-Shapes: audio `[B, 1, T]`, latents `[B, D, F]`, codes `[B, n_q, F]`, a codebook `[K, d]`
-(d = code-space dimension), grid images `[rows, cols]`.
+Each RVQ level's K codes sit on a grid (`lib.model.som.layout_grid`): the level's SOM grid when it was trained as
+a self-organising map, otherwise the near-square layout of the code indices (row = k // cols), which for a plain
+EMA codebook is an arbitrary order and is labelled so in every title.
 """
 from __future__ import annotations
 
-import io
 import os
 import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -35,10 +21,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from lib.analysis.listening import wav_bytes
-from lib.analysis.patches import som_grid
+from lib.analysis.maps.statistics import (_check_levels, code_counts, level_inputs, level_u_matrix, to_grid,
+                                          utterance_codes)
 from lib.model.quantize import ResidualVQ, VectorQuantizer
-from lib.model.som import SOMGrid, neighbour_distance_ratio, topographic_error, u_matrix
+from lib.model.som import SOMGrid, grid_label, layout_grid, neighbour_distance_ratio
 
 # Colours of the four grid corners for the 2-D position colour map: top-left, top-right,
 # bottom-left, bottom-right (blue, yellow, magenta, green: distinct hues, all mid to high lightness).
@@ -46,30 +32,6 @@ CORNER_COLOURS = np.array([[0.12, 0.35, 0.95], [0.98, 0.82, 0.10], [0.90, 0.15, 
 
 
 # ----------------------------------------------------------------------------- grids
-
-
-def level_grid(level: VectorQuantizer) -> SOMGrid:
-    """The level's SOM grid, or for a plain codebook the near-square layout of its code indices."""
-    return level.som if level.som is not None else SOMGrid(level.codebook_size)
-
-
-def grid_label(level: VectorQuantizer) -> str:
-    """`"SOM 32x32"` or `"plain EMA, index order 32x32"` for titles."""
-    rows, cols = level_grid(level).shape
-    return f"SOM {rows}x{cols}" if level.som is not None else f"plain EMA, index order {rows}x{cols}"
-
-
-def to_grid(values: Tensor | np.ndarray, grid: SOMGrid) -> np.ndarray:
-    """Per-code values `[K]` -> `[rows, cols]` image, code k at (k // cols, k % cols)."""
-    values = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
-    if values.shape != (grid.codebook_size,):
-        raise ValueError(f"values must be [K={grid.codebook_size}], got shape {values.shape}")
-    return values.reshape(grid.shape)
-
-
-def level_u_matrix(level: VectorQuantizer) -> np.ndarray:
-    """U-matrix `[rows, cols]` of a level's codebook on its grid (mean distance to 4-neighbours, code space)."""
-    return u_matrix(level.embed, level_grid(level)).cpu().numpy()
 
 
 def grid_colours(grid: SOMGrid) -> np.ndarray:
@@ -80,102 +42,6 @@ def grid_colours(grid: SOMGrid) -> np.ndarray:
     tl, tr, bl, br = CORNER_COLOURS
     return ((1 - u) * (1 - v))[:, None] * tl + ((1 - u) * v)[:, None] * tr + (u * (1 - v))[:, None] * bl \
         + (u * v)[:, None] * br
-
-
-def shuffled(codebook: Tensor, seed: int = 0) -> Tensor:
-    """The same codes `[K, d]` in a random order on the grid: the reference for 'no topography'."""
-    order = torch.randperm(codebook.shape[0], generator=torch.Generator().manual_seed(seed))
-    return codebook[order.to(codebook.device)]
-
-
-# ----------------------------------------------------------------------------- audio, latents, codes, counts
-
-SPLIT_ORDER = {"valid": 0, "test": 1, "train": 2}  # held-out material first
-
-
-def pick_clip(data_dir: str | os.PathLike, sample_rate: int, seconds: float = 3.0, prefer: str = "speech",
-              path: str | os.PathLike | None = None) -> tuple[Tensor, str]:
-    """One clip to follow through the maps -> (`[1, 1, T]` with T <= seconds * sample_rate, its name).
-
-    `path` (absolute, or relative to `data_dir`) if given; otherwise, from the manifest of `data_dir`, the
-    clips whose path contains `prefer` (any clip when none does), held-out splits first, and among those
-    the first at least `seconds` long (else the longest).
-    """
-    from lib.data.audio import load_audio
-    from lib.data.datasets import build_manifest
-
-    if path is None:
-        entries = [e for e in build_manifest(data_dir, progress=False) if e.ok]
-        if not entries:
-            raise ValueError(f"data_dir {str(data_dir)!r} has no usable audio files")
-        preferred = [e for e in entries if prefer in e.path] or entries
-        preferred.sort(key=lambda e: (SPLIT_ORDER.get(e.split, 3), e.duration < seconds, -e.duration, e.path))
-        path, name = Path(data_dir) / preferred[0].path, preferred[0].path
-    else:
-        path = Path(path) if Path(path).is_absolute() else Path(data_dir) / path
-        name = path.name
-    wav = load_audio(path, sample_rate)[..., : int(seconds * sample_rate)]
-    return wav.unsqueeze(0), name
-
-
-def training_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int = 16,
-                   seconds: float = 10.0) -> list[Tensor]:
-    """Up to `n_clips` clips `[1, 1, T]` of the train split (each cut to `seconds`), spread over the split."""
-    from lib.data.datasets import AudioFolder
-
-    folder = AudioFolder(data_dir, "train", sample_rate=sample_rate, cache=False)
-    picks = np.unique(np.linspace(0, len(folder) - 1, min(n_clips, len(folder))).round().astype(int))
-    return [folder.load(int(i))[..., : int(seconds * sample_rate)].unsqueeze(0) for i in picks]
-
-
-def _check_clips(clips: list[Tensor]) -> None:
-    if not clips:
-        raise ValueError("clips is empty: give at least one [1, 1, T] clip")
-    for i, wav in enumerate(clips):
-        if not isinstance(wav, Tensor) or wav.dim() != 3 or wav.shape[0] != 1:
-            shape = tuple(wav.shape) if isinstance(wav, Tensor) else type(wav).__name__
-            raise ValueError(f"clips[{i}] must be a [1, C, T] tensor, got {shape}")
-
-
-@torch.no_grad()
-def encoder_latents(codec, clips: list[Tensor]) -> Tensor:
-    """Pre-quantizer latents of every clip `[1, C, T_i]`, joined along time -> `[1, D, sum F_i]`."""
-    _check_clips(clips)
-    was_training = codec.training
-    codec.eval()  # eval: no EMA updates, no quantizer dropout
-    try:
-        # the training forward is the codec's public way to the latents (it also decodes, which we discard)
-        latents = [codec(wav).latents for wav in clips]
-    finally:
-        codec.train(was_training)
-    return torch.cat(latents, dim=-1)
-
-
-@torch.no_grad()
-def level_inputs(quantizer: ResidualVQ, latents: Tensor, n_levels: int | None = None) -> list[Tensor]:
-    """What each level searches its codebook with: the residual left by the levels before it, in that
-    level's code space (after any in-projection / normalisation).
-
-    Args: latents `[B, D, F]`. Returns: one `[B * F, d]` tensor per level (the first `n_levels`).
-    """
-    n_levels = quantizer.n_q if n_levels is None else n_levels
-    previous = torch.zeros_like(latents)
-    inputs = []
-    for level in quantizer.levels[:n_levels]:
-        residual = latents - previous
-        z = level.to_code_space(residual).float()  # [B, d, F]
-        inputs.append(z.transpose(1, 2).reshape(-1, z.shape[1]))
-        q, _ = level.quantize(residual)
-        previous = previous + q
-    return inputs
-
-
-def code_counts(codes: Tensor, level: int, codebook_size: int) -> Tensor:
-    """How often each code of `level` occurs in `codes` `[B, n_q, F]` (entries -1 ignored) -> `[K]` float."""
-    if codes.dim() != 3 or not 0 <= level < codes.shape[1]:
-        raise ValueError(f"codes must be [B, n_q, F] with level {level} < n_q, got {tuple(codes.shape)}")
-    used = codes[:, level].reshape(-1)
-    return torch.bincount(used[used >= 0], minlength=codebook_size).float()
 
 
 # ----------------------------------------------------------------------------- usage and U-matrix
@@ -225,7 +91,7 @@ def plot_usage_maps(quantizer: ResidualVQ, levels: list[int], codes: Tensor | No
             summary = f"{dead}/{level.codebook_size} codes below the dead-code threshold {level.dead_code_threshold:g}"
         else:
             counts, unit = code_counts(codes, i, level.codebook_size), "frames"
-        plot_usage(ax, counts, level_grid(level), f"level {i} ({grid_label(level)})", unit, summary)
+        plot_usage(ax, counts, layout_grid(level), f"level {i} ({grid_label(level)})", unit, summary)
     if codes is None:
         source = "EMA cluster sizes at the end of training"
     else:
@@ -242,7 +108,7 @@ def plot_u_matrices(quantizer: ResidualVQ, levels: list[int]) -> plt.Figure:
     fig, axes = plt.subplots(1, len(levels), figsize=(4.6 * len(levels), 4.3), squeeze=False)
     for ax, i in zip(axes[0], levels):
         level = quantizer.levels[i]
-        grid = level_grid(level)
+        grid = layout_grid(level)
         shown = ax.imshow(level_u_matrix(level), cmap="bone_r", interpolation="nearest")
         ratio = neighbour_distance_ratio(level.embed, grid)
         ax.set_title(f"level {i} ({grid_label(level)})\nneighbour/all distance ratio {ratio:.2f}", fontsize=10)
@@ -251,14 +117,6 @@ def plot_u_matrices(quantizer: ResidualVQ, levels: list[int]) -> plt.Figure:
     fig.suptitle("U-matrix: dark = far from its neighbours (a border); light = smooth map")
     fig.tight_layout()
     return fig
-
-
-def _check_levels(quantizer: ResidualVQ, levels: list[int]) -> None:
-    if not levels or any(not 0 <= int(i) < quantizer.n_q for i in levels):
-        raise ValueError(f"levels must be a non-empty list of indices in [0, {quantizer.n_q - 1}], got {levels}")
-
-
-# ----------------------------------------------------------------------------- codes heard alone
 
 
 @torch.no_grad()
@@ -346,7 +204,7 @@ def code_thumbnails(codec, level: int, block: tuple[int, int, int, int] | None =
     `label` (grid label), `ms` (sound length).
     """
     quantizer_level = codec.quantizer.levels[level]
-    rows, cols = level_grid(quantizer_level).shape
+    rows, cols = layout_grid(quantizer_level).shape
     r0, c0, nr, nc = block if block is not None else (0, 0, rows, cols)
     if not (0 <= r0 and 0 <= c0 and nr >= 1 and nc >= 1 and r0 + nr <= rows and c0 + nc <= cols):
         raise ValueError(f"block (row0, col0, n_rows, n_cols)={block} does not fit the {rows}x{cols} grid")
@@ -396,13 +254,6 @@ def plot_code_mosaic(ax: plt.Axes, codec, level: int, block: tuple[int, int, int
 # ----------------------------------------------------------------------------- paths through the map
 
 
-@torch.no_grad()
-def utterance_codes(codec, wav: Tensor) -> Tensor:
-    """All levels' codes of one clip `[1, 1, T]` -> `[n_q, F]`."""
-    _check_clips([wav])
-    return codec.encode(wav)[0]
-
-
 def _path_points(codes: Tensor, grid: SOMGrid, jitter: float, seed: int = 0) -> np.ndarray:
     """Grid positions `[F, 2]` as (x = col, y = row) of each frame's code, with a small fixed jitter so that
     repeated codes and retraced steps stay visible."""
@@ -427,7 +278,7 @@ def plot_path(ax: plt.Axes, codes: Tensor, level: VectorQuantizer, frame_rate: f
     The U-matrix of the level is the grey background (dark = border between regions of the map).
     `until` draws only frames [0, until) and labels the last one "now" (for animations).
     """
-    grid = level_grid(level)
+    grid = layout_grid(level)
     rows, cols = grid.shape
     ax.imshow(level_u_matrix(level), cmap="Greys", alpha=0.35, interpolation="nearest",
               extent=(-0.5, cols - 0.5, rows - 0.5, -0.5))
@@ -567,7 +418,7 @@ def plot_pca(ax: plt.Axes, level: VectorQuantizer, title: str = "", data: Tensor
     `data` `[N, d]` (what the level quantises, e.g. from `level_inputs`) is drawn as light grey dots in the
     same projection (at most `max_points`, evenly subsampled).
     """
-    grid = level_grid(level)
+    grid = layout_grid(level)
     rows, cols = grid.shape
     codebook = level.embed.detach().double().cpu()
     mean = codebook.mean(dim=0, keepdim=True)
@@ -608,92 +459,12 @@ def plot_pca_comparison(quantizers: dict[str, ResidualVQ], level: int,
         q_level = quantizer.levels[level]
         z = latents.get(name) if isinstance(latents, dict) else latents
         data = level_inputs(quantizer, z, level + 1)[level] if z is not None else None
-        ratio = neighbour_distance_ratio(q_level.embed, level_grid(q_level))
+        ratio = neighbour_distance_ratio(q_level.embed, layout_grid(q_level))
         plot_pca(ax, q_level, f"{name}: level {level} ({grid_label(q_level)})\n"
                               f"neighbour/all distance ratio {ratio:.2f}", data=data)
     fig.suptitle("Codes in PCA space, coloured by their position on the grid (lines join grid neighbours)")
     fig.tight_layout()
     return fig
-
-
-# ----------------------------------------------------------------------------- plain RVQ for comparison
-
-
-def fit_rvq(latents: Tensor, n_q: int, codebook_size: int, steps: int = 200, batch_frames: int = 1024,
-            som: bool = False, decay: float = 0.9, dead_code_threshold: float = 0.05, seed: int = 0,
-            sigma_start: float | None = None, schedule: str = "linear") -> ResidualVQ:
-    """Fit a residual VQ to fixed latents `[B, D, F]` (frames drawn at random, EMA updates only).
-
-    Used to compare a codec's SOM codebooks with plain EMA codebooks of the same size on the same latents.
-    With `som` every level gets a near-square SOM grid, width `sigma_start` (default max(rows, cols) / 2)
-    annealed to 0 over the first 80% of the steps (`lib.analysis.patches.som_grid`).
-    Returns the `ResidualVQ` in eval mode.
-    """
-    if latents.dim() != 3:
-        raise ValueError(f"latents must be [B, D, F], got {tuple(latents.shape)}")
-    if steps < 1 or batch_frames < 1:
-        raise ValueError(f"steps and batch_frames must be >= 1, got {steps}, {batch_frames}")
-    frames = latents.detach().float().transpose(1, 2).reshape(-1, latents.shape[1])  # [N, D]
-    grid = som_grid(codebook_size, steps, sigma_start, schedule) if som else None
-    torch.manual_seed(seed)  # k-means init and dead-code draws use the global generator
-    generator = torch.Generator().manual_seed(seed)
-    rvq = ResidualVQ(latents.shape[1], n_q, codebook_size, quantizer_dropout=False, decay=decay,
-                     dead_code_threshold=dead_code_threshold, som=grid)
-    rvq.train()
-    for _ in range(steps):
-        batch = frames[torch.randint(frames.shape[0], (batch_frames,), generator=generator)]
-        rvq(batch.t().unsqueeze(0))
-    return rvq.eval()
-
-
-# ----------------------------------------------------------------------------- topography
-
-
-@torch.no_grad()
-def topography_table(quantizers: dict[str, ResidualVQ], latents: Tensor, levels: list[int],
-                     seed: int = 0) -> list[dict]:
-    """Map-quality numbers per quantizer and level on the latents `[B, D, F]` of some audio.
-
-    Row keys: codebook, level, grid, topographic_error (fraction of frames whose two nearest codes are
-    not grid neighbours), topographic_error_shuffled (same codes shuffled over the grid: chance level),
-    neighbour_distance_ratio (mean 4-neighbour distance / mean distance; about 1 when shuffled),
-    neighbour_distance_ratio_shuffled, codes_used, perplexity (of the code distribution on these frames).
-    """
-    rows = []
-    for name, quantizer in quantizers.items():
-        _check_levels(quantizer, levels)
-        inputs = level_inputs(quantizer, latents, max(levels) + 1)
-        codes = quantizer.encode(latents, max(levels) + 1)
-        for i in levels:
-            level = quantizer.levels[i]
-            grid = level_grid(level)
-            mixed = shuffled(level.embed, seed)
-            counts = code_counts(codes, i, level.codebook_size)
-            probs = counts / counts.sum()
-            rows.append({
-                "codebook": name,
-                "level": i,
-                "grid": grid_label(level),
-                "topographic_error": topographic_error(level.embed, inputs[i], grid),
-                "topographic_error_shuffled": topographic_error(mixed, inputs[i], grid),
-                "neighbour_distance_ratio": neighbour_distance_ratio(level.embed, grid),
-                "neighbour_distance_ratio_shuffled": neighbour_distance_ratio(mixed, grid),
-                "codes_used": int((counts > 0).sum()),
-                "perplexity": float(torch.exp(-(probs * probs.clamp(min=1e-12).log()).sum())),
-            })
-    return rows
-
-
-def format_table(rows: list[dict], digits: int = 3) -> str:
-    """Plain-text table of a list of dicts with the same keys (floats rounded to `digits`)."""
-    if not rows:
-        return "(empty)"
-    keys = list(rows[0])
-    cells = [[f"{row[k]:.{digits}f}" if isinstance(row[k], float) else str(row[k]) for k in keys] for row in rows]
-    widths = [max(len(k), *(len(c[j]) for c in cells)) for j, k in enumerate(keys)]
-    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths)) for cell in cells]
-    return "\n".join(lines)
 
 
 def plot_topography(table: list[dict]) -> plt.Figure:
@@ -723,105 +494,3 @@ def plot_topography(table: list[dict]) -> plt.Figure:
     return fig
 
 
-# ----------------------------------------------------------------------------- interactive listening
-
-
-def _png(fig: plt.Figure, dpi: int = 80) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _peak_normalise(wav: Tensor, peak: float = 0.5) -> Tensor:
-    top = float(wav.abs().max())
-    return wav * (peak / top) if top > 0 else wav
-
-
-class MapExplorer(widgets.VBox):
-    """Listen to the codes of a codebook map (see `map_explorer`)."""
-
-    def __init__(self, codec, wav: Tensor, sample_rate: int, alone_seconds: float = 0.5):
-        if int(sample_rate) != int(codec.sample_rate):
-            raise ValueError(f"sample_rate {sample_rate} differs from the codec's {codec.sample_rate}; resample wav")
-        _check_clips([wav])
-        self.codec, self.wav, self.sample_rate = codec, wav, int(sample_rate)
-        self.codes = utterance_codes(codec, wav)  # [n_q, F]
-        self.alone_frames = max(2, round(alone_seconds * codec.frame_rate))
-        n_q = codec.quantizer.n_q
-        self.level_picker = widgets.Dropdown(options=[(f"level {i}", i) for i in range(n_q)], value=0,
-                                             description="level")
-        self.row_slider = widgets.IntSlider(0, 0, 1, description="grid row", continuous_update=False)
-        self.col_slider = widgets.IntSlider(0, 0, 1, description="grid col", continuous_update=False)
-        self.info = widgets.HTML()
-        self.alone_player = widgets.Audio(format="wav", autoplay=False, controls=True)
-        self.context_player = widgets.Audio(format="wav", autoplay=False, controls=True)
-        # fixed width: the picture at its natural size instead of stretched over the output area
-        self.map_image = widgets.Image(format="png", layout=widgets.Layout(width="340px"))
-        with torch.no_grad():
-            reconstruction = codec.decode(self.codes[None], length=wav.shape[-1])
-        players = widgets.VBox([
-            widgets.HTML("<b>original</b>"), widgets.Audio(value=wav_bytes(wav, self.sample_rate), format="wav",
-                                                           autoplay=False),
-            widgets.HTML("<b>codec (all levels)</b>"),
-            widgets.Audio(value=wav_bytes(reconstruction, self.sample_rate), format="wav", autoplay=False),
-            widgets.HTML("<b>this code alone</b> (peak-normalised)"), self.alone_player,
-            widgets.HTML("<b>in context</b>: every frame of this level set to this code"), self.context_player,
-        ])
-        controls = widgets.VBox([self.level_picker, self.row_slider, self.col_slider, self.info, self.map_image])
-        super().__init__([widgets.HBox([controls, players])])
-        self.add_class("map-explorer")  # a stable CSS hook for browser checks and styling
-        self.level_picker.observe(self._on_level, names="value")
-        self.row_slider.observe(self._on_code, names="value")
-        self.col_slider.observe(self._on_code, names="value")
-        self._on_level()
-
-    @property
-    def level(self) -> int:
-        return int(self.level_picker.value)
-
-    @property
-    def code(self) -> int:
-        cols = level_grid(self.codec.quantizer.levels[self.level]).shape[1]
-        return int(self.row_slider.value) * cols + int(self.col_slider.value)
-
-    def _on_level(self, change=None) -> None:
-        rows, cols = level_grid(self.codec.quantizer.levels[self.level]).shape
-        self.row_slider.max, self.col_slider.max = rows - 1, cols - 1
-        self._on_code()
-
-    @torch.no_grad()
-    def _on_code(self, change=None) -> None:
-        level, code = self.level, self.code
-        alone = decode_alone(self.codec, level, torch.tensor([code]), self.alone_frames)
-        context_codes = self.codes.clone()
-        context_codes[level] = code
-        context = self.codec.decode(context_codes[None], length=self.wav.shape[-1])
-        self.alone_player.value = wav_bytes(_peak_normalise(alone), self.sample_rate)
-        self.context_player.value = wav_bytes(context, self.sample_rate)
-        used = int((self.codes[level] == code).sum())
-        alone_db = 20 * np.log10(max(float(alone.abs().max()), 1e-8))
-        self.info.value = (f"code <b>{code}</b> (row {self.row_slider.value}, col {self.col_slider.value})<br>"
-                           f"used in {used}/{self.codes.shape[1]} frames of the clip<br>"
-                           f"alone: peak {alone_db:.1f} dBFS before normalising")
-        self.map_image.value = self._map_png(level, code)
-
-    def _map_png(self, level: int, code: int) -> bytes:
-        q_level = self.codec.quantizer.levels[level]
-        fig, ax = plt.subplots(figsize=(4.2, 3.8))
-        plot_path(ax, self.codes[level], q_level, self.codec.frame_rate, colorbar=False,
-                  title=f"level {level} ({grid_label(q_level)}): clip path, chosen code boxed")
-        r, c = divmod(code, level_grid(q_level).shape[1])
-        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-        return _png(fig)
-
-
-def map_explorer(codec, wav: Tensor, sample_rate: int, alone_seconds: float = 0.5) -> MapExplorer:
-    """Interactive panel (ipywidgets) to hear a codebook map.
-
-    Pick a level and a grid position (walk along a row with the column slider); hear the code decoded
-    alone (held for `alone_seconds`, peak-normalised) and in context (the clip `wav [1, 1, T]` with
-    every frame of that level replaced by the code, true level), beside the original and the codec output.
-    Builds without a frontend, so it runs headless (papermill) too.
-    """
-    return MapExplorer(codec, wav, sample_rate, alone_seconds)
