@@ -112,14 +112,24 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None, map_l
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise CheckpointError(f"{path} is not a workbook checkpoint (no 'config'/'model' entries)")
     if expected_config is not None:
+        stored, expected = _with_defaults(state["config"]), _with_defaults(expected_config)
         diffs = []
         for key in compare_keys:
-            a, b = _get(state["config"], key), _get(expected_config, key)
+            a, b = _get(stored, key), _get(expected, key)
             diffs += [f"{key}{k}: checkpoint={x!r} config={y!r}" for k, x, y in _diff(a, b)]
         if diffs:
             raise CheckpointError(f"checkpoint {path} was made with a different configuration:\n  "
                                   + "\n  ".join(diffs[:20]))
     return state
+
+
+def _with_defaults(config: dict) -> dict:
+    """A stored config with the keys added since it was written filled in with their defaults (so a run saved
+    before ``model.decoder`` existed still resumes); as stored when it no longer validates."""
+    try:
+        return config_from_dict(config).to_dict()
+    except ValueError:
+        return config
 
 
 def _get(d: dict, dotted: str) -> Any:
