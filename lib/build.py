@@ -8,8 +8,8 @@ from __future__ import annotations
 from torch import nn
 
 from lib.config import Config
-from lib.model.codec import Codec, SEANetEncoder, seanet_kwargs
-from lib.model.registries import BOTTLENECKS, DECODERS, DISCRIMINATORS, QUANTIZERS
+from lib.model.codec import Codec
+from lib.model.registries import BOTTLENECKS, DECODERS, DISCRIMINATORS, ENCODERS, QUANTIZERS
 
 
 def build_quantizer(cfg: Config) -> nn.Module:
@@ -20,7 +20,7 @@ def build_quantizer(cfg: Config) -> nn.Module:
 def build_codec(cfg: Config) -> Codec:
     """The :class:`lib.model.codec.Codec` described by ``cfg.model`` at ``cfg.data.sample_rate``."""
     m = cfg.model
-    encoder = SEANetEncoder(**seanet_kwargs(m))
+    encoder = ENCODERS.get(m.encoder).from_config(cfg)
     decoder = DECODERS.get(m.decoder).from_config(cfg)
     bottleneck = None if m.bottleneck == "none" else BOTTLENECKS.get(m.bottleneck).from_config(cfg)
     return Codec(encoder, build_quantizer(cfg), decoder, cfg.data.sample_rate, bottleneck=bottleneck,

@@ -47,7 +47,13 @@ class QuantizerConfig:
     kmeans_iters: int = 10
     dead_code_threshold: float = 2.0
     cosine: bool = False
-    quantizer_dropout: bool = True
+    # Fraction of batch items that draw their own number of levels in [1, n_q] (true = all, false = none);
+    # the other items use every level, so the decoder keeps seeing the full bitrate (DAC uses 0.5).
+    quantizer_dropout: float | bool = 1.0
+    # k-means pools training latents until it holds this many frames per code (a batch of 1 s crops holds ~600
+    # frames for 1024 codes); levels initialise in turn, each on its own residuals. 0 = the first batch alone.
+    kmeans_frames_per_code: float = 1.0
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # kind fsq: values per dimension
     # Self-organising-map codebooks (Kohonen learning rule); off = plain EMA codebooks.
     som: bool = False
     som_shape: list[int] | None = None  # [rows, cols]; None = near-square
@@ -70,6 +76,17 @@ class EnergyConfig:
 
 
 @dataclass
+class SpectralConfig:
+    """The frame-rate STFT encoder and iSTFT decoder (``model.encoder: stft``, ``model.decoder: istft``)."""
+    n_fft: int | None = None  # None = 2 * hop (algorithmic latency 2 * hop); must be hop * 2^k
+    hidden: int = 256  # ConvNeXt width
+    encoder_blocks: int = 4
+    decoder_blocks: int = 6
+    kernel_size: int = 7  # causal depthwise kernel, in frames
+    mlp_ratio: float = 3.0
+
+
+@dataclass
 class ModelConfig:
     channels: int = 1
     dim: int = 128
@@ -83,7 +100,8 @@ class ModelConfig:
     activation: str = "elu"
     compress: int = 2
     # Names in the registries of lib.model.registries (config.validate lists the valid ones).
-    decoder: str = "seanet"  # "seanet" (the encoder's mirror)
+    encoder: str = "seanet"  # "seanet" (strided convolutions) or "stft" (causal STFT + frame-rate ConvNeXt)
+    decoder: str = "seanet"  # "seanet" (the encoder's mirror) or "istft" (frame-rate ConvNeXt + inverse STFT)
     block: str = "conv"  # "conv" (dilated residual units) or "multires" (MultiresConv blocks)
     upsampler: str = "transposed"  # "transposed" or "wavelet"
     bottleneck: str = "none"  # "none" or "energy" (energy transformer before the quantizer)
@@ -91,6 +109,7 @@ class ModelConfig:
     # Each frame sees its own hop of samples (one frame of latency, as EnCodec/SoundStream). Off, the layers are
     # causal down to the sample and the decoder must predict up to hop-1 samples ahead: a much worse codec.
     frame_lookahead: bool = True
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
@@ -101,6 +120,8 @@ class LossConfig:
     mel: float = 15.0
     stft: float = 0.0
     l1: float = 0.1
+    waveform_mse: float = 0.0  # squared waveform error: pins phase and polarity, which the mel loss cannot see
+    complex_stft: float = 0.0  # multi-resolution loss on power-compressed complex spectra (magnitude and phase)
     adversarial: float = 3.0
     feature: float = 3.0
     commitment: float = 1.0
@@ -130,6 +151,10 @@ class TrainConfig:
     # Steps during which latents bypass the quantizer: a random encoder's output is nearly constant, and codebooks
     # k-means-initialised on it collapse to a handful of codes.
     quantizer_warmup_steps: int = 0
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay (generator and discriminators)
+    lr_schedule: str = "constant"  # "constant", or "cosine" decay to lr * lr_min_ratio at train.steps
+    lr_warmup_steps: int = 0  # linear warm-up from 0 before the schedule
+    lr_min_ratio: float = 0.1
     grad_clip: float | None = 10.0
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
     ema_decay: float | None = None  # generator weight EMA; None = off
@@ -232,7 +257,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        for option in inner[:-1]:  # the first type that accepts the value; the last one's error otherwise
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+        return _coerce(value, inner[-1], key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -294,7 +324,7 @@ def _registries() -> dict:
     from lib.model import registries as r
     from lib.training.objectives import ADVERSARIAL_LOSSES, LOSS_TERMS
 
-    return {"quantizers": r.QUANTIZERS, "decoders": r.DECODERS, "blocks": r.BLOCKS, "upsamplers": r.UPSAMPLERS,
+    return {"quantizers": r.QUANTIZERS, "encoders": r.ENCODERS, "decoders": r.DECODERS, "blocks": r.BLOCKS, "upsamplers": r.UPSAMPLERS,
             "bottlenecks": r.BOTTLENECKS, "activations": r.ACTIVATIONS, "discriminators": r.DISCRIMINATORS,
             "adversarial": ADVERSARIAL_LOSSES, "loss_terms": LOSS_TERMS}
 
@@ -321,6 +351,7 @@ def validate(cfg: Config) -> None:
     reg = _registries()
     for key, value, allowed in [
         ("model.quantizer.kind", q.kind, reg["quantizers"].names()),
+        ("model.encoder", m.encoder, reg["encoders"].names()),
         ("model.decoder", m.decoder, reg["decoders"].names()),
         ("model.block", m.block, reg["blocks"].names()),
         ("model.upsampler", m.upsampler, reg["upsamplers"].names()),
@@ -333,10 +364,29 @@ def validate(cfg: Config) -> None:
         ("loss.mel_log_distance", lo.mel_log_distance, ("l1", "l2")),
         ("train.disc_choice", t.disc_choice, ("uniform", "loss_weighted")),
         ("train.precision", t.precision, ("fp32", "bf16", "fp16")),
+        ("train.lr_schedule", t.lr_schedule, ("constant", "cosine")),
     ]:
         _choice(key, value, allowed)
     for name in t.discriminators:
         _choice("train.discriminators", name, reg["discriminators"].names())
+    if q.kind == "fsq":
+        if not q.fsq_levels or min(q.fsq_levels) < 2:
+            raise ConfigError(f"model.quantizer.fsq_levels must be integers >= 2, got {q.fsq_levels}")
+        if q.som:
+            raise ConfigError("model.quantizer.kind=fsq has no codebook to organise: set model.quantizer.som=false")
+        q.codebook_size = math.prod(q.fsq_levels)  # implied by the levels; kept in sync for the bitrate arithmetic
+    if not 0.0 <= float(q.quantizer_dropout) <= 1.0:
+        raise ConfigError(f"model.quantizer.quantizer_dropout must be in [0, 1] (or true/false), "
+                          f"got {q.quantizer_dropout}")
+    if q.kmeans_frames_per_code < 0:
+        raise ConfigError(f"model.quantizer.kmeans_frames_per_code must be >= 0, got {q.kmeans_frames_per_code}")
+    if "stft" in (m.encoder, m.decoder) or m.decoder == "istft":
+        n_fft = m.spectral.n_fft or 2 * hop
+        if n_fft < 2 * hop or n_fft % hop or (n_fft // hop) & (n_fft // hop - 1):
+            raise ConfigError(f"model.spectral.n_fft={n_fft} must be the hop ({hop}) times 2, 4, 8, ...")
+    if t.weight_decay < 0 or t.lr_warmup_steps < 0 or not 0.0 <= t.lr_min_ratio <= 1.0:
+        raise ConfigError(f"train.weight_decay and train.lr_warmup_steps must be >= 0 and train.lr_min_ratio in "
+                          f"[0, 1], got {t.weight_decay}, {t.lr_warmup_steps}, {t.lr_min_ratio}")
     if q.n_q < 1 or q.codebook_size < 2:
         raise ConfigError(f"model.quantizer: need n_q >= 1 and codebook_size >= 2, got {q.n_q}, {q.codebook_size}")
     if q.codebook_dim is not None and not 0 < q.codebook_dim <= m.dim:

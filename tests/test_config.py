@@ -61,7 +61,7 @@ def test_valid_choices_come_from_the_registries():
 
     cfg = load_config("tiny")
     assert cfg.model.quantizer.kind in QUANTIZERS and cfg.model.decoder in DECODERS
-    with pytest.raises(ConfigError, match="model.quantizer.kind: 'nope' is not one of rvq"):
+    with pytest.raises(ConfigError, match="model.quantizer.kind: 'nope' is not one of .*rvq"):
         load_config("tiny", ["model.quantizer.kind=nope"])
     with pytest.raises(ConfigError, match="model.decoder: 'nope' is not one of seanet"):
         load_config("tiny", ["model.decoder=nope"])

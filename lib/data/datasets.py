@@ -388,19 +388,20 @@ HELD_OUT_ORDER = ("valid", "test", "train")
 
 
 def held_out_clips(data_dir: str | os.PathLike, sample_rate: int, n: int = 8,
-                   seconds: float | None = 4.0) -> dict[str, torch.Tensor]:
+                   seconds: float | None = 4.0, split: str | None = None) -> dict[str, torch.Tensor]:
     """The held-out clips every measurement uses: ``{name: wav [C, T]}``, at most ``n`` of them.
 
     The first ``n`` clips (manifest order) of the first non-empty split of ``valid``, ``test``, ``train`` (a corpus
     too small to have held-out files falls back to its training clips), each cut to its first ``seconds``
     (whole clip for None). Names are the relative paths without extension. The trainer's validation, notebooks 03
-    and 04 and the benchmarks all call this, so their numbers come from the same clips.
+    and 04 and the benchmarks all call this, so their numbers come from the same clips. ``split`` names one split
+    instead (the quality race reports the ``test`` split, which nothing is tuned on).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if seconds is not None and seconds <= 0:
         raise ValueError(f"seconds must be positive or None, got {seconds}")
-    for split in HELD_OUT_ORDER:
+    for split in (HELD_OUT_ORDER if split is None else (split,)):
         try:
             folder = AudioFolder(data_dir, split=split, sample_rate=sample_rate)
         except ValueError:  # an empty split: try the next one

@@ -1,5 +1,6 @@
 """Codebook tools shared by the quantizers and by everything that measures a codebook.
 
+* ``VQOutput``, ``RVQOutput``, :func:`check_latents`: what every quantizer returns and accepts.
 * :func:`codebook_stats`: usage, perplexity and codes used of a set of code indices: the one definition used by
   the quantizers' per-batch stats, the trainer's validation log, the codebook maps, the image-patch demo and the
   benchmarks.
@@ -9,10 +10,36 @@
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+
+
+# ----------------------------------------------------------------------------- what quantizers return
+
+
+class VQOutput(NamedTuple):
+    quantized: Tensor  # [B, D, T], straight-through: gradient w.r.t. the input is the identity
+    codes: Tensor  # [B, T] long
+    commit_loss: Tensor  # scalar
+    stats: dict  # usage, perplexity, dead_codes, quant_error
+
+
+class RVQOutput(NamedTuple):
+    quantized: Tensor  # [B, D, T], one straight-through estimator on the sum of the levels
+    codes: Tensor  # [B, n_q, T] long; -1 where quantizer dropout switched a level off for an item
+    commit_loss: Tensor  # scalar, mean over the levels used
+    n_q: int | Tensor  # int, or LongTensor [B] of per-item levels under quantizer dropout
+    stats: list  # one stats dict per level
+
+
+def check_latents(x: Tensor, dim: int) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != dim:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a [B, D={dim}, T] tensor, got {shape}")
 
 
 def codebook_stats(codes: Tensor, codebook_size: int) -> dict[str, float]:

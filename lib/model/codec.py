@@ -22,7 +22,7 @@ from torch import nn
 
 from lib.model.activations import make_activation
 from lib.model.conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
-from lib.model.registries import ACTIVATIONS, BLOCKS, DECODERS, UPSAMPLERS
+from lib.model.registries import ACTIVATIONS, BLOCKS, DECODERS, ENCODERS, UPSAMPLERS
 
 __all__ = ["ResidualUnit", "seanet_kwargs", "SEANetEncoder", "SEANetDecoder", "CodecOutput", "Codec"]
 
@@ -106,6 +106,7 @@ def seanet_kwargs(m) -> dict:
 
 # --------------------------------------------------------------------------------------------------- encoder / decoder
 
+@ENCODERS.register("seanet")
 class SEANetEncoder(nn.Module):
     """Causal SEANet encoder ``[B, channels, T] -> [B, dim, ceil(T / hop)]``, ``hop = prod(ratios)``.
 
@@ -132,6 +133,11 @@ class SEANetEncoder(nn.Module):
             width *= 2
         layers += [make_activation(activation, width), CausalConv1d(width, dim, last_kernel_size)]
         self.layers = StreamingSequential(*layers)
+
+    @classmethod
+    def from_config(cls, cfg) -> "SEANetEncoder":
+        """``model.encoder: seanet``."""
+        return cls(**seanet_kwargs(cfg.model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, channels, T] -> [B, dim, ceil(T / hop)]``."""
@@ -406,6 +412,14 @@ class Codec(nn.Module):
     def stream_decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Next codes ``[B, n_q, F]`` (latents when continuous) -> the next ``F * hop`` samples ``[B, C, F * hop]``."""
         return self.decoder.stream(self._dequantize(codes))
+
+    @torch.no_grad()
+    def stream_flush(self) -> torch.Tensor:
+        """End of a decoded stream: the samples the decoder still holds ``[B, C, n]``, then a reset of its tail
+        (n = 0 for a decoder whose samples are final once their frame is decoded, as SEANet's; ``n_fft - hop``
+        for the iSTFT decoder). With them the concatenated stream equals :meth:`decode` on all the codes."""
+        flush = getattr(self.decoder, "flush", None)
+        return torch.zeros(1, self.channels, 0) if flush is None else flush()
 
     def reset_stream(self) -> None:
         """Forget the streaming past of encoder, decoder and bottleneck."""

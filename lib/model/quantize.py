@@ -16,30 +16,16 @@ replica keeps the same codebook. Without an initialised process group this is a 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lib.model.codebook import all_reduce_sum, broadcast_from_rank0, codebook_stats, kmeans, nearest_codes, rank
+from lib.model.codebook import (RVQOutput, VQOutput, all_reduce_sum, broadcast_from_rank0, check_latents,  # noqa: F401
+                                codebook_stats, kmeans, nearest_codes, rank)
 from lib.model.registries import QUANTIZERS
 from lib.model.som import SOMGrid
-
-
-class VQOutput(NamedTuple):
-    quantized: Tensor  # [B, D, T], straight-through: gradient w.r.t. the input is the identity
-    codes: Tensor  # [B, T] long
-    commit_loss: Tensor  # scalar
-    stats: dict  # usage, perplexity, dead_codes, quant_error
-
-
-class RVQOutput(NamedTuple):
-    quantized: Tensor  # [B, D, T], one straight-through estimator on the sum of the levels
-    codes: Tensor  # [B, n_q, T] long; -1 where quantizer dropout switched a level off for an item
-    commit_loss: Tensor  # scalar, mean over the levels used
-    n_q: int | Tensor  # int, or LongTensor [B] of per-item levels under quantizer dropout
-    stats: list  # one stats dict per level
 
 
 @runtime_checkable
@@ -74,12 +60,6 @@ class Quantizer(Protocol):
     def decode(self, codes: Tensor) -> Tensor: ...
 
     def bits_per_frame(self, n_q: int | None = None) -> float: ...
-
-
-def _check_latents(x: Tensor, dim: int) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != dim:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a [B, D={dim}, T] tensor, got {shape}")
 
 
 # ----------------------------------------------------------------------------- one codebook
@@ -120,6 +100,7 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: float = 2.0,
         cosine: bool = False,
         som: SOMGrid | None = None,
+        kmeans_frames_per_code: float = 0.0,
     ) -> None:
         super().__init__()
         codebook_dim = dim if codebook_dim is None else codebook_dim
@@ -133,6 +114,12 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
         if kmeans_iters < 0:
             raise ValueError(f"kmeans_iters must be >= 0, got {kmeans_iters}")
+        if kmeans_frames_per_code < 0:
+            raise ValueError(f"kmeans_frames_per_code must be >= 0, got {kmeans_frames_per_code}")
+        # k-means on fewer frames than codes memorises the batch: pool training frames until there are this many
+        # per code (the pool lives in memory only; a run resumed mid-pool starts pooling again).
+        self.kmeans_frames_per_code = kmeans_frames_per_code
+        self._pool: list[Tensor] = []
         if dead_code_threshold < 0:
             raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
         if som is not None and som.codebook_size != codebook_size:
@@ -191,7 +178,7 @@ class VectorQuantizer(nn.Module):
 
         Args: x `[B, D, T]`. Returns: q `[B, D, T]` (no straight-through), codes `[B, T]`.
         """
-        _check_latents(x, self.dim)
+        check_latents(x, self.dim)
         with torch.no_grad():
             codes = nearest_codes(self._flat(self.to_code_space(x)), self.embed, self.cosine)
         codes = codes.view(x.shape[0], x.shape[2])
@@ -213,7 +200,7 @@ class VectorQuantizer(nn.Module):
         Returns VQOutput(quantized `[B, D, T]` straight-through, codes `[B, T]`,
         commit_loss = mse(code-space input, sg(code)), stats).
         """
-        _check_latents(x, self.dim)
+        check_latents(x, self.dim)
         q, codes, commit_loss, stats = self.quantize_level(x, None)
         # Straight-through x + sg(q - x), written so that the value is exactly q and the
         # out-projection (if any) still receives gradients through q.
@@ -234,7 +221,10 @@ class VectorQuantizer(nn.Module):
         z = self.to_code_space(x)  # [B, d, T]
         z_flat = self._flat(z)  # [B*T, d]
         if self.training and not bool(self.initted) and z_flat.shape[0] > 0:
-            self._init_codebook(z_flat)
+            pooled = self._pool_for_init(z_flat)
+            if pooled is None:  # still pooling frames: this level contributes nothing yet
+                return self._off(x)
+            self._init_codebook(pooled)
         codes = nearest_codes(z_flat, self.embed, self.cosine).view(batch, length)
         code_vectors = self._lookup(codes)  # [B, d, T], the codebook before this step's update
         q = self.out_proj(code_vectors).to(x.dtype)
@@ -255,6 +245,26 @@ class VectorQuantizer(nn.Module):
             n_dead = int((self.cluster_size < self.dead_code_threshold).sum())
         stats = self._batch_stats(used_codes.reshape(-1), quant_err, n_dead)
         return q, codes, commit_loss, stats
+
+    @property
+    def ready(self) -> bool:
+        """True once the codebook is initialised (at once without k-means init)."""
+        return bool(self.initted)
+
+    def _pool_for_init(self, z_flat: Tensor) -> Tensor | None:
+        """Add frames ``[N, d]`` to the k-means pool; all pooled frames once there are enough, else None."""
+        self._pool.append(z_flat)
+        pooled = torch.cat(self._pool)
+        if pooled.shape[0] < self.kmeans_frames_per_code * self.codebook_size:
+            return None
+        self._pool = []
+        return pooled
+
+    def _off(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """What a level still pooling returns: zero vectors, codes -1 (off), no loss, NaN stats."""
+        codes = torch.full((x.shape[0], x.shape[2]), -1, dtype=torch.long, device=x.device)
+        stats = self._batch_stats(codes[:0].reshape(-1), x.new_zeros(0), 0)
+        return torch.zeros_like(x), codes, x.new_zeros(()), stats
 
     # --- statistics
 
@@ -381,15 +391,19 @@ class ResidualVQ(nn.Module):
     @classmethod
     def from_config(cls, cfg) -> "ResidualVQ":
         """``model.quantizer.kind: rvq``: the residual VQ of ``cfg.model.quantizer`` (SOM codebooks when ``som``)."""
-        m, q = cfg.model, cfg.model.quantizer
+        m, q, t = cfg.model, cfg.model.quantizer, cfg.train
         som = None
         if q.som:
+            # The codebooks update only after the quantizer warm-up: anneal within the first half of the steps left
+            # after it, so that the map ends its run as plain EMA codebooks refining at the final width.
+            anneal = min(q.som_anneal_steps, max(1, (t.steps - t.quantizer_warmup_steps) // 2))
             som = SOMGrid(q.codebook_size, shape=tuple(q.som_shape) if q.som_shape else None,
                           neighbourhood=q.som_neighbourhood, sigma_start=q.som_sigma_start,
-                          sigma_end=q.som_sigma_end, anneal_steps=q.som_anneal_steps, schedule=q.som_schedule)
+                          sigma_end=q.som_sigma_end, anneal_steps=anneal, schedule=q.som_schedule)
         return cls(m.dim, q.n_q, q.codebook_size, quantizer_dropout=q.quantizer_dropout,
                    codebook_dim=q.codebook_dim, decay=q.decay, kmeans_init=q.kmeans_init,
-                   kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som)
+                   kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som,
+                   kmeans_frames_per_code=q.kmeans_frames_per_code)
 
     def bits_per_frame(self, n_q: int | None = None) -> float:
         """``n_q * log2(codebook_size)`` (all levels by default)."""
@@ -401,6 +415,11 @@ class ResidualVQ(nn.Module):
         if not 1 <= int(n_q) <= self.n_q:
             raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
         return int(n_q)
+
+    @property
+    def ready(self) -> bool:
+        """True once every level's codebook is initialised."""
+        return all(level.ready for level in self.levels)
 
     @property
     def codebooks(self) -> Tensor:
@@ -423,7 +442,7 @@ class ResidualVQ(nn.Module):
         With quantizer dropout (training, n_q not given) `n_q` is a LongTensor `[B]` of per-item
         levels and codes of switched-off levels are -1; otherwise `n_q` is an int.
         """
-        _check_latents(x, self.dim)
+        check_latents(x, self.dim)
         use_dropout = self.training and n_q is None and self.quantizer_dropout > 0
         n_levels = self._check_n_q(n_q)
         item_n_q = self._draw_item_levels(x.shape[0], x.device) if use_dropout else None
@@ -435,6 +454,10 @@ class ResidualVQ(nn.Module):
             active = None if item_n_q is None else item_n_q > i
             residual = x - previous  # gradient reaches x: level i's commitment loss trains the encoder
             q, level_codes, loss, level_stats = level.quantize_level(residual, active)
+            if not level.ready:  # pooling frames for its k-means: the next levels wait for its residuals
+                codes += [level_codes] * (n_levels - i)
+                stats.append(level_stats)
+                break
             previous = previous + q.detach()
             if active is None:
                 quantized = quantized + q
@@ -449,14 +472,14 @@ class ResidualVQ(nn.Module):
 
         # One straight-through estimator on the sum: value sum(q), gradient w.r.t. x the identity.
         quantized = quantized + (x - x.detach())
-        commit_loss = torch.stack(losses).mean()
+        commit_loss = torch.stack(losses).mean() if losses else x.new_zeros(())
         out_n_q = item_n_q if item_n_q is not None else n_levels
         return RVQOutput(quantized, torch.stack(codes, dim=1), commit_loss, out_n_q, stats)
 
     @torch.no_grad()
     def encode(self, x: Tensor, n_q: int | None = None) -> Tensor:
         """`[B, D, T] -> codes [B, n_q, T]` (no updates, no dropout)."""
-        _check_latents(x, self.dim)
+        check_latents(x, self.dim)
         previous = torch.zeros_like(x)  # same arithmetic as forward, so the codes match exactly
         codes = []
         for level in self.levels[: self._check_n_q(n_q)]:

@@ -3,6 +3,7 @@
 | registry         | config key                  | an entry is                                                      |
 |------------------|-----------------------------|------------------------------------------------------------------|
 | `QUANTIZERS`     | `model.quantizer.kind`      | a class with `from_config(cfg)`; see `lib.model.quantize.Quantizer` |
+| `ENCODERS`       | `model.encoder`             | a class with `from_config(cfg)`: `[B, C, T] -> [B, D, ceil(T / hop)]` |
 | `DECODERS`       | `model.decoder`             | a class with `from_config(cfg)`: `[B, D, F] -> [B, C, F * hop]`   |
 | `BOTTLENECKS`    | `model.bottleneck`          | a class with `from_config(cfg)`: `[B, D, F] -> [B, D, F]` ("none" = no entry) |
 | `DISCRIMINATORS` | `train.discriminators`      | a class with `from_config(cfg)`: `wav -> (logits, features)`     |
@@ -18,6 +19,7 @@ from __future__ import annotations
 from lib.registry import Registry
 
 QUANTIZERS = Registry("quantizer")
+ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
 BOTTLENECKS = Registry("bottleneck")
 DISCRIMINATORS = Registry("discriminator")

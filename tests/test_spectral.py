@@ -1,0 +1,79 @@
+"""The frame-rate STFT encoder / iSTFT decoder: exact analysis-synthesis, frame-level causality, streaming."""
+import pytest
+import torch
+
+from lib.model.spectral import ISTFTDecoder, STFTEncoder
+
+HOP = 320
+
+
+@pytest.mark.parametrize("ratio", [2, 4])
+def test_stft_then_istft_reconstructs_the_signal(ratio):
+    """Passing the encoder's spectrum straight to the decoder's synthesis gives the input back (sqrt-Hann pair)."""
+    n_fft = ratio * HOP
+    enc, dec = STFTEncoder(dim=8, hop_length=HOP, n_fft=n_fft), ISTFTDecoder(dim=8, hop_length=HOP, n_fft=n_fft)
+    x = torch.randn(2, 1, 30 * HOP)
+    # As inside the Codec (frame look-ahead): one leading zero, encoder frame 0 dropped.
+    spec = enc.stft(torch.nn.functional.pad(x, (1, 0)))[..., 1:]
+    y = dec._overlap_add(dec._segments(spec))[:, dec.latency:].reshape(2, 1, -1)
+    tail = n_fft - HOP  # still waiting for later frames' overlap-add
+    assert y.shape == x.shape
+    assert torch.allclose(y[..., : x.shape[-1] - tail], x[..., : x.shape[-1] - tail], atol=1e-4)
+
+
+def test_decoder_frame_f_writes_only_its_window():
+    """A change in latent frame f alters output samples (f + 1) * hop - n_fft ... (f + 1) * hop - 1 and no other
+    sample before them (frame-level causality with n_fft - hop samples of decoder latency)."""
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2).eval()
+    z = torch.randn(1, 8, 12)
+    f = 6
+    z2 = z.clone()
+    z2[..., f:] += torch.randn(1, 8, 12 - f)
+    with torch.no_grad():
+        a, b = dec(z), dec(z2)
+    first = (f + 1) * HOP - dec.n_fft
+    assert torch.equal(a[..., :first], b[..., :first])
+    assert not torch.allclose(a[..., first:first + HOP], b[..., first:first + HOP])
+    assert dec.latency == dec.n_fft - HOP
+
+
+@pytest.mark.parametrize("n_fft", [2 * HOP, 4 * HOP])
+def test_decoder_streams_like_offline(n_fft):
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, n_fft=n_fft, hidden=16, n_blocks=2).eval()
+    z = torch.randn(2, 8, 17)
+    with torch.no_grad():
+        offline = dec(z)
+        dec.reset_stream()
+        parts = [dec.stream(chunk) for chunk in torch.split(z, [1, 0, 3, 1, 7, 5], dim=-1)]
+        streamed = torch.cat(parts + [dec.flush()], dim=-1)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max() < 1e-5
+    # Each chunk returns exactly the samples no later frame can change.
+    assert parts[0].shape[-1] == max(0, HOP - dec.latency)
+
+
+def test_encoder_streams_like_offline_and_is_causal():
+    enc = STFTEncoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2).eval()
+    x = torch.randn(1, 1, 11 * HOP)
+    with torch.no_grad():
+        offline = enc(x)
+        enc.reset_stream()
+        streamed = torch.cat([enc.stream(c) for c in torch.split(x, 777, dim=-1)], dim=-1)
+        y = x.clone()
+        y[..., 5 * HOP + 1:] = 0  # frame j sees samples up to j * hop
+        changed = enc(y)
+    assert torch.allclose(streamed, offline[..., : streamed.shape[-1]], atol=1e-5)
+    assert streamed.shape[-1] == offline.shape[-1]
+    assert torch.equal(changed[..., :6], offline[..., :6]) and not torch.equal(changed[..., 6:], offline[..., 6:])
+
+
+def test_stft_front_is_fixed_and_not_a_parameter():
+    enc = STFTEncoder(dim=8, hop_length=HOP)
+    names = [n for n, _ in enc.named_parameters()]
+    assert not any(n.startswith("stft.") for n in names)
+    assert "stft.conv.weight" not in enc.state_dict()  # rebuilt from the window, never loaded
+
+
+def test_bad_framing_is_refused():
+    with pytest.raises(ValueError, match="n_fft must be hop"):
+        ISTFTDecoder(dim=8, hop_length=HOP, n_fft=3 * HOP)
