@@ -153,8 +153,12 @@ def test_quantizer_warmup_bypasses_then_initialises_the_codebooks(corpus, tmp_pa
         res = tr.train_step(tr.batches[s])
         assert res.losses["n_q"] == 0 and res.losses["commitment"] == 0
         assert not any(bool(level.initted) for level in levels)
+    # Two crops of 19 frames: k-means pools a second batch to have its 64 frames (one per code) ...
     res = tr.train_step(tr.batches[2])
-    assert res.losses["n_q"] >= 1 and bool(levels[0].initted)
+    assert res.losses["n_q"] >= 1 and not bool(levels[0].initted)
+    tr.train_step(tr.batches[3])
+    # ... and the next level then pools its own residuals.
+    assert bool(levels[0].initted) and not bool(levels[1].initted)
 
 
 def test_balancer_and_stft_loss_train(corpus, tmp_path):

@@ -7,7 +7,8 @@ Reconstruction:
 - `MultiScaleMelLoss`: SoundStream's multi-window mel loss (L1 on mel + sqrt(w/2) * MSE on log-mel).
 - `mel_distance`: a plain metric, mean L1 between log-mel spectrograms at one resolution.
 - `MultiResolutionSTFTLoss`: spectral convergence + log-magnitude L1 (Yamamoto et al.), auraloss-compatible.
-- `waveform_l1`, `downsampled_signal_loss`.
+- `waveform_l1`, `waveform_mse`, `ComplexSTFTLoss` (phase-aware, power-compressed complex spectra),
+  `downsampled_signal_loss`.
 Adversarial: `hinge_d_loss`, `hinge_g_loss`, `lsgan_d_loss`, `lsgan_g_loss`, `feature_matching_loss`,
 `repulsion_loss`.
 `Balancer`: EnCodec-style loss balancing on the gradients w.r.t. the decoder output.
@@ -202,6 +203,60 @@ def waveform_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean absolute sample difference. `x`, `y`: same shape `[B, C, T]` -> scalar."""
     _check_same_shape(x, y, "waveform_l1")
     return (x - y).abs().mean()
+
+
+def waveform_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared sample difference. `x`, `y`: same shape `[B, C, T]` -> scalar.
+
+    Unlike the spectral losses it is not blind to polarity, phase or a time shift, and unlike L1 its gradient
+    does not favour silence for a noise-like estimate; it anchors the waveform early in training.
+    """
+    _check_same_shape(x, y, "waveform_mse")
+    return (x - y).square().mean()
+
+
+class ComplexSTFTLoss(nn.Module):
+    """Multi-resolution loss on power-compressed complex spectra (phase-aware).
+
+    Per resolution (FFT size `n`, hop `n // 4`, periodic Hann window, `normalized=True` STFT), with
+    `C(X) = |X|^c * X / |X|` (magnitude compressed to the power `c`, phase kept):
+
+        L_n = mean |C(X) - C(Y)|^2 + mag_weight * mean (|X|^c - |Y|^c)^2
+
+    averaged over resolutions (Braun & Tashev 2021 use this for speech enhancement: the compressed complex term
+    fixes phase where there is energy, the magnitude term keeps quiet bands from being ignored).
+
+    `forward(x [B, C, T] estimate, y [B, C, T] reference) -> scalar`; `T > max(fft_sizes) // 2`.
+    """
+
+    def __init__(self, fft_sizes: Sequence[int] = (256, 512, 1024, 2048), compression: float = 0.3,
+                 mag_weight: float = 1.0, eps: float = 1e-8):
+        super().__init__()
+        if not fft_sizes:
+            raise ValueError("fft_sizes must name at least one FFT size")
+        if not 0 < compression <= 1:
+            raise ValueError(f"compression must be in (0, 1], got {compression}")
+        self.fft_sizes, self.compression, self.mag_weight, self.eps = tuple(fft_sizes), compression, mag_weight, eps
+        for n in self.fft_sizes:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def _compressed(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = torch.stft(x, n, hop_length=n // 4, window=getattr(self, f"window_{n}"), normalized=True,
+                          center=True, pad_mode="reflect", return_complex=True)
+        mag = (spec.real.square() + spec.imag.square() + self.eps).sqrt()
+        mag_c = mag.pow(self.compression)
+        return spec * (mag_c / mag), mag_c
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _check_same_shape(x, y, "ComplexSTFTLoss")
+        if x.shape[-1] <= max(self.fft_sizes) // 2:
+            raise ValueError(f"ComplexSTFTLoss: length {x.shape[-1]} too short; need T > {max(self.fft_sizes) // 2}")
+        x, y = _fold_channels(x, "x").float(), _fold_channels(y, "y").float()
+        total = x.new_zeros(())
+        for n in self.fft_sizes:
+            (cx, mx), (cy, my) = self._compressed(x, n), self._compressed(y, n)
+            total = total + (cx - cy).abs().square().mean() + self.mag_weight * (mx - my).square().mean()
+        return total / len(self.fft_sizes)
 
 
 def downsampled_signal_loss(stages: Sequence[torch.Tensor], wav: torch.Tensor,

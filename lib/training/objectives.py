@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from lib.registry import Registry
-from lib.training.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
+from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
                                   feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
-                                  waveform_l1)
+                                  waveform_l1, waveform_mse)
 
 LOSS_TERMS = Registry("loss term")
 ADVERSARIAL_LOSSES = Registry("adversarial loss")
@@ -105,6 +105,26 @@ class L1Term(LossTerm):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return waveform_l1(ctx.recon, ctx.wav)
+
+
+@LOSS_TERMS.register("waveform_mse")
+class WaveformMSETerm(LossTerm):
+    """Mean squared sample difference: fixes polarity and phase, which the spectral terms cannot see."""
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        return waveform_mse(ctx.recon, ctx.wav)
+
+
+@LOSS_TERMS.register("complex_stft")
+class ComplexSTFTTerm(LossTerm):
+    """Multi-resolution L2 on power-compressed complex spectra (magnitude and phase)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.loss = ComplexSTFTLoss()
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        return self.loss(ctx.recon, ctx.wav)
 
 
 @LOSS_TERMS.register("stft")

@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime
 import json
 import math
-import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -49,27 +46,11 @@ from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.analysis.metrics import si_sdr
 from lib.training.losses import Balancer, mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
+from lib.training.runtime import ema_update, frozen, init_distributed, pick_device, seed_everything
 
 
 class TrainingDiverged(RuntimeError):
     """Raised after ``train.max_bad_steps`` non-finite steps in a row."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------- trainer
 
 
 @dataclass
@@ -87,10 +68,10 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool | str | Path = True,
-                 progress: bool = True, device: str | None = None):
+                 progress: bool = True, device: str | None = None, codec: nn.Module | None = None):
         self.cfg, self.data_dir, self.run_dir, self.progress = cfg, Path(data_dir), Path(run_dir), progress
         t, lo = cfg.train, cfg.loss
-        self.rank, self.world = _init_distributed(cfg.train.device if device is None else device)
+        self.rank, self.world = init_distributed(cfg.train.device if device is None else device)
         self.device = pick_device(device or t.device)
         if lo.balancer and t.precision == "fp16":
             raise ValueError("loss.balancer with train.precision=fp16 is not supported (use bf16 or fp32)")
@@ -98,7 +79,8 @@ class Trainer:
 
         # The modules (``codec``, ``discs``) own the weights; the ``*_ddp`` views run the forward passes whose
         # gradients DDP must average (the same objects as the modules without DDP).
-        self.codec = build_codec(cfg).to(self.device)
+        # ``codec`` replaces the configured one (a peer architecture behind the Codec interface, as in the benchmarks).
+        self.codec = (build_codec(cfg) if codec is None else codec).to(self.device)
         self.discs = build_discriminators(cfg).to(self.device)
         self.codec_ddp: nn.Module = self.codec
         self.discs_ddp: nn.ModuleDict = self.discs
@@ -108,9 +90,9 @@ class Trainer:
             # Codebooks are buffers kept identical by the quantizer's own all-reduce; dropout leaves levels unused.
             self.codec_ddp = DDP(self.codec, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
             self.discs_ddp = nn.ModuleDict({k: DDP(v, device_ids=ids) for k, v in self.discs.items()})
-        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t.lr, betas=tuple(t.betas))
-        self.opt_d = (torch.optim.AdamW(self.discs.parameters(), lr=t.disc_lr, betas=tuple(t.betas))
-                      if len(self.discs) else None)
+        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.opt_d = (torch.optim.AdamW(self.discs.parameters(), lr=t.disc_lr, betas=tuple(t.betas),
+                                        weight_decay=t.weight_decay) if len(self.discs) else None)
         self.ema = copy.deepcopy(self.codec).eval().requires_grad_(False) if t.ema_decay else None
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and t.precision == "fp16")
 
@@ -189,7 +171,7 @@ class Trainer:
     def _discriminate(self, wav: torch.Tensor, recon: torch.Tensor) -> list[tuple]:
         """Per discriminator in play: (fake logits, fake features, real features) for the generator's losses."""
         outputs = []
-        with _frozen(self.discs):  # generator gradients must never reach discriminator parameters
+        with frozen(self.discs):  # generator gradients must never reach discriminator parameters
             for name in self.active:
                 disc = self.discs[name]
                 fake_logits, fake_feats = disc(recon)
@@ -218,6 +200,7 @@ class Trainer:
         self.choose_discriminators()
         adversarial = len(self.discs) > 0 and self.step >= t.adv_warmup_steps
         self.codec.train()
+        self._set_lr()
         snapshot = {k: v.clone() for k, v in self.codec.quantizer.named_buffers()}
 
         # 1) generator
@@ -229,7 +212,9 @@ class Trainer:
             if self.balancer is not None:
                 on_output = {k: v for k, v in losses.items() if k in self.balancer.weights}
                 rest = sum(self.loss_weights[k] * v for k, v in losses.items() if not self.loss_terms[k].on_output)
-                self.balancer.backward(on_output, out.recon, other=rest)
+                # FSQ has no commitment loss: a constant has nothing to backpropagate.
+                other = rest if torch.is_tensor(rest) and rest.requires_grad else None
+                self.balancer.backward(on_output, out.recon, other=other)
             else:
                 self.scaler.scale(self.weighted_sum(losses)).backward()
             finite = self._clip_and_check(self.codec, self.opt_g)
@@ -252,11 +237,30 @@ class Trainer:
                 logs[f"d_{name}"] = float(v.detach())
         self.scaler.update()
         if self.ema is not None:
-            _ema_update(self.ema, self.codec, self.cfg.train.ema_decay)
+            ema_update(self.ema, self.codec, self.cfg.train.ema_decay)
         self.bad_in_row = 0
         self.step += 1
         logs["n_q"] = float(out.n_q.float().mean()) if torch.is_tensor(out.n_q) else float(out.n_q)
         return StepResult(self.step, logs)
+
+    def lr_factor(self, step: int | None = None) -> float:
+        """Learning-rate multiplier at ``step`` (default: the current one): a linear warm-up over
+        ``train.lr_warmup_steps``, then constant or a cosine decay to ``lr_min_ratio`` at ``train.steps``."""
+        t = self.cfg.train
+        step = self.step if step is None else step
+        if step < t.lr_warmup_steps:
+            return (step + 1) / t.lr_warmup_steps
+        if t.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - t.lr_warmup_steps) / max(1, t.steps - t.lr_warmup_steps))
+        return t.lr_min_ratio + (1 - t.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _set_lr(self) -> None:
+        """Apply the schedule (and the configured rates, also after a resume with a new ``train.lr``)."""
+        t, factor = self.cfg.train, self.lr_factor()
+        for opt, base in ((self.opt_g, t.lr), (self.opt_d, t.disc_lr)):
+            for group in (opt.param_groups if opt is not None else []):
+                group["lr"] = base * factor
 
     def _agree(self, ok: bool) -> bool:
         """True only when every rank says True, so that ranks never disagree on skipping a backward pass."""
@@ -302,7 +306,9 @@ class Trainer:
         codec.eval()
         sr = self.cfg.data.sample_rate
         mels, sdrs, codes = [], [], []
-        warming_up = self.step < self.cfg.train.quantizer_warmup_steps  # codebooks not initialised yet
+        # Codebooks not initialised yet (warm-up, or levels still pooling frames for k-means): validate unquantized.
+        warming_up = (self.step < self.cfg.train.quantizer_warmup_steps
+                      or not getattr(codec.quantizer, "ready", True))
         for wav in self.valid:
             wav = wav.to(self.device)
             out = codec(wav, n_q=n_q, bypass_quantizer=warming_up)
@@ -414,28 +420,7 @@ class Trainer:
         _truncate_log(self.log_path, self.step)
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _frozen(module: nn.Module):
-    """Temporarily set ``requires_grad=False`` on every parameter of ``module``."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1.0 - decay)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
+# ----------------------------------------------------------------------------- logs
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -450,21 +435,6 @@ def read_log(path: str | Path) -> list[dict]:
     """The records of a run's ``log.jsonl``."""
     path = Path(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-
-
-def _init_distributed(device: str) -> tuple[int, int]:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        # A hung peer should fail the run in minutes, not the default half hour.
-        timeout = datetime.timedelta(seconds=int(os.environ.get("WORKBOOK_DIST_TIMEOUT", 600)))
-        dist.init_process_group(backend, timeout=timeout)
-    return dist.get_rank(), dist.get_world_size()
 
 
 def main(argv: list[str] | None = None) -> int:
