@@ -31,8 +31,8 @@ from common import (DATA, RESULTS, bench_clip, interleaved, machine_note, markdo
 
 def train_codec(preset: str, steps: int, data: Path, run_dir: Path, minutes: float) -> Path:
     from lib.config import load_config
-    from lib.data import build_default_corpus
-    from lib.train import Trainer
+    from lib.data.datasets import build_default_corpus
+    from lib.training.trainer import Trainer
 
     build_default_corpus(data, minutes=minutes, progress=False)
     cfg = load_config(preset, [f"train.steps={steps}"])
@@ -55,8 +55,6 @@ def entropy_model_for(checkpoint: Path, data: Path, codec):
 
 
 def bits_table(codec, model, clips, tmp: Path) -> tuple[list[dict], int]:
-    import numpy as np
-
     from lib.bitstream import encode_to_file
     from lib.entropy import clip_codes
 
@@ -119,8 +117,8 @@ def main() -> int:
     args = ap.parse_args()
     set_threads(2)
 
-    from lib.data import AudioFolder
-    from lib.train import load_codec
+    from lib.data.datasets import AudioFolder
+    from lib.training.trainer import load_codec
 
     checkpoint, data = args.checkpoint, args.data
     if checkpoint is None:

@@ -1,6 +1,6 @@
 """``python -m lib``: compress / decompress / info / fit-entropy (see lib/cli.py)."""
 import sys
 
-from .cli import main
+from lib.cli import main
 
 sys.exit(main())

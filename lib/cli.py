@@ -28,12 +28,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .audio import (_FLOAT_SUBTYPES, _FORMAT_ALIASES, EMPTY, NON_FINITE, ZERO_CHANNELS, AudioError, _check_path,
-                    _translate)
-from .bitstream import (DEFAULT_BLOCK_FRAMES, VqcError, alphabet_sizes, atomic_output, bits_per_level, check_codec,
-                        check_model, check_output, decode_audio, encode_to_file, read_header, weights_hash)
-from .checkpoint import CheckpointError
-from .entropy import SIDECAR_NAME, EntropyModel, EntropyModelError
+from lib.bitstream import (DEFAULT_BLOCK_FRAMES, VqcError, alphabet_sizes, atomic_output, bits_per_level,
+                           check_codec, check_model, check_output, decode_audio, encode_to_file, read_header,
+                           weights_hash)
+from lib.data.audio import (_FLOAT_SUBTYPES, _FORMAT_ALIASES, EMPTY, NON_FINITE, ZERO_CHANNELS, AudioError,
+                            _check_path, _translate)
+from lib.entropy import SIDECAR_NAME, EntropyModel, EntropyModelError
+from lib.training.checkpoint import CheckpointError
 
 ERRORS = (VqcError, AudioError, CheckpointError, EntropyModelError)
 
@@ -145,7 +146,7 @@ def _output_format(path: Path, subtype: str | None) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------- commands
 
 def _load_codec(checkpoint: str | Path, device: str):
-    from .train import load_codec
+    from lib.training.trainer import load_codec
 
     return load_codec(checkpoint, device=device)[0]
 
@@ -288,7 +289,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_fit_entropy(args) -> int:
-    from .entropy import fit_for_checkpoint
+    from lib.entropy import fit_for_checkpoint
 
     model, path = fit_for_checkpoint(args.checkpoint, args.data, args.out, progress=not args.quiet)
     for l, (ctx, beta) in enumerate(zip(model.context, model.beta)):

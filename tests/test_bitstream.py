@@ -13,15 +13,15 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from lib.audio import load_audio
 from lib.bitstream import (DEFAULT_BLOCK_FRAMES, Header, VqcError, bits_per_level, decode_audio, encode_to_file,
                            iter_codes, pack_codes, read_header, reference_decode, unpack_codes)
-from lib.checkpoint import load_checkpoint, save_checkpoint
 from lib.cli import StreamingResampler, main
 from lib.config import load_config
-from lib.data import AudioFolder, build_default_corpus
+from lib.data.audio import load_audio
+from lib.data.datasets import AudioFolder, build_default_corpus
 from lib.entropy import EntropyModel, EntropyModelError, count_codes, fit_for_checkpoint
-from lib.train import Trainer, load_codec
+from lib.training.checkpoint import load_checkpoint, save_checkpoint
+from lib.training.trainer import Trainer, load_codec
 
 REPO = Path(__file__).resolve().parents[1]
 
