@@ -49,6 +49,7 @@ from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.analysis.metrics import si_sdr
 from lib.training.losses import Balancer, mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
+from lib.training.tensorboard import N_CLIPS, open_tensorboard
 
 
 class TrainingDiverged(RuntimeError):
@@ -145,6 +146,11 @@ class Trainer:
                 self.load(path)
         if self.rank == 0:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        # Rank 0 only; a resumed run purges the events logged after its checkpoint, as _truncate_log does.
+        self.tensorboard = (open_tensorboard(t.tensorboard, self.run_dir / "tensorboard", sr,
+                                             purge_step=self.step + 1 if self.step else None)
+                            if self.rank == 0 else None)
+        self._val_recons: list[torch.Tensor] = []  # reconstructions of the first held-out clips, for TensorBoard
 
     # ------------------------------------------------------------------ one step
 
@@ -301,15 +307,18 @@ class Trainer:
         codec = self.ema if self.ema is not None else self.codec
         codec.eval()
         sr = self.cfg.data.sample_rate
-        mels, sdrs, codes = [], [], []
+        mels, sdrs, codes, recons = [], [], [], []
         warming_up = self.step < self.cfg.train.quantizer_warmup_steps  # codebooks not initialised yet
-        for wav in self.valid:
+        for i, wav in enumerate(self.valid):
             wav = wav.to(self.device)
             out = codec(wav, n_q=n_q, bypass_quantizer=warming_up)
+            if i < N_CLIPS:
+                recons.append(out.recon[0].cpu())
             mels.append(float(mel_distance(out.recon, wav, sr)))
             sdrs.append(float(si_sdr(out.recon, wav).mean()))
             if out.codes is not None:
                 codes.append(out.codes[0])
+        self._val_recons = recons
         result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs)), "quantized": not warming_up}
         if codes:
             k = self.cfg.model.quantizer.codebook_size
@@ -363,15 +372,29 @@ class Trainer:
             if self.step % t.ckpt_every == 0 or self.step == total:
                 self.save()
         bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
         return records
 
     def _log(self, rec: dict, callback: Callable[[dict], None] | None) -> dict:
         if self.rank == 0:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if self.tensorboard is not None:
+                self._to_tensorboard(rec)
         if callback is not None:
             callback(rec)
         return rec
+
+    def _to_tensorboard(self, rec: dict) -> None:
+        if rec["kind"] == "val":
+            self.tensorboard.record(rec)
+            self.tensorboard.clips(rec["step"], [w[0] for w in self.valid], self._val_recons)
+            return
+        lrs = {"generator": self.opt_g.param_groups[0]["lr"]}
+        if self.opt_d is not None:
+            lrs["discriminator"] = self.opt_d.param_groups[0]["lr"]
+        self.tensorboard.record(rec, lrs)
 
     # ------------------------------------------------------------------ checkpoints
 
