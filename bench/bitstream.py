@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bitstream.py --checkpoint runs/cpu/checkpoint.pt --data data/default
     .venv/bin/python bench/bitstream.py --preset tiny --steps 300     # trains a codec first (a few minutes)
+    .venv/bin/python bench/bitstream.py --preset cpu --steps 400 --minutes 12 --set train.quantizer_warmup_steps=100
 
 Method
 - Bits: every clip of the data folder's *test* split (never seen by training, nor by the entropy model, whose
@@ -29,13 +30,13 @@ from common import (DATA, RESULTS, bench_clip, interleaved, machine_note, markdo
                     set_threads, timed, write_csv)
 
 
-def train_codec(preset: str, steps: int, data: Path, run_dir: Path, minutes: float) -> Path:
+def train_codec(preset: str, steps: int, data: Path, run_dir: Path, minutes: float, overrides: list[str]) -> Path:
     from lib.config import load_config
     from lib.data.datasets import build_default_corpus
     from lib.training.trainer import Trainer
 
     build_default_corpus(data, minutes=minutes, progress=False)
-    cfg = load_config(preset, [f"train.steps={steps}"])
+    cfg = load_config(preset, [f"train.steps={steps}", *overrides])
     Trainer(cfg, data, run_dir, progress=True).fit()
     return run_dir / "checkpoint.pt"
 
@@ -112,9 +113,13 @@ def main() -> int:
     ap.add_argument("--preset", default="tiny", help="preset to train when no checkpoint is given")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--minutes", type=float, default=3.0, help="corpus size when training here")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides when training")
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length for the speed table")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="smoke run: a tiny codec of 40 steps, 3 s, 1 round")
     args = ap.parse_args()
+    if args.quick:
+        args.preset, args.steps, args.minutes, args.seconds, args.repeats = "tiny", 40, 1.0, 3.0, 1
     set_threads(2)
 
     from lib.data.datasets import AudioFolder
@@ -123,7 +128,8 @@ def main() -> int:
     checkpoint, data = args.checkpoint, args.data
     if checkpoint is None:
         data = data or RESULTS / "bitstream" / "corpus"
-        checkpoint = train_codec(args.preset, args.steps, data, RESULTS / "bitstream" / args.preset, args.minutes)
+        checkpoint = train_codec(args.preset, args.steps, data, RESULTS / "bitstream" / args.preset, args.minutes,
+                                 args.set)
     data = data or DATA
     codec, cfg = load_codec(checkpoint)
     model = entropy_model_for(checkpoint, data, codec)
