@@ -297,14 +297,23 @@ def fit_entropy_model(train_codes: Sequence[np.ndarray], alphabet: Sequence[int]
                         weights_hash=weights_hash, heldout_bits=table)
 
 
-def clip_codes(codec, clips: Iterable, n_q: int | None = None) -> list[np.ndarray]:
-    """Codes ``[L, F]`` of each clip (``[C, T]`` tensors) under ``codec`` (offline encode, eval mode)."""
+def clip_codes(codec, clips: Iterable, n_q: int | None = None, chunk_seconds: float = 30.0) -> list[np.ndarray]:
+    """Codes ``[L, F]`` of each clip (``[C, T]`` tensors): ``codec.encode`` through the streaming encoder, chunk by
+    chunk, so that long clips need bounded memory (the codes are the same)."""
     import torch
 
+    device = next(codec.parameters()).device
+    chunk = max(codec.hop_length, int(chunk_seconds * codec.sample_rate))
     out = []
     with torch.inference_mode():
         for wav in clips:
-            out.append(codec.encode(wav.unsqueeze(0).to(next(codec.parameters()).device), n_q=n_q)[0].cpu().numpy())
+            x = torch.nn.functional.pad(wav, (0, -wav.shape[-1] % codec.hop_length)).unsqueeze(0).to(device)
+            codec.reset_stream()
+            try:
+                codes = [codec.stream_encode(x[..., i:i + chunk], n_q=n_q) for i in range(0, x.shape[-1], chunk)]
+            finally:
+                codec.reset_stream()
+            out.append(torch.cat(codes, dim=-1)[0].cpu().numpy())
     return out
 
 
