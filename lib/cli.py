@@ -185,6 +185,8 @@ def _entropy_model(args, checkpoint: Path, required: bool) -> tuple[EntropyModel
 
 
 def cmd_compress(args) -> int:
+    if args.block_frames < 8 or args.block_frames % 8:
+        raise UsageError(f"--block-frames must be a positive multiple of 8, got {args.block_frames}")
     src, out, ckpt = Path(args.input), check_output(args.output), Path(args.checkpoint)
     codec = _load_codec(ckpt, args.device)
     n_q = _choose_n_q(args, codec)
@@ -313,21 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default="cpu", help="torch device for the codec (default cpu)")
 
     p = sub.add_parser("compress", help="audio file -> .vqc")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", help="any audio file soundfile reads (WAV, FLAC, OGG, ...)")
+    p.add_argument("output", help="the .vqc file to write")
     p.add_argument("--checkpoint", required=True, help="the trained codec (checkpoint.pt)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--n-q", type=int, default=None, help="quantizer levels to keep (default all)")
     rate.add_argument("--kbps", type=float, default=None, help="the most levels whose nominal bitrate fits")
-    p.add_argument("--mode", choices=("auto", "packed", "entropy"), default="auto")
+    p.add_argument("--mode", choices=("auto", "packed", "entropy"), default="auto",
+                   help="payload: auto = entropy-coded when an entropy model is found, else packed")
     p.add_argument("--entropy-model", default=None, help=f"default: {SIDECAR_NAME} beside the checkpoint")
     p.add_argument("--block-frames", type=int, default=DEFAULT_BLOCK_FRAMES, help="frames per payload block")
     common(p)
     p.set_defaults(run=cmd_compress)
 
     p = sub.add_parser("decompress", help=".vqc -> audio file")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", help="a .vqc file")
+    p.add_argument("output", help="the audio file to write (format from the extension; float WAV by default)")
     p.add_argument("--checkpoint", default=None, help="default: the path recorded in the file")
     p.add_argument("--entropy-model", default=None, help=f"default: {SIDECAR_NAME} beside the checkpoint")
     p.add_argument("--offline", action="store_true", help="one codec.decode over the whole file (more memory)")
@@ -356,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.sample_rate != "source" and not args.sample_rate.isdigit():
             print(f"error: --sample-rate must be a rate in Hz or 'source', got {args.sample_rate!r}", file=sys.stderr)
             return 2
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+            return 2
         torch.set_num_threads(args.threads)
     try:
         return args.run(args)

@@ -232,6 +232,9 @@ def test_kbps_picks_the_levels_that_fit(tmp_path, trained, clip, capsys):
     assert main(["compress", str(wav), str(tmp_path / "z.vqc"), "--checkpoint", str(trained["ckpt"]), "--kbps",
                  "0.1"]) == 2
     assert "below one level" in capsys.readouterr().err and not (tmp_path / "z.vqc").exists()
+    assert main(["compress", str(wav), str(tmp_path / "z.vqc"), "--checkpoint", str(trained["ckpt"]),
+                 "--block-frames", "12"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err and not (tmp_path / "z.vqc").exists()
     assert main(["info", str(tmp_path / "k.vqc"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["levels"] == 2 and info["nominal_kbps"] == 0.9 and info["mode"] == "entropy"
