@@ -69,6 +69,15 @@ class TensorBoardLog:
         self.sample_rate = int(sample_rate)
         self._originals_logged = False
 
+    def write(self, rec: dict, optimizers: dict, clips: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
+        """One trainer log record: its scalars, plus the optimizers' learning rates (train records) or the
+        held-out clips ``[1, C, T]`` and their reconstructions ``[C, T]`` (validation records)."""
+        if rec.get("kind") == "val":
+            self.record(rec)
+            self.clips(int(rec["step"]), [w[0] for w in clips[0]], clips[1])
+        else:
+            self.record(rec, {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items() if opt is not None})
+
     def record(self, rec: dict, lrs: dict[str, float] | None = None) -> None:
         """One record of ``log.jsonl`` (``kind`` train or val) as scalars at its step."""
         step, kind = int(rec["step"]), rec.get("kind", "train")

@@ -381,20 +381,11 @@ class Trainer:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             if self.tensorboard is not None:
-                self._to_tensorboard(rec)
+                self.tensorboard.write(rec, {"generator": self.opt_g, "discriminator": self.opt_d},
+                                       (self.valid, self._val_recons))
         if callback is not None:
             callback(rec)
         return rec
-
-    def _to_tensorboard(self, rec: dict) -> None:
-        if rec["kind"] == "val":
-            self.tensorboard.record(rec)
-            self.tensorboard.clips(rec["step"], [w[0] for w in self.valid], self._val_recons)
-            return
-        lrs = {"generator": self.opt_g.param_groups[0]["lr"]}
-        if self.opt_d is not None:
-            lrs["discriminator"] = self.opt_d.param_groups[0]["lr"]
-        self.tensorboard.record(rec, lrs)
 
     # ------------------------------------------------------------------ checkpoints
 
