@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,15 +32,16 @@ def tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def open_tensorboard(setting: bool | None, log_dir: str | Path, sample_rate: int,
-                     purge_step: int | None = None) -> "TensorBoardLog | None":
-    """The logger ``setting`` asks for: None = when installed, True = required, False = none."""
+def open_tensorboard(setting: bool | None, run_dir: str | Path, sample_rate: int,
+                     step: int = 0) -> "TensorBoardLog | None":
+    """The logger ``setting`` asks for (None = when installed, True = required, False = none), writing to
+    ``run_dir/tensorboard``; a run resumed at ``step`` purges the events logged after it, as the trainer's log."""
     if setting is False or (setting is None and not tensorboard_available()):
         return None
     if not tensorboard_available():
         raise ValueError("train.tensorboard=true but the tensorboard package is not installed "
                          "(pip install tensorboard, or set train.tensorboard to null or false)")
-    return TensorBoardLog(log_dir, sample_rate, purge_step)
+    return TensorBoardLog(Path(run_dir) / "tensorboard", sample_rate, purge_step=step + 1 if step else None)
 
 
 def spectrogram_image(clips: list[torch.Tensor], n_fft: int = 512, floor_db: float = -80.0) -> np.ndarray:
@@ -69,14 +71,19 @@ class TensorBoardLog:
         self.sample_rate = int(sample_rate)
         self._originals_logged = False
 
-    def write(self, rec: dict, optimizers: dict, clips: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
-        """One trainer log record: its scalars, plus the optimizers' learning rates (train records) or the
-        held-out clips ``[1, C, T]`` and their reconstructions ``[C, T]`` (validation records)."""
-        if rec.get("kind") == "val":
-            self.record(rec)
-            self.clips(int(rec["step"]), [w[0] for w in clips[0]], clips[1])
-        else:
-            self.record(rec, {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items() if opt is not None})
+    def write(self, rec: dict, optimizers: tuple, clips: list[torch.Tensor],
+              reconstruct: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """One trainer log record: its scalars, plus the learning rates of the (generator, discriminator)
+        optimizers for a train record, or for a validation record the first held-out ``clips`` ``[1, C, T]`` and
+        ``reconstruct(clip)`` of each (then the events are flushed to disk)."""
+        if rec.get("kind") != "val":
+            names = ("generator", "discriminator")
+            self.record(rec, {n: opt.param_groups[0]["lr"] for n, opt in zip(names, optimizers) if opt is not None})
+            return
+        self.record(rec)
+        originals = [w[0] for w in clips[:N_CLIPS]]
+        self.clips(int(rec["step"]), originals, [reconstruct(w)[0] for w in clips[:N_CLIPS]])
+        self.flush()
 
     def record(self, rec: dict, lrs: dict[str, float] | None = None) -> None:
         """One record of ``log.jsonl`` (``kind`` train or val) as scalars at its step."""

@@ -49,7 +49,7 @@ from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.analysis.metrics import si_sdr
 from lib.training.losses import Balancer, mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
-from lib.training.tensorboard import N_CLIPS, open_tensorboard
+from lib.training.tensorboard import open_tensorboard
 
 
 class TrainingDiverged(RuntimeError):
@@ -146,11 +146,7 @@ class Trainer:
                 self.load(path)
         if self.rank == 0:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        # Rank 0 only; a resumed run purges the events logged after its checkpoint, as _truncate_log does.
-        self.tensorboard = (open_tensorboard(t.tensorboard, self.run_dir / "tensorboard", sr,
-                                             purge_step=self.step + 1 if self.step else None)
-                            if self.rank == 0 else None)
-        self._val_recons: list[torch.Tensor] = []  # reconstructions of the first held-out clips, for TensorBoard
+        self.tensorboard = open_tensorboard(t.tensorboard, self.run_dir, sr, self.step) if self.rank == 0 else None
 
     # ------------------------------------------------------------------ one step
 
@@ -307,18 +303,15 @@ class Trainer:
         codec = self.ema if self.ema is not None else self.codec
         codec.eval()
         sr = self.cfg.data.sample_rate
-        mels, sdrs, codes, recons = [], [], [], []
+        mels, sdrs, codes = [], [], []
         warming_up = self.step < self.cfg.train.quantizer_warmup_steps  # codebooks not initialised yet
-        for i, wav in enumerate(self.valid):
+        for wav in self.valid:
             wav = wav.to(self.device)
             out = codec(wav, n_q=n_q, bypass_quantizer=warming_up)
-            if i < N_CLIPS:
-                recons.append(out.recon[0].cpu())
             mels.append(float(mel_distance(out.recon, wav, sr)))
             sdrs.append(float(si_sdr(out.recon, wav).mean()))
             if out.codes is not None:
                 codes.append(out.codes[0])
-        self._val_recons = recons
         result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs)), "quantized": not warming_up}
         if codes:
             k = self.cfg.model.quantizer.codebook_size
@@ -372,8 +365,6 @@ class Trainer:
             if self.step % t.ckpt_every == 0 or self.step == total:
                 self.save()
         bar.close()
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
         return records
 
     def _log(self, rec: dict, callback: Callable[[dict], None] | None) -> dict:
@@ -381,8 +372,7 @@ class Trainer:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             if self.tensorboard is not None:
-                self.tensorboard.write(rec, {"generator": self.opt_g, "discriminator": self.opt_d},
-                                       (self.valid, self._val_recons))
+                self.tensorboard.write(rec, (self.opt_g, self.opt_d), self.valid, self.reconstruct)
         if callback is not None:
             callback(rec)
         return rec
