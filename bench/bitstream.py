@@ -12,7 +12,7 @@ Method
   150 bytes a file) are left out and given once.
 - The entropy model is the one beside the checkpoint (``entropy_model.npz``); it is fitted first when missing or
   made for other weights (``python -m lib fit-entropy``).
-- Speed: ``python -m lib compress`` and ``decompress`` run in this process (``lib.cli.main``: checkpoint
+- Speed: ``python -m lib compress`` and ``decompress`` run in this process (``lib.bitstream.cli.main``: checkpoint
   loading, audio reading/writing and the codec included; interpreter start-up and imports not) on a
   ``--seconds`` held-out clip, 2 torch threads, packed and entropy-coded interleaved, median of ``--repeats``
   rounds after a warm-up. RTF = wall time / audio duration (below 1 is faster than real time). The codec's
@@ -32,7 +32,7 @@ from common import (DATA, RESULTS, bench_clip, interleaved, machine_note, markdo
 
 def train_codec(preset: str, steps: int, data: Path, run_dir: Path, minutes: float, overrides: list[str]) -> Path:
     from lib.config import load_config
-    from lib.data.datasets import build_default_corpus
+    from lib.data.corpus import build_default_corpus
     from lib.training.trainer import Trainer
 
     build_default_corpus(data, minutes=minutes, progress=False)
@@ -42,8 +42,8 @@ def train_codec(preset: str, steps: int, data: Path, run_dir: Path, minutes: flo
 
 
 def entropy_model_for(checkpoint: Path, data: Path, codec):
-    from lib.bitstream import weights_hash
-    from lib.entropy import SIDECAR_NAME, EntropyModel, EntropyModelError, fit_for_checkpoint
+    from lib.bitstream.entropy import SIDECAR_NAME, EntropyModel, EntropyModelError, fit_for_checkpoint
+    from lib.bitstream.vqc import weights_hash
 
     try:
         model = EntropyModel.load(checkpoint.parent / SIDECAR_NAME)
@@ -56,8 +56,8 @@ def entropy_model_for(checkpoint: Path, data: Path, codec):
 
 
 def bits_table(codec, model, clips, tmp: Path) -> tuple[list[dict], int]:
-    from lib.bitstream import encode_to_file
-    from lib.entropy import clip_codes
+    from lib.bitstream.entropy import clip_codes
+    from lib.bitstream.vqc import encode_to_file
 
     seconds = sum(c.shape[-1] for c in clips) / codec.sample_rate
     rows, header_bytes = [], 0
@@ -79,7 +79,7 @@ def speed_table(checkpoint: Path, clip, sample_rate: int, codec, repeats: int, t
     import soundfile as sf
     import torch
 
-    from lib.cli import main
+    from lib.bitstream.cli import main
 
     wav = tmp / "clip.wav"
     sf.write(str(wav), clip[0].numpy().T, sample_rate, subtype="FLOAT")
@@ -123,7 +123,7 @@ def main() -> int:
     set_threads(2)
 
     from lib.data.datasets import AudioFolder
-    from lib.training.trainer import load_codec
+    from lib.training.checkpoint import load_codec
 
     checkpoint, data = args.checkpoint, args.data
     if checkpoint is None:

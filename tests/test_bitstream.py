@@ -13,15 +13,16 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from lib.bitstream import (DEFAULT_BLOCK_FRAMES, Header, VqcError, bits_per_level, decode_audio, encode_to_file,
-                           iter_codes, pack_codes, read_header, reference_decode, unpack_codes)
-from lib.cli import StreamingResampler, main
+from lib.bitstream.cli import StreamingResampler, main
+from lib.bitstream.entropy import EntropyModel, EntropyModelError, count_codes, fit_for_checkpoint
+from lib.bitstream.vqc import (DEFAULT_BLOCK_FRAMES, Header, VqcError, bits_per_level, decode_audio,
+                               encode_to_file, iter_codes, pack_codes, read_header, reference_decode, unpack_codes)
 from lib.config import load_config
 from lib.data.audio import load_audio
-from lib.data.datasets import AudioFolder, build_default_corpus
-from lib.entropy import EntropyModel, EntropyModelError, count_codes, fit_for_checkpoint
-from lib.training.checkpoint import load_checkpoint, save_checkpoint
-from lib.training.trainer import Trainer, load_codec
+from lib.data.corpus import build_default_corpus
+from lib.data.datasets import AudioFolder
+from lib.training.checkpoint import load_checkpoint, load_codec, save_checkpoint
+from lib.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -331,7 +332,7 @@ def test_bad_audio_inputs_and_outputs(tmp_path, trained, clip, capsys):
     assert main(["compress", str(wav), str(out / "ok.vqc"), *ckpt]) == 0
     _fails(capsys, ["decompress", str(out / "ok.vqc"), str(out / "out.xyz"), "-q"], "out.xyz", "unsupported")
     _fails(capsys, ["compress", str(wav), str(out / "x.vqc"), "--checkpoint", str(tmp_path / "none.pt")],
-           "none.pt", "does not exist")
+           "none.pt", "not found")
     assert sorted(p.name for p in out.iterdir()) == ["ok.vqc"]
 
 

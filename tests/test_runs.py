@@ -4,7 +4,7 @@ import pytest
 
 from lib.analysis.runs import compare_runs, load_run, runs_table
 from lib.config import load_config
-from lib.data.datasets import build_default_corpus
+from lib.data.corpus import build_default_corpus
 from lib.training.trainer import Trainer, read_log
 
 FAST = ["data.batch_size=2", "train.stft_n_ffts=[256, 128]", "train.log_every=1", "train.val_every=2",

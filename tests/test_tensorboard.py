@@ -9,7 +9,7 @@ import torch  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from lib.config import load_config  # noqa: E402
-from lib.data.datasets import build_default_corpus  # noqa: E402
+from lib.data.corpus import build_default_corpus  # noqa: E402
 from lib.training import tensorboard as tb  # noqa: E402
 from lib.training.trainer import Trainer, read_log  # noqa: E402
 

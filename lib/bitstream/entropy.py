@@ -323,9 +323,9 @@ def fit_for_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLik
     and write it to ``out`` (default ``entropy_model.npz`` beside the checkpoint). Returns (model, path)."""
     from tqdm.auto import tqdm
 
-    from lib.bitstream import alphabet_sizes, weights_hash
+    from lib.bitstream.vqc import alphabet_sizes, weights_hash
     from lib.data.datasets import AudioFolder
-    from lib.training.trainer import load_codec
+    from lib.training.checkpoint import load_codec
 
     codec, cfg = load_codec(checkpoint)
     sr = cfg.data.sample_rate

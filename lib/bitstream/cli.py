@@ -10,7 +10,7 @@ codec takes (said on stderr), block by block, so long files need bounded memory 
 and decoder keep only their causal state). ``--mode auto`` (default) range-codes the codes when an entropy model
 fitted for the checkpoint lies beside it (``entropy_model.npz``, made by ``fit-entropy``), else packs them.
 ``decompress`` writes float WAV by default, so the samples are exactly those of
-``lib.bitstream.reference_decode`` (see lib/bitstream.py for the file format and what the output equals).
+``lib.bitstream.vqc.reference_decode`` (see lib/bitstream/vqc.py for the file format and what it equals).
 
 Exit status: 0 done, 1 a file could not be used (the message names it and says why; no output file is left
 behind), 2 wrong arguments, 130 interrupted.
@@ -28,12 +28,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lib.bitstream import (DEFAULT_BLOCK_FRAMES, VqcError, alphabet_sizes, atomic_output, bits_per_level,
-                           check_codec, check_model, check_output, decode_audio, encode_to_file, read_header,
-                           weights_hash)
+from lib.bitstream.entropy import SIDECAR_NAME, EntropyModel, EntropyModelError
+from lib.bitstream.vqc import (DEFAULT_BLOCK_FRAMES, VqcError, alphabet_sizes, atomic_output, bits_per_level,
+                               check_codec, check_model, check_output, decode_audio, encode_to_file, read_header,
+                               weights_hash)
 from lib.data.audio import (_FLOAT_SUBTYPES, _FORMAT_ALIASES, EMPTY, NON_FINITE, ZERO_CHANNELS, AudioError,
                             _check_path, _translate)
-from lib.entropy import SIDECAR_NAME, EntropyModel, EntropyModelError
 from lib.training.checkpoint import CheckpointError
 
 ERRORS = (VqcError, AudioError, CheckpointError, EntropyModelError)
@@ -146,7 +146,7 @@ def _output_format(path: Path, subtype: str | None) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------- commands
 
 def _load_codec(checkpoint: str | Path, device: str):
-    from lib.training.trainer import load_codec
+    from lib.training.checkpoint import load_codec
 
     return load_codec(checkpoint, device=device)[0]
 
@@ -291,7 +291,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_fit_entropy(args) -> int:
-    from lib.entropy import fit_for_checkpoint
+    from lib.bitstream.entropy import fit_for_checkpoint
 
     model, path = fit_for_checkpoint(args.checkpoint, args.data, args.out, progress=not args.quiet)
     for l, (ctx, beta) in enumerate(zip(model.context, model.beta)):

@@ -6,7 +6,7 @@ Layout (all integers little-endian)::
     0      4     magic b"\\x89VQC"
     4      2     format version (1)
     6      2     header size in bytes, this CRC included
-    8      1     payload mode: 0 packed, 1 entropy-coded (range coding, see lib.entropy)
+    8      1     payload mode: 0 packed, 1 entropy-coded (range coding, see lib.bitstream.entropy)
     9      1     quantizer: 0 residual VQ, 1 FSQ (a level's code is the mixed-radix index of its digits)
     10     1     L, the number of quantizer levels used
     11     1     audio channels of the codec
@@ -20,7 +20,7 @@ Layout (all integers little-endian)::
     40     8     length: samples at the codec rate before padding to whole frames
     48     8     payload size in bytes
     56     4     CRC-32 of the payload
-    60     16    SHA-256 prefix of the codec weights (lib.bitstream.weights_hash)
+    60     16    SHA-256 prefix of the codec weights (lib.bitstream.vqc.weights_hash)
     76     16    SHA-256 prefix of the entropy model (zeros when packed)
     92     4L    alphabet size K_l of each level (codebook size; product of the radices for FSQ)
     ..     2R    FSQ radices, e.g. 8 5 5 5
@@ -31,7 +31,7 @@ The payload holds F frames in blocks of ``block`` frames (the last one shorter).
 after frame, level after level, each code in ``ceil(log2 K_l)`` bits MSB first, zero bits to the last byte, so
 the payload is ``ceil(F * sum_l ceil(log2 K_l) / 8)`` bytes: the nominal bitrate. *Entropy-coded*: per block a
 uint32 word count and that many uint32 words of a range coder (``constriction``), codes ordered level by level
-within the block, under the model of ``lib.entropy`` whose hash the header carries.
+within the block, under the model of ``lib.bitstream.entropy`` whose hash the header carries.
 
 What decompress returns: the codes in the file are exactly ``codec.encode(x, n_q)`` (the codec's streaming
 encoder gives the same codes as the offline one), and the audio is :func:`reference_decode` of them: the codec's
