@@ -8,8 +8,8 @@ Method
 - Bits: every clip of the data folder's *test* split (never seen by training, nor by the entropy model, whose
   context and smoothing are chosen on the valid split) is written in both payload modes at each n_q; the table
   sums payload bytes over the clips and divides by their duration. "model bits" is the entropy model's own
-  ideal code length (-log2 p) on the same codes: the range coder's overhead is the gap to it. Headers (about
-  150 bytes a file) are left out and given once.
+  ideal code length (-log2 p) on the same codes: the range coder's overhead is the gap to it. Headers (98
+  bytes + 4 per level + the checkpoint path) are left out and given once.
 - The entropy model is the one beside the checkpoint (``entropy_model.npz``); it is fitted first when missing or
   made for other weights (``python -m lib fit-entropy``).
 - Speed: ``python -m lib compress`` and ``decompress`` run in this process (``lib.bitstream.cli.main``: checkpoint
