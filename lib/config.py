@@ -164,6 +164,7 @@ class TrainConfig:
     log_every: int = 10
     val_every: int = 200
     ckpt_every: int = 500
+    tensorboard: bool | None = None  # event files in run_dir/tensorboard; null = when the package is installed
 
 
 @dataclass

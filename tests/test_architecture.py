@@ -87,6 +87,8 @@ ALLOWED = {
     "build": {"registry", "config", "model"},
     "training": {"registry", "config", "build", "model", "data", "analysis.metrics"},
     "analysis": {"registry", "config", "build", "model", "data", "training.checkpoint", "training.losses"},
+    "bitstream": {"registry", "config", "build", "model", "data", "training.checkpoint"},
+    "__main__": {"bitstream"},
     "runner": set(),
 }
 

@@ -11,7 +11,7 @@ from lib.runner import notebook_paths, run_notebook
 
 EXPECTED = {
     "01": ["01_durations.png", "01_spectrograms.png"],
-    "02": ["02_losses.png", "02_spectrograms.png", "02_codebook_usage.png"],
+    "02": ["02_losses.png", "02_spectrograms.png", "02_codebook_usage.png", "02_runs.png"],
     "03": ["03_usage.png", "03_umatrix.png", "03_mosaic.png", "03_path.png", "03_path.gif", "03_pca.png",
            "03_topography.png", "03_patches_som.png", "03_patches_ema.png"],
     "04": ["04_rate_distortion.png", "04_mushra.png"],

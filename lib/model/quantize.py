@@ -47,6 +47,10 @@ class Quantizer(Protocol):
         ``levels``: per-level codebooks, each with ``embed [K, d]``, ``codebook_size``, ``codebook_dim``, ``som``
         (a :class:`lib.model.som.SOMGrid` or None), ``to_code_space(x) -> [B, d, T]`` and
         ``quantize(x) -> (q [B, D, T], codes [B, T])``.
+    Optional, used by the ``.vqc`` file format (``lib.bitstream.vqc``):
+        ``alphabet_sizes``: codes per level where they differ from ``codebook_size`` (default ``[codebook_size] *
+        n_q``); ``radices``: an FSQ quantizer's levels per dimension, e.g. ``(8, 5, 5, 5)``, whose mixed-radix
+        index is a level's code (its alphabet is their product).
     """
 
     dim: int

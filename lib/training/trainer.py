@@ -47,6 +47,7 @@ from lib.analysis.metrics import si_sdr
 from lib.training.losses import Balancer, mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
 from lib.training.runtime import ema_update, frozen, init_distributed, pick_device, seed_everything
+from lib.training.tensorboard import open_tensorboard
 
 
 class TrainingDiverged(RuntimeError):
@@ -127,6 +128,7 @@ class Trainer:
                 self.load(path)
         if self.rank == 0:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.tensorboard = open_tensorboard(t.tensorboard, self.run_dir, sr, self.step) if self.rank == 0 else None
 
     # ------------------------------------------------------------------ one step
 
@@ -375,6 +377,8 @@ class Trainer:
         if self.rank == 0:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.write(rec, (self.opt_g, self.opt_d), self.valid, self.reconstruct)
         if callback is not None:
             callback(rec)
         return rec
