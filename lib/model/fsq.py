@@ -170,6 +170,11 @@ class ResidualFSQ(nn.Module):
         return cls(cfg.model.dim, q.n_q, q.fsq_levels, quantizer_dropout=q.quantizer_dropout)
 
     @property
+    def radices(self) -> tuple[int, ...]:
+        """Levels per dimension of every group: a code is their mixed-radix index (read by the .vqc format)."""
+        return tuple(self.fsq_levels)
+
+    @property
     def ready(self) -> bool:
         """Always: there is no codebook to initialise."""
         return True

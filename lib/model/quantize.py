@@ -47,10 +47,8 @@ class Quantizer(Protocol):
         ``levels``: per-level codebooks, each with ``embed [K, d]``, ``codebook_size``, ``codebook_dim``, ``som``
         (a :class:`lib.model.som.SOMGrid` or None), ``to_code_space(x) -> [B, d, T]`` and
         ``quantize(x) -> (q [B, D, T], codes [B, T])``.
-    Optional, used by the ``.vqc`` file format (``lib.bitstream.vqc``):
-        ``alphabet_sizes``: codes per level where they differ from ``codebook_size`` (default ``[codebook_size] *
-        n_q``); ``radices``: an FSQ quantizer's levels per dimension, e.g. ``(8, 5, 5, 5)``, whose mixed-radix
-        index is a level's code (its alphabet is their product).
+    Optional, used by the ``.vqc`` format (``lib.bitstream.vqc``): ``alphabet_sizes`` (codes per level, default
+        ``[codebook_size] * n_q``); ``radices``: FSQ levels per dimension, whose mixed-radix index is the code.
     """
 
     dim: int
@@ -120,8 +118,7 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"kmeans_iters must be >= 0, got {kmeans_iters}")
         if kmeans_frames_per_code < 0:
             raise ValueError(f"kmeans_frames_per_code must be >= 0, got {kmeans_frames_per_code}")
-        # k-means on fewer frames than codes memorises the batch: pool training frames until there are this many
-        # per code (the pool lives in memory only; a run resumed mid-pool starts pooling again).
+        # k-means on fewer frames than codes memorises the batch: pool training frames (in memory only).
         self.kmeans_frames_per_code = kmeans_frames_per_code
         self._pool: list[Tensor] = []
         if dead_code_threshold < 0:
