@@ -1,7 +1,9 @@
 """The quality race: held-out quality against training time, one line per system, at equal compute.
 
-Every system is trained by the workbook's own ``Trainer`` on the same corpus with the same seed and batches; the
-clock counts training steps only (evaluation pauses it). At each checkpoint time the codec is evaluated on a held-out
+Every system is trained by the workbook's own ``Trainer`` on the same corpus with the same seed and batches, the
+systems interleaved step by step (so that other load on the machine slows them alike); each system's clock counts
+its own training steps only (evaluation pauses it). A system whose preset schedule (``train.steps``) ends before the
+time budget stops there. At each checkpoint time the codec is evaluated on a held-out
 split at every rung of the bitrate ladder (n_q = 1, 2, 4, 8), speech and other sounds apart: PESQ-WB, STOI,
 SI-SDR and mel distance.
 
@@ -18,6 +20,7 @@ Writes ``bench/results/quality.csv`` (one row per system x time x n_q x kind) an
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -69,6 +72,9 @@ class EncodecRVQ(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.vq.decode(codes.transpose(0, 1))
+
+    def bits_per_frame(self, n_q: int | None = None) -> float:
+        return (n_q or self.n_q) * math.log2(self.codebook_size)
 
 
 class _Named(nn.Module):
@@ -129,43 +135,63 @@ def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True)
 # ----------------------------------------------------------------------------- the race
 
 
-def run_system(name: str, args, clips) -> list[dict]:
-    preset, overrides = SYSTEMS.get(name, (name, []))
-    cfg = load_config(preset, overrides + list(args.set) + ([f"train.steps={args.steps}"] if args.steps else []))
-    if not args.steps:  # the LR schedule needs a length: the number of steps the budget is expected to allow
-        cfg.train.steps = 10**6
-    cfg.train.device = args.device
-    run_dir = Path(tempfile.mkdtemp(prefix=f"race-{name}-"))
-    codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
-    trainer = Trainer(cfg, args.data, run_dir, resume=False, progress=False, codec=codec)
-    marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
-    n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q]
-    rows, clock, t_eval = [], 0.0, 0.0
-    print(f"== {name}: {trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
-    while marks:
+class Runner:
+    """One system in the race: its trainer, its own training clock (evaluation excluded) and its checkpoint marks."""
+
+    def __init__(self, name: str, args, clips):
+        preset, overrides = SYSTEMS.get(name, (name, []))
+        steps = [f"train.steps={args.steps}"] if args.steps else []
+        cfg = load_config(preset, overrides + list(args.set) + steps)  # time budget: the preset's own schedule
+        cfg.train.device = args.device
+        codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
+        run_dir = Path(tempfile.mkdtemp(prefix=f"race-{name}-"))
+        self.trainer = Trainer(cfg, args.data, run_dir, resume=False, progress=False, codec=codec)
+        self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
+        self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
+        self.n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q]
+        self.rows: list[dict] = []
+        self.clock = 0.0
+        print(f"== {name}: {self.trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
+
+    @property
+    def done(self) -> bool:
+        return not self.marks
+
+    def step(self) -> None:
+        """One training step on the system's own clock; an evaluation when the clock passes the next mark."""
+        tr = self.trainer
         t0 = time.perf_counter()
-        trainer.train_step(trainer.batches[trainer.step])
-        clock += time.perf_counter() - t0
-        now = trainer.step if args.steps else clock
-        if now >= marks[0]:
-            marks.pop(0)
-            t1 = time.perf_counter()
-            codec_eval = trainer.ema if trainer.ema is not None else trainer.codec
-            for r in evaluate(codec_eval.cpu() if args.device != "cpu" else codec_eval, clips,
-                              cfg.data.sample_rate, n_qs, pesq=not args.no_pesq):
-                rows.append({"system": name, "minutes": round(clock / 60, 2), "step": trainer.step, **r})
-            if args.device != "cpu":
-                codec_eval.to(trainer.device)
-            t_eval += time.perf_counter() - t1
-            if len(args.systems) == 1:
-                write_csv(rows, args.out)  # keep what is measured if the run is cut short
-            best = [r for r in rows if r["step"] == trainer.step and r["n_q"] == n_qs[-1] and r["kind"] == "speech"]
-            if best:
-                b = best[0]
-                print(f"  {name} step {trainer.step} ({clock / 60:.1f} min): speech@{b['kbps']}kbps PESQ "
-                      f"{b['pesq_wb']:.2f} STOI {b['stoi']:.3f} SI-SDR {b['si_sdr']:.1f} mel {b['mel_distance']:.3f}",
-                      flush=True)
-    return rows
+        tr.train_step(tr.batches[tr.step])
+        self.clock += time.perf_counter() - t0
+        if (tr.step if self.args.steps else self.clock) >= self.marks[0] or tr.step >= tr.cfg.train.steps:
+            self.marks.pop(0)
+            if tr.step >= tr.cfg.train.steps:  # the preset's schedule ended before the time budget
+                self.marks = []
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        tr, args = self.trainer, self.args
+        codec = tr.ema if tr.ema is not None else tr.codec
+        for r in evaluate(codec.cpu() if args.device != "cpu" else codec, self.clips, self.cfg.data.sample_rate,
+                          self.n_qs, pesq=not args.no_pesq):
+            self.rows.append({"system": self.name, "minutes": round(self.clock / 60, 2), "step": tr.step, **r})
+        codec.to(tr.device)
+        b = next(r for r in self.rows[::-1] if r["n_q"] == self.n_qs[-1] and r["kind"] == "speech")
+        print(f"  {self.name} step {tr.step} ({self.clock / 60:.1f} min): speech@{b['kbps']}kbps PESQ "
+              f"{b['pesq_wb']:.2f} STOI {b['stoi']:.3f} SI-SDR {b['si_sdr']:.1f} mel {b['mel_distance']:.3f}",
+              flush=True)
+
+
+def race(args, clips) -> list[dict]:
+    """Interleaved: every system takes one step in turn, so that whatever else the machine does slows all alike."""
+    runners = [Runner(name, args, clips) for name in args.systems]
+    while not all(r.done for r in runners):
+        for r in runners:
+            if not r.done:
+                r.step()
+                if r.rows and r.rows[-1]["step"] == r.trainer.step:
+                    write_csv([row for q in runners for row in q.rows], args.out)  # nothing lost if cut short
+    return [row for r in runners for row in r.rows]
 
 
 def main(argv=None) -> int:
@@ -195,10 +221,8 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     clips = held_out(args.data, args.split, 24000, args.clip_seconds)
     print(f"{len(clips)} {args.split} clips ({sum(k == 'speech' for _, k, _ in clips)} speech)", flush=True)
-    rows = []
-    for name in args.systems:
-        rows += run_system(name, args, clips)
-        write_csv(rows, args.out)
+    rows = race(args, clips)
+    write_csv(rows, args.out)
     final = [r for r in rows if r["kind"] == "speech"]
     print(markdown_table(final, ["system", "minutes", "step", "n_q", "kbps", "pesq_wb", "stoi", "si_sdr",
                                  "mel_distance"]))

@@ -292,7 +292,7 @@ def test_wrong_checkpoint_or_entropy_model_is_named(tmp_path, trained, made, cap
     state = load_checkpoint(trained["ckpt"])
     for key in ("codec", "ema"):
         if key in state["model"]:
-            name = next(k for k in state["model"][key] if k.endswith("original0"))
+            name = next(k for k, v in state["model"][key].items() if k.endswith("weight") and v.is_floating_point())
             state["model"][key][name] = state["model"][key][name] * 1.01
     other = save_checkpoint(tmp_path / "other.pt", config=state["config"], step=state["step"], model=state["model"])
     out = tmp_path / "sub"

@@ -468,6 +468,10 @@ def _stream_blocks(codec, blocks: Iterable[np.ndarray], length: int) -> Iterator
                 y = y[..., :max(length - done, 0)].cpu()
                 done += y.shape[-1]
                 yield y
+            # A decoder with look-ahead (the iSTFT overlap-add) still holds the last samples.
+            y = codec.stream_flush()[0][..., :max(length - done, 0)].cpu()
+            if y.shape[-1]:
+                yield y
     finally:
         codec.reset_stream()
 

@@ -145,12 +145,12 @@ class STFTEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        spec = self.stft(x.reshape(-1, 1, x.shape[-1]))
+        spec = self.stft(x.reshape(b * self.channels, 1, x.shape[-1]))
         return self.trunk(self._features(spec, b))
 
     def stream(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        spec = self.stft.stream(x.reshape(-1, 1, x.shape[-1]))
+        spec = self.stft.stream(x.reshape(b * self.channels, 1, x.shape[-1]))
         if spec.shape[-1] == 0:
             return x.new_zeros(b, self.dim, 0)
         return self.trunk.stream(self._features(spec, b))
