@@ -202,6 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--eval-minutes", type=float, nargs="+", default=None)
     ap.add_argument("--long", action="store_true", help="2 hours per system, evaluated every 15 minutes")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 2 minutes per system, 3 s clips")
     ap.add_argument("--steps", type=int, default=None, help="a step budget instead of a time budget")
     ap.add_argument("--eval-steps", type=int, nargs="+", default=None)
     ap.add_argument("--clip-seconds", type=float, default=6.0)
@@ -213,6 +214,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.long:
         args.minutes = 120.0
+    if args.quick:
+        args.minutes, args.eval_minutes, args.clip_seconds = 2.0, [1.0, 2.0], 3.0
     if args.eval_minutes is None:
         step = 15 if args.long else 5
         args.eval_minutes = [m for m in range(step, int(args.minutes) + 1, step)] or [args.minutes]

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (REPO, bench_clip, machine_note, markdown_table, median, peak_rss_mb,  # noqa: E402
                     peak_rss_since_reset_mb, reset_peak_rss, set_threads, write_csv, WorkerProcess)
 
-OUR_PRESETS = {"tiny": None, "cpu": 8, "paper": 8}  # preset -> n_q used (None = all levels)
+OUR_PRESETS = {"tiny": None, "cpu": 8, "cpu_seanet": 8, "paper": 8}  # preset -> n_q used (None = all levels)
 # DAC's published 24 kHz model: encoder 64 channels, rates 2,4,5,8 (hop 320), decoder 1536 channels,
 # 32 codebooks of 1024 factorised to 8 dims; 8 codebooks = 6 kbps at 75 Hz.
 DAC_24KHZ = dict(encoder_dim=64, encoder_rates=[2, 4, 5, 8], decoder_dim=1536, decoder_rates=[8, 5, 4, 2],
