@@ -285,6 +285,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -335,6 +337,27 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def _check_ranges(cfg: Config) -> None:
+    """Numbers that must be positive (or in a range): a wrong sign or a zero fails here, naming the key,
+    rather than deep in the code or silently (a negative ``train.grad_clip`` would flip the gradients)."""
+    d, t = cfg.data, cfg.train
+    for key, value, ok, want in [
+        ("data.batch_size", d.batch_size, d.batch_size >= 1, ">= 1"),
+        ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0"),
+        ("data.segment_seconds", d.segment_seconds, d.segment_seconds > 0, "> 0"),
+        ("data.valid_clips", d.valid_clips, d.valid_clips >= 1, ">= 1"),
+        ("data.valid_seconds", d.valid_seconds, d.valid_seconds > 0, "> 0"),
+        ("train.lr", t.lr, t.lr > 0, "> 0"),
+        ("train.disc_lr", t.disc_lr, t.disc_lr > 0, "> 0"),
+        ("train.betas", t.betas, len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "two numbers in [0, 1)"),
+        ("train.grad_clip", t.grad_clip, t.grad_clip is None or t.grad_clip > 0, "> 0 or null (no clipping)"),
+        ("train.max_bad_steps", t.max_bad_steps, t.max_bad_steps >= 1, ">= 1"),
+        ("train.disc_window", t.disc_window, t.disc_window >= 1, ">= 1"),
+    ]:
+        if not ok:
+            raise ConfigError(f"{key}: must be {want}, got {value!r}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks; raise ConfigError naming the offending key."""
     m, q, t, d, lo = cfg.model, cfg.model.quantizer, cfg.train, cfg.data, cfg.loss
@@ -345,6 +368,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.hop_length={m.hop_length} but model.ratios {m.ratios} multiply to {hop}")
     if d.sample_rate <= 0:
         raise ConfigError(f"data.sample_rate must be positive, got {d.sample_rate}")
+    _check_ranges(cfg)
     if d.segment_seconds * d.sample_rate < hop:
         raise ConfigError(f"data.segment_seconds={d.segment_seconds} is shorter than one frame ({hop} samples)")
     if m.channels != d.channels:
