@@ -97,6 +97,7 @@ def nearest_codes(vectors: Tensor, codebook: Tensor, cosine: bool = False) -> Te
         cosine: if True, largest dot product (inputs and codes assumed l2-normalised).
     Returns: `[N]` long.
     """
+    vectors = vectors.to(codebook.dtype)  # a float64 (or half) codec searches in its own dtype
     if cosine:
         return (vectors @ codebook.t()).argmax(dim=1)
     sq_dist = (

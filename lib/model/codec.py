@@ -22,6 +22,8 @@ from torch import nn
 
 from lib.model.activations import make_activation
 from lib.model.conv import CausalConv1d, CausalConvTranspose1d, StreamingSequential, reset_streams
+from lib.model.guards import check_codes, check_length, check_wav, model_dtype
+from lib.model.longform import chunked_decode, chunked_encode
 from lib.model.registries import ACTIVATIONS, BLOCKS, DECODERS, ENCODERS, UPSAMPLERS
 
 __all__ = ["ResidualUnit", "seanet_kwargs", "SEANetEncoder", "SEANetDecoder", "CodecOutput", "Codec"]
@@ -257,6 +259,9 @@ class Codec(nn.Module):
     Inputs are padded on the right with zeros to a multiple of ``hop_length``; outputs are trimmed back.
     """
 
+    max_offline_frames = 3000  # longer inputs to encode/decode (no grad) go through the streaming path ...
+    stream_chunk_frames = 750  # ... in chunks of this many frames (10 s at 75 Hz)
+
     def __init__(self, encoder: nn.Module, quantizer: nn.Module | None, decoder: nn.Module, sample_rate: int,
                  bottleneck: nn.Module | None = None, continuous: bool = False, frame_lookahead: bool = False):
         super().__init__()
@@ -324,10 +329,11 @@ class Codec(nn.Module):
         ``bypass_quantizer`` feeds the latents to the decoder unquantized (the trainer's quantizer warm-up: the
         codebooks are k-means-initialised only once the encoder produces informative latents).
         """
-        self._check_wav(wav)
+        # In training a non-finite batch passes through, so that the trainer's guard skips the step.
+        wav = self._wav(wav, finite=not self.training)
         if n_q is not None:
             self._check_n_q(n_q)
-        z = self.latents(wav)
+        z = self._latents(wav)
         if self.continuous or bypass_quantizer:
             quantized, codes, commit_loss, stats, n_used = z, None, z.new_zeros(()), [], 0
         else:
@@ -342,19 +348,33 @@ class Codec(nn.Module):
                            n_q=n_used, latents=z, stages=stages)
 
     def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """``[B, C, T] -> codes [B, n_q, ceil(T / hop)]`` (latents ``[B, D, F]`` when continuous)."""
-        self._check_wav(wav)
-        z = self.latents(wav)
-        return z if self.continuous else self.quantizer.encode(z, n_q=self._check_n_q(n_q))
+        """``[B, C, T] -> codes [B, n_q, ceil(T / hop)]`` (latents ``[B, D, F]`` when continuous).
+
+        Inputs longer than ``max_offline_frames`` frames go through the streaming encoder in chunks of
+        ``stream_chunk_frames`` (a copy of the codec, so a stream in progress is left alone): memory stays bounded
+        and the codes are those of one offline call up to float rounding."""
+        wav = self._wav(wav)
+        n_q = None if self.continuous else self._check_n_q(n_q)
+        if not torch.is_grad_enabled() and wav.shape[-1] > self.max_offline_frames * self.hop_length:
+            return chunked_encode(self, wav, n_q, self.stream_chunk_frames)
+        z = self._latents(wav)
+        return z if self.continuous else self.quantizer.encode(z, n_q=n_q)
 
     def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """``codes [B, n_q, F] -> [B, C, F * hop]`` (trimmed to ``length`` samples when given)."""
-        y = self.decoder(self._dequantize(codes))
+        """``codes [B, n_q, F] -> [B, C, F * hop]`` (trimmed to ``length`` samples when given); codes of any integer
+        dtype, -1 for a level that is off. Long code sequences are decoded in chunks, as in :meth:`encode`."""
+        length = check_length(length)
+        if not torch.is_grad_enabled() and codes.dim() == 3 and codes.shape[-1] > self.max_offline_frames:
+            y = chunked_decode(self, codes, self.stream_chunk_frames)
+        else:
+            y = self.decoder(self._dequantize(codes))
         return y if length is None else y[..., :length]
 
     def latents(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, C, T] -> [B, D, ceil(T / hop)]``: pad, encode, bottleneck; what enters the quantizer."""
-        self._check_wav(wav)
+        return self._latents(self._wav(wav))
+
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
         hop = self.hop_length
         x = F.pad(wav, (0, -wav.shape[-1] % hop))
         if self.frame_lookahead:
@@ -374,10 +394,10 @@ class Codec(nn.Module):
                 raise ValueError(f"codes: continuous model expects latents [B, {self.dim}, F], "
                                  f"got shape {tuple(codes.shape)}")
             return codes
-        if codes.dtype.is_floating_point:
-            raise ValueError(f"codes: expected integer code indices, got dtype {codes.dtype}")
         if not 1 <= codes.shape[1] <= self.quantizer.n_q:
             raise ValueError(f"codes: has {codes.shape[1]} levels, the quantizer has {self.quantizer.n_q}")
+        q = self.quantizer
+        codes = check_codes(codes, list(getattr(q, "alphabet_sizes", None) or [q.codebook_size] * q.n_q))
         if codes.shape[-1] == 0:  # nothing to look up; spare the quantizer an empty tensor
             dtype = next(self.decoder.parameters()).dtype
             return torch.zeros(codes.shape[0], self.dim, 0, dtype=dtype, device=codes.device)
@@ -386,15 +406,21 @@ class Codec(nn.Module):
     # ---------------------------------------------------------------- streaming
 
     @torch.no_grad()
-    def stream_encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+    def stream_encode(self, wav: torch.Tensor, n_q: int | None = None, final: bool = False) -> torch.Tensor:
         """Next audio chunk ``[B, C, T]`` (any T, 0 included) -> codes of the frames it completes ``[B, n_q, n]``.
 
         Frame ``f`` is complete once sample ``f * hop`` has arrived (``(f + 1) * hop - 1`` with frame_lookahead).
+        ``final=True`` marks the last chunk: the last partial frame is zero-padded as :meth:`encode` pads it, so the
+        stream yields ``ceil(T / hop)`` frames in all (call :meth:`reset_stream` before the next signal).
         The codes equal those of :meth:`encode` on the whole signal. A bottleneck without ``stream`` is rerun
         over the history of latents, which is exact when it is causal.
         """
-        self._check_wav(wav, allow_empty=True)
+        wav = self._wav(wav, allow_empty=True)
         n_q = None if self.continuous else self._check_n_q(n_q)
+        self._stream_samples += wav.shape[-1]
+        if final:
+            wav = F.pad(wav, (0, -self._stream_samples % self.hop_length))
+            self._stream_samples += -self._stream_samples % self.hop_length
         if self.frame_lookahead and not self._stream_started:
             wav = F.pad(wav, (1, 0))
         self._stream_started = True
@@ -428,6 +454,7 @@ class Codec(nn.Module):
 
     def _reset_own_stream(self) -> None:
         self._stream_started = False
+        self._stream_samples = 0
         self._frames_to_drop = 1 if self.frame_lookahead else 0
         self._bottleneck_history: torch.Tensor | None = None
 
@@ -446,14 +473,8 @@ class Codec(nn.Module):
 
     # ---------------------------------------------------------------- checks
 
-    def _check_wav(self, wav: torch.Tensor, allow_empty: bool = False) -> None:
-        if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != self.channels:
-            shape = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
-            raise ValueError(f"wav: expected a tensor [B, {self.channels}, T], got {shape}")
-        if not wav.dtype.is_floating_point:
-            raise ValueError(f"wav: expected a floating-point tensor, got dtype {wav.dtype}")
-        if wav.shape[-1] == 0 and not allow_empty:
-            raise ValueError("wav: has zero samples")
+    def _wav(self, wav: torch.Tensor, allow_empty: bool = False, finite: bool = True) -> torch.Tensor:
+        return check_wav(wav, self.channels, model_dtype(self), allow_empty, finite)
 
     def _check_n_q(self, n_q: int | None) -> int:
         """``n_q`` (default: all levels), checked against the quantizer."""
