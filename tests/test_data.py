@@ -13,6 +13,7 @@ import torch
 
 import lib.data.corpus as corpus
 import lib.data.datasets as data
+import lib.data.manifest as manifest_module
 from lib.data.audio import AudioError, check_audio
 from lib.data.corpus import build_default_corpus
 from lib.data.datasets import (AudioFolder, ManifestEntry, SkippedFileWarning, build_manifest, collate_segments,
@@ -163,8 +164,8 @@ def test_manifest_is_reused_and_only_changed_files_rechecked(tmp_path, monkeypat
         write_tone(tmp_path / f"c{i}.wav", 0.1)
     first = build_manifest(tmp_path, progress=False)
     checked = []
-    real_check = data.check_audio
-    monkeypatch.setattr(data, "check_audio", lambda path, **kw: checked.append(path.name) or real_check(path, **kw))
+    real_check = manifest_module.check_audio
+    monkeypatch.setattr(manifest_module, "check_audio", lambda path, **kw: checked.append(path.name) or real_check(path, **kw))
     assert build_manifest(tmp_path, progress=False) == first
     assert checked == []
     write_tone(tmp_path / "c1.wav", 0.3)  # changed size
@@ -183,7 +184,7 @@ def test_unwritable_manifest_only_warns(tmp_path, monkeypatch):
     def refuse(path, entries):
         raise PermissionError(f"read-only: {path}")
 
-    monkeypatch.setattr(data, "write_manifest", refuse)
+    monkeypatch.setattr(manifest_module, "write_manifest", refuse)
     with pytest.warns(UserWarning, match="could not write manifest"):
         entries = build_manifest(tmp_path, progress=False)
     assert [e.path for e in entries] == ["a.wav"] and not (tmp_path / "manifest.csv").exists()

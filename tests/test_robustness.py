@@ -112,3 +112,87 @@ def test_long_inputs_go_through_the_streaming_path_and_leave_a_stream_alone(code
         rest = original(codec, x[..., 5000:], final=True)  # the caller's stream went on undisturbed
     codec.reset_stream()
     assert torch.equal(torch.cat([first, rest], -1), codes)
+
+
+# ----------------------------------------------------------------------------- 3, 4, 5. bad files
+
+
+from lib.data.audio import OUT_OF_RANGE, AudioError, check_audio  # noqa: E402
+from lib.data.datasets import (AudioFolder, SkippedFileWarning, StepBatches, build_manifest,  # noqa: E402
+                               convert_folder, held_out_clips)
+
+
+def _tone(path, seconds=1.0, sr=24000, lead_silence=0.0, dtype="PCM_16", scale=0.5):
+    t = np.arange(int(seconds * sr)) / sr
+    x = scale * np.sin(2 * np.pi * 220 * t) * (t >= lead_silence)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), sr, subtype=dtype)
+    return path
+
+
+def test_dangling_and_looping_symlinks_are_skipped_not_a_crash(tmp_path):
+    _tone(tmp_path / "good.wav")
+    os.symlink(tmp_path / "gone.wav", tmp_path / "dangling.wav")
+    os.symlink(tmp_path / "loop.wav", tmp_path / "loop.wav")
+    with pytest.warns(SkippedFileWarning) as seen:
+        entries = build_manifest(tmp_path, progress=False)
+    status = {e.path: e.status for e in entries}
+    assert status == {"dangling.wav": "missing", "good.wav": "ok", "loop.wav": "missing"}
+    assert sum("dangling.wav" in str(w.message) for w in seen) == 1
+
+
+def test_absurd_peaks_are_a_bad_file_reason(tmp_path):
+    x = np.full(2400, 0.1, dtype=np.float32)
+    x[100] = 1e30
+    (tmp_path / "src").mkdir()
+    sf.write(tmp_path / "src" / "huge.wav", x, 24000, subtype="FLOAT")
+    _tone(tmp_path / "src" / "ok.wav")
+    with pytest.raises(AudioError) as err:
+        check_audio(tmp_path / "src" / "huge.wav")
+    assert err.value.reason == OUT_OF_RANGE and "huge.wav" in str(err.value)
+    with pytest.warns(SkippedFileWarning, match="huge.wav"):
+        report = convert_folder(tmp_path / "src", tmp_path / "dst", progress=False)
+    assert report["skipped"] == {"huge.wav": OUT_OF_RANGE} and report["rescaled"] == []
+
+
+def _replace_keeping_size_and_mtime(path, data: bytes):
+    st = path.stat()
+    assert len(data) == st.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_files_broken_after_the_manifest_are_skipped_for_the_rest_of_the_run(tmp_path):
+    for i in range(4):
+        _tone(tmp_path / f"c{i}.wav", dtype="FLOAT")
+    entries = build_manifest(tmp_path, fractions=(1.0, 0.0, 0.0), progress=False)
+    assert all(e.ok for e in entries)
+    raw = (tmp_path / "c1.wav").read_bytes()  # float samples -> NaN, same size and mtime
+    header = len(raw) - 24000 * 4
+    _replace_keeping_size_and_mtime(tmp_path / "c1.wav", raw[:header] + np.full(24000, np.nan, "<f4").tobytes())
+    _replace_keeping_size_and_mtime(tmp_path / "c2.wav", b"\0" * len(raw))  # garbage
+    clips = AudioFolder(tmp_path, "train", cache=False)
+    assert len(clips) == 4  # the manifest still says ok
+    batches = StepBatches(clips, 4, 2400, seed=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = [batches[s] for s in range(6)]
+    assert all(torch.isfinite(b).all() for b in out)
+    named = [str(w.message) for w in seen if issubclass(w.category, SkippedFileWarning)]
+    assert sum("c1.wav" in m for m in named) == 1 and sum("c2.wav" in m for m in named) == 1
+    assert any("nan_or_inf" in m or "NaN" in m for m in named if "c1.wav" in m)
+    # the same step gives the same batch again (a function of the seed, the step and the clips left out)
+    assert torch.equal(batches[5], out[5])
+
+
+def test_held_out_clips_skip_silent_or_constant_openings(tmp_path):
+    _tone(tmp_path / "a_silent_start.wav", seconds=6, lead_silence=4.5)
+    _tone(tmp_path / "b_good.wav", seconds=2)
+    x = np.full(48000, 0.25, dtype=np.float32)  # DC
+    sf.write(tmp_path / "c_dc.wav", x, 24000)
+    build_manifest(tmp_path, fractions=(0.0, 1.0, 0.0), progress=False)
+    with pytest.warns(SkippedFileWarning) as seen:
+        clips = held_out_clips(tmp_path, 24000, n=3, seconds=4.0)
+    assert list(clips) == ["b_good"]
+    text = " ".join(str(w.message) for w in seen)
+    assert "a_silent_start.wav" in text and "c_dc.wav" in text

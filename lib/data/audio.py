@@ -32,6 +32,8 @@ EMPTY = "empty"
 ZERO_CHANNELS = "zero_channels"
 NON_FINITE = "nan_or_inf"
 SILENT = "silent"
+UNREADABLE = "unreadable"
+OUT_OF_RANGE = "out_of_range"
 
 REASON_TEXT = {
     MISSING: "file does not exist",
@@ -41,6 +43,8 @@ REASON_TEXT = {
     ZERO_CHANNELS: "file declares zero channels",
     NON_FINITE: "samples contain NaN or inf",
     SILENT: "audio is silent",
+    UNREADABLE: "file cannot be read (permission denied or an I/O error)",
+    OUT_OF_RANGE: "samples are absurdly large",
 }
 
 # Extensions libsndfile reads natively; a read failure on one of these means the data is corrupt.
@@ -56,6 +60,9 @@ AUDIO_EXTENSIONS = SUPPORTED_EXTENSIONS | frozenset(
 
 # Peak below this (about -80 dBFS) counts as silence: a few LSBs of 16-bit dither are not a usable clip.
 DEFAULT_SILENCE_THRESHOLD = 1e-4
+# Peak above this (60 dB over full scale) is no recording: a float file holding 1e30 would otherwise be scaled by
+# 1e-30 on conversion and become a single click.
+MAX_PEAK = 1000.0
 _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
 _FORMAT_ALIASES = {".wave": "WAV", ".oga": "OGG", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU"}
 
@@ -99,12 +106,21 @@ def _check_path(path: Path) -> None:
         raise AudioError(path, MISSING, "not a regular file")
     if path.stat().st_size == 0:
         raise AudioError(path, EMPTY, "0 bytes")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, UNREADABLE, "permission denied")
+
+
+def _check_peak(path: Path, peak: float) -> None:
+    if peak > MAX_PEAK:
+        raise AudioError(path, OUT_OF_RANGE, f"peak {peak:.3g} > {MAX_PEAK:g}")
 
 
 def _translate(path: Path, err: Exception) -> AudioError:
     """Turn a libsndfile error into an AudioError with the most specific reason we can tell."""
     text = getattr(err, "error_string", "") or str(err)
     code = getattr(err, "code", None)
+    if "permission denied" in text.lower() or not os.access(path, os.R_OK):
+        return AudioError(path, UNREADABLE, text)
     if "channel count is zero" in text.lower():
         return AudioError(path, ZERO_CHANNELS, text)
     if code == 4 or "unsupported" in text.lower() or "not supported" in text.lower():
@@ -121,8 +137,8 @@ def check_audio(path: str | os.PathLike, silence_threshold: float = DEFAULT_SILE
                 block_frames: int = 1 << 16) -> AudioInfo:
     """Read a whole file in blocks and return its AudioInfo, or raise AudioError saying why it is unusable.
 
-    Reasons: missing, unsupported_format, corrupt, empty, zero_channels, nan_or_inf, silent
-    (peak |x| < silence_threshold). Reading in blocks keeps memory flat for long files.
+    Reasons: missing, unreadable, unsupported_format, corrupt, empty, zero_channels, nan_or_inf, out_of_range
+    (peak |x| > MAX_PEAK), silent (peak |x| < silence_threshold). Reading in blocks keeps memory flat for long files.
     """
     path = Path(path)
     _check_path(path)
@@ -145,6 +161,7 @@ def check_audio(path: str | os.PathLike, silence_threshold: float = DEFAULT_SILE
         raise _translate(path, err) from None
     if frames == 0:
         raise AudioError(path, EMPTY, "0 frames")
+    _check_peak(path, peak)
     if peak < silence_threshold:
         raise AudioError(path, SILENT, f"peak {peak:.2e} < {silence_threshold:g}")
     return AudioInfo(str(path), int(sample_rate), int(channels), frames, fmt, subtype, peak)
@@ -155,7 +172,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, mono: bo
     """Load a file as float32 `[C, T]` in [-1, 1].
 
     mono=True averages the channels to `[1, T]`; mono=False keeps them. With `sample_rate` set, the audio is
-    resampled to it. Raises AudioError (missing, unsupported_format, corrupt, empty, zero_channels, nan_or_inf).
+    resampled to it. Raises AudioError (missing, unreadable, unsupported_format, corrupt, empty, zero_channels,
+    nan_or_inf, out_of_range).
     Silence is loaded without complaint: only the dataset manifest rejects silent files.
     With return_sample_rate=True, returns `(wav, rate)` where rate is the rate of the returned tensor.
     """
@@ -173,6 +191,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, mono: bo
         raise AudioError(path, EMPTY, "0 frames")
     if not np.isfinite(data).all():
         raise AudioError(path, NON_FINITE)
+    _check_peak(path, float(np.abs(data).max()))
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [C, T]
     if mono and wav.shape[0] > 1:
         wav = wav.mean(dim=0, keepdim=True)

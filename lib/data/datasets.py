@@ -1,4 +1,5 @@
-"""Audio datasets: folder manifests, stable splits, a torch Dataset, held-out clips and folder conversion.
+"""Audio datasets: a torch Dataset, step-indexed training batches, held-out clips and folder conversion; the
+folder manifests and stable splits (:mod:`lib.data.manifest`) are re-exported here.
 
 The flow is
     corpus.build_default_corpus(out_dir) or convert_folder(my_audio, out_dir)  -> clean mono WAV files
@@ -10,254 +11,24 @@ train, valid and test.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import os
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 from tqdm.auto import tqdm
 
-from lib.data.audio import (AUDIO_EXTENSIONS, DEFAULT_SILENCE_THRESHOLD, SILENT, AudioError, check_audio, load_audio,
-                            save_audio)
-
-SPLITS = ("train", "valid", "test")
-DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
-MANIFEST_NAME = "manifest.csv"
-
-
-class SkippedFileWarning(UserWarning):
-    """Emitted once for each audio file that is left out of a manifest or a conversion."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Scanning, splits and the manifest
-# ----------------------------------------------------------------------------------------------------------
-
-def scan_folder(root: str | os.PathLike, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """All files under `root` (recursively) whose extension is in `extensions`, sorted by relative path.
-
-    Hidden files and folders (name starting with '.', e.g. macOS '._x.wav' shadows) are ignored.
-    The default extensions include audio formats libsndfile cannot read (.m4a, .aac, ...) so that such files
-    are reported as unsupported instead of vanishing silently.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"audio folder '{root}' does not exist or is not a folder")
-    extensions = {e.lower() for e in extensions}
-    found = []
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found += [Path(folder) / n for n in names
-                  if not n.startswith(".") and Path(n).suffix.lower() in extensions]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers (train, valid, test) summing to 1, "
-                         f"got {tuple(fractions)}")
-    return tuple(float(f) for f in fractions)
-
-
-def split_of(relpath: str | os.PathLike, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
-    """'train', 'valid' or 'test' for a file, from a SHA-1 of its relative path (stable across runs/machines).
-
-    The hash maps the path to u in [0, 1); the split is the fraction interval u falls in. A file's split
-    depends only on its own path and the fractions, never on which other files exist.
-    """
-    fractions = _check_fractions(fractions)
-    key = str(relpath).replace("\\", "/").encode("utf-8")
-    u = int.from_bytes(hashlib.sha1(key).digest()[:8], "big") / 2.0 ** 64
-    edge = 0.0
-    for name, fraction in zip(SPLITS, fractions):
-        edge += fraction
-        if fraction > 0 and u < edge:
-            return name
-    return [n for n, f in zip(SPLITS, fractions) if f > 0][-1]  # u just below 1 with rounding in the sum
-
-
-@dataclass
-class ManifestEntry:
-    """One row of manifest.csv. `path` is relative to the dataset root (POSIX separators)."""
-
-    path: str
-    status: str  # "ok" or an AudioError reason
-    split: str
-    duration: float = 0.0  # seconds
-    sample_rate: int = 0
-    channels: int = 0
-    frames: int = 0
-    size: int = 0  # bytes; with mtime_ns decides whether the row can be reused
-    mtime_ns: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-MANIFEST_FIELDS = [f.name for f in fields(ManifestEntry)]
-
-
-def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
-    """Read a manifest.csv written by `build_manifest`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"manifest '{path}' does not exist")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"manifest '{path}' lacks columns {sorted(missing)}")
-        types = {f.name: f.type for f in fields(ManifestEntry)}
-        convert = {"float": float, "int": int, "str": str}
-        return [ManifestEntry(**{k: convert[types[k]](row[k]) for k in MANIFEST_FIELDS}) for row in reader]
-
-
-def write_manifest(path: str | os.PathLike, entries: Sequence[ManifestEntry]) -> Path:
-    """Write entries as CSV (atomically: a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        for entry in entries:
-            row = asdict(entry)
-            row["duration"] = f"{entry.duration:.6f}"
-            writer.writerow(row)
-    os.replace(tmp, path)
-    return path
-
-
-def build_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike | None = None,
-                   fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                   silence_threshold: float = DEFAULT_SILENCE_THRESHOLD,
-                   progress: bool = True) -> list[ManifestEntry]:
-    """Check every audio file under `root` and write `manifest_path` (default `root/manifest.csv`).
-
-    A row from an existing manifest is reused when the file's size and mtime are unchanged, so only new or
-    modified files are read (bad rows are reused too: a corrupt file stays skipped until it changes).
-    Splits are recomputed from `fractions` every time (cheap, and stable per file). Each newly found bad file
-    gives one SkippedFileWarning. Raises ValueError naming the folder when no file is usable.
-    """
-    root = Path(root)
-    files = scan_folder(root)
-    fractions = _check_fractions(fractions)
-    manifest_path = Path(manifest_path) if manifest_path is not None else root / MANIFEST_NAME
-    previous: dict[str, ManifestEntry] = {}
-    if manifest_path.is_file():
-        try:
-            previous = {e.path: e for e in read_manifest(manifest_path)}
-        except (ValueError, KeyError) as err:  # unreadable old manifest: rebuild from scratch
-            warnings.warn(f"ignoring unreadable manifest {manifest_path}: {err}", stacklevel=2)
-
-    entries, to_check = [], []
-    for file in files:
-        rel, stat = file.relative_to(root).as_posix(), file.stat()
-        old = previous.get(rel)
-        if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
-            entries.append(replace(old, split=split_of(rel, fractions)))
-        else:
-            to_check.append((file, rel, stat))
-    for file, rel, stat in tqdm(to_check, desc="checking audio", unit="file", disable=not progress or not to_check):
-        entry = ManifestEntry(rel, "ok", split_of(rel, fractions), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        try:
-            info = check_audio(file, silence_threshold=silence_threshold)
-            entry.duration, entry.sample_rate = info.duration, info.sample_rate
-            entry.channels, entry.frames = info.channels, info.frames
-        except AudioError as err:
-            entry.status = err.reason
-            warnings.warn(f"skipping {err}", SkippedFileWarning, stacklevel=2)
-        entries.append(entry)
-    if not files:
-        raise ValueError(f"no audio files in folder '{root}' (searched recursively for "
-                         f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
-    entries.sort(key=lambda e: e.path)
-    try:
-        write_manifest(manifest_path, entries)
-    except OSError as err:  # e.g. a read-only folder: still usable, only the cache is lost
-        warnings.warn(f"could not write manifest {manifest_path} ({err}); pass manifest_path to keep it",
-                      stacklevel=2)
-    if not any(e.ok for e in entries):
-        reasons = Counter(e.status for e in entries)
-        raise ValueError(f"no usable audio in folder '{root}': all {len(entries)} audio files were skipped "
-                         f"({', '.join(f'{n} {r}' for r, n in sorted(reasons.items()))}); see {manifest_path}")
-    return entries
-
-
-def summarize_manifest(entries: Sequence[ManifestEntry]) -> dict[str, dict]:
-    """Per split: files, seconds, min/mean/max clip seconds; plus 'skipped': {reason: count}."""
-    summary: dict[str, dict] = {}
-    for split in SPLITS:
-        durations = [e.duration for e in entries if e.ok and e.split == split]
-        summary[split] = {
-            "files": len(durations),
-            "seconds": float(sum(durations)),
-            "min": min(durations, default=0.0),
-            "mean": float(np.mean(durations)) if durations else 0.0,
-            "max": max(durations, default=0.0),
-        }
-    summary["skipped"] = dict(Counter(e.status for e in entries if not e.ok))
-    return summary
-
-
-def manifest_table(entries: Sequence[ManifestEntry]) -> str:
-    """A plain-text table of `summarize_manifest` (for notebooks without pandas)."""
-    summary = summarize_manifest(entries)
-    header = f"{'split':<8}{'files':>7}{'minutes':>10}{'min s':>9}{'mean s':>9}{'max s':>9}"
-    lines = [header, "-" * len(header)]
-    for split in SPLITS:
-        s = summary[split]
-        lines.append(f"{split:<8}{s['files']:>7}{s['seconds'] / 60:>10.2f}"
-                     f"{s['min']:>9.2f}{s['mean']:>9.2f}{s['max']:>9.2f}")
-    total = sum(summary[s]["files"] for s in SPLITS), sum(summary[s]["seconds"] for s in SPLITS)
-    lines.append(f"{'total':<8}{total[0]:>7}{total[1] / 60:>10.2f}")
-    for reason, count in sorted(summary["skipped"].items()):
-        lines.append(f"skipped: {count} file(s) {reason}")
-    return "\n".join(lines)
-
-
-def pick_examples(entries: Sequence[ManifestEntry], n: int, min_seconds: float = 1.0,
-                  split: str | None = None) -> list[ManifestEntry]:
-    """Up to `n` usable clips for showing, taken in turn from each top-level folder (e.g. one music clip,
-    one speech clip, ...) so that examples differ. Clips of at least `min_seconds` are preferred; the choice
-    within a folder follows a hash of the path, so it is the same on every run."""
-    usable = [e for e in entries if e.ok and (split is None or e.split == split)]
-    long_enough = [e for e in usable if e.duration >= min_seconds] or usable
-    groups: dict[str, list[ManifestEntry]] = {}
-    for entry in sorted(long_enough, key=lambda e: hashlib.sha1(e.path.encode()).hexdigest()):  # stable shuffle
-        groups.setdefault(entry.path.split("/")[0] if "/" in entry.path else "", []).append(entry)
-    picked, queues = [], [list(reversed(g)) for g in groups.values()]
-    while len(picked) < n and any(queues):
-        for queue in queues:
-            if queue and len(picked) < n:
-                picked.append(queue.pop())
-    return picked
-
-
-def format_report(report: dict) -> str:
-    """Human-readable lines for a `build_default_corpus` or `convert_folder` report."""
-    if "sources" in report:
-        lines = [f"{name:<10}{s['files']:>6} files{s['minutes']:>8.2f} min" for name, s in report["sources"].items()]
-        lines.append(f"{'total':<10}{report['n_files']:>6} files{report['minutes_total']:>8.2f} min at "
-                     f"{report['sample_rate']} Hz" + (" (reused from corpus.json)" if report.get("reused") else
-                                                      f", built in {report['build_seconds']} s"))
-        return "\n".join(lines)
-    lines = [f"converted {report['converted']} files, {report['up_to_date']} already up to date, "
-             f"{report['minutes']:.2f} min at {report['sample_rate']} Hz in {report['dst']}"]
-    lines += [f"skipped {path}: {reason}" for path, reason in report["skipped"].items()]
-    return "\n".join(lines)
-
+from lib.data.audio import DEFAULT_SILENCE_THRESHOLD, MAX_PEAK, OUT_OF_RANGE, SILENT, AudioError, load_audio, save_audio
+from lib.data.manifest import (DEFAULT_FRACTIONS, MANIFEST_FIELDS, MANIFEST_NAME, SPLITS,  # noqa: F401 (re-exported)
+                               ManifestEntry, SkippedFileWarning, build_manifest, format_report, manifest_table,
+                               pick_examples, read_manifest, scan_folder, split_of, summarize_manifest,
+                               write_manifest)
 
 # ----------------------------------------------------------------------------------------------------------
 # Dataset
@@ -379,9 +150,22 @@ class StepBatches(torch.utils.data.Dataset):
         return 2**31 - 1
 
     def __getitem__(self, step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
-        idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
-        return torch.stack([crop_or_pad(self.clips.load(i), self.segment, generator=g) for i in idx])
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
+            idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
+            try:
+                return torch.stack([crop_or_pad(self.clips.load(i), self.segment, generator=g) for i in idx])
+            except AudioError as err:  # changed or made unreadable since the manifest was built
+                self._drop(err)
+
+    def _drop(self, err: AudioError) -> None:
+        """Leave a clip that fails to load out for the rest of the run (one warning naming it); the step's batch
+        is then drawn again from the same seed, so it depends on (seed, rank, step) and the clips left out."""
+        index = next(i for i, e in enumerate(self.clips.entries) if str(self.clips.root / e.path) == err.path)
+        self.weights[index] = 0.0
+        warnings.warn(f"skipping {err} for the rest of the run", SkippedFileWarning, stacklevel=3)
+        if not bool((self.weights > 0).any()):
+            raise ValueError(f"no training clip of '{self.clips.root}' can be loaded any more (last: {err})") from err
 
 
 HELD_OUT_ORDER = ("valid", "test", "train")
@@ -395,7 +179,9 @@ def held_out_clips(data_dir: str | os.PathLike, sample_rate: int, n: int = 8,
     too small to have held-out files falls back to its training clips), each cut to its first ``seconds``
     (whole clip for None). Names are the relative paths without extension. The trainer's validation, notebooks 03
     and 04 and the benchmarks all call this, so their numbers come from the same clips. ``split`` names one split
-    instead (the quality race reports the ``test`` split, which nothing is tuned on).
+    instead (the quality race reports the ``test`` split, which nothing is tuned on). A clip that no longer loads,
+    or whose cut is silent or constant (SI-SDR is undefined on it), is skipped with a warning naming it and the
+    next clip taken.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -406,10 +192,23 @@ def held_out_clips(data_dir: str | os.PathLike, sample_rate: int, n: int = 8,
             folder = AudioFolder(data_dir, split=split, sample_rate=sample_rate)
         except ValueError:  # an empty split: try the next one
             continue
-        if len(folder):
-            max_len = None if seconds is None else int(seconds * sample_rate)
-            return {Path(folder.entries[i].path).with_suffix("").as_posix(): folder.load(i)[..., :max_len]
-                    for i in range(min(n, len(folder)))}
+        max_len = None if seconds is None else int(seconds * sample_rate)
+        clips = {}
+        for i in range(len(folder)):
+            if len(clips) == n:
+                break
+            try:
+                wav = folder.load(i)[..., :max_len]
+            except AudioError as err:  # changed since the manifest was built
+                warnings.warn(f"skipping held-out {err}", SkippedFileWarning, stacklevel=2)
+                continue
+            if float(wav.amax() - wav.amin()) < DEFAULT_SILENCE_THRESHOLD:  # SI-SDR is undefined on it
+                warnings.warn(f"skipping held-out clip '{folder.root / folder.entries[i].path}': silent or constant "
+                              f"in its first {wav.shape[-1] / sample_rate:g} s", SkippedFileWarning, stacklevel=2)
+                continue
+            clips[Path(folder.entries[i].path).with_suffix("").as_posix()] = wav
+        if clips:
+            return clips
     raise ValueError(f"{os.fspath(data_dir)}: no usable clips (no valid, test or train split with audio)")
 
 
@@ -472,6 +271,8 @@ def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, sample_rate: 
             peak = float(wav.abs().max())
             if peak < silence_threshold:
                 raise AudioError(file, SILENT, f"peak {peak:.2e} < {silence_threshold:g}")
+            if peak > MAX_PEAK:  # load_audio refuses these too; kept for clips that only resampling pushes over
+                raise AudioError(file, OUT_OF_RANGE, f"peak {peak:.3g} > {MAX_PEAK:g}")
         except AudioError as err:
             report["skipped"][rel.as_posix()] = err.reason
             warnings.warn(f"skipping {err}", SkippedFileWarning, stacklevel=2)
