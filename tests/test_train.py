@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 from lib.config import load_config
 from lib.data.corpus import build_default_corpus
 from lib.training.losses import hinge_d_loss
-from lib.training.trainer import Trainer, TrainingDiverged, main, read_log
+from lib.training.cli import main
+from lib.training.trainer import Trainer, TrainingDiverged, read_log
 
 FAST = ["data.batch_size=2", "model.quantizer.n_q=2", "train.stft_n_ffts=[256, 128]", "train.log_every=1",
         "train.val_every=1000", "train.ckpt_every=1000", "data.valid_clips=1", "data.valid_seconds=0.5",

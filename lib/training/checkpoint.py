@@ -1,7 +1,9 @@
 """Checkpoints: one file holding config, model/optimizer states, step and RNG states.
 
 Written atomically (temp file in the same folder + ``os.replace``) so a crash mid-write never leaves a truncated
-checkpoint, and loaded with ``torch.load(weights_only=True)``, which refuses any pickle that would run code.
+checkpoint; the trainer also keeps the one before as ``checkpoint.prev.pt`` (a hard link, no copy), so a checkpoint
+damaged outside the atomic write can be recovered. Loaded with ``torch.load(weights_only=True)``, which refuses
+any pickle that would run code.
 Everything stored is therefore plain data: tensors, numbers, strings, lists and dicts. :func:`load_codec` rebuilds
 a trained codec from one.
 """
@@ -23,6 +25,10 @@ from lib.config import config_from_dict
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unsafe, or does not match the configuration it is loaded into."""
+
+
+class CheckpointReadError(CheckpointError):
+    """A checkpoint file that cannot be read at all (empty, truncated, corrupted)."""
 
 
 def rng_state() -> dict:
@@ -57,8 +63,31 @@ def _to_tuple(x: Any) -> Any:
     return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over it (atomic on POSIX)."""
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``checkpoint.pt`` -> ``checkpoint.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``previous_path(path)`` the current ``path`` (a hard link where the file system allows, else a copy),
+    itself atomically."""
+    if not path.is_file():
+        return
+    prev = previous_path(path)
+    tmp = prev.with_name(f".{prev.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        import shutil
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, prev)
+
+
+def atomic_torch_save(obj: Any, path: str | Path, keep_previous: bool = False) -> None:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over it (atomic on POSIX); with
+    ``keep_previous`` the file it replaces stays as ``previous_path(path)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -70,6 +99,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        if keep_previous:
+            _keep_previous(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -78,7 +109,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def save_checkpoint(path: str | Path, *, config: dict, step: int, model: dict, optimizers: dict | None = None,
-                    extra: dict | None = None, include_rng: bool = True) -> Path:
+                    extra: dict | None = None, include_rng: bool = True, keep_previous: bool = False) -> Path:
     """Write a checkpoint atomically.
 
     ``model`` and ``optimizers`` map names to ``state_dict()``s (e.g. ``{"codec": ..., "disc": ...}``).
@@ -88,7 +119,7 @@ def save_checkpoint(path: str | Path, *, config: dict, step: int, model: dict, o
              "optimizers": optimizers or {}, "extra": extra or {}}
     if include_rng:
         state["rng"] = rng_state()
-    atomic_torch_save(state, path)
+    atomic_torch_save(state, path, keep_previous=keep_previous)
     return Path(path)
 
 
@@ -107,8 +138,11 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None, map_l
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"refusing to load {path}: it is not a plain-data checkpoint "
                               f"(weights_only loading rejected it: {str(e).splitlines()[0]})") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    except Exception as e:  # truncated zip, garbage, I/O error: name the file, its size and the reason
+        size = path.stat().st_size if path.exists() else 0
+        reason = "the file is empty (0 bytes)" if size == 0 else \
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'truncated or corrupted'}"
+        raise CheckpointReadError(f"cannot read checkpoint {path} ({size} bytes): {reason}") from e
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise CheckpointError(f"{path} is not a workbook checkpoint (no 'config'/'model' entries)")
     if expected_config is not None:
@@ -121,6 +155,19 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None, map_l
             raise CheckpointError(f"checkpoint {path} was made with a different configuration:\n  "
                                   + "\n  ".join(diffs[:20]))
     return state
+
+
+def load_state(module: torch.nn.Module, state_dict: dict, what: str, path: str | Path) -> None:
+    """``module.load_state_dict(state_dict)``; a mismatch is a ``CheckpointError`` naming the file and the keys."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as e:
+        ours, theirs = set(module.state_dict()), set(state_dict)
+        parts = [f"missing from the checkpoint: {sorted(ours - theirs)[:8]}" if ours - theirs else "",
+                 f"not in this model: {sorted(theirs - ours)[:8]}" if theirs - ours else "",
+                 "" if ours != theirs else str(e).strip().splitlines()[-1].strip()]
+        raise CheckpointError(f"checkpoint {path}: its {what} weights do not fit this configuration ("
+                              + "; ".join(p for p in parts if p) + ")") from e
 
 
 def _with_defaults(config: dict) -> dict:

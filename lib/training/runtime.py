@@ -1,9 +1,10 @@
 """Process-level helpers of a training run: device choice, seeding, joining a torchrun process group, freezing a
-module for a step, and the generator weight EMA."""
+module for a step, the generator weight EMA, the learning-rate schedule."""
 from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import random
 
@@ -64,3 +65,22 @@ def init_distributed(device: str) -> tuple[int, int]:
         timeout = datetime.timedelta(seconds=int(os.environ.get("WORKBOOK_DIST_TIMEOUT", 600)))
         dist.init_process_group(backend, timeout=timeout)
     return dist.get_rank(), dist.get_world_size()
+
+
+def lr_factor(t, step: int) -> float:
+    """Learning-rate multiplier at ``step`` for the train config ``t``: a linear warm-up over
+    ``t.lr_warmup_steps``, then constant or a cosine decay to ``t.lr_min_ratio`` at ``t.steps``."""
+    if step < t.lr_warmup_steps:
+        return (step + 1) / t.lr_warmup_steps
+    if t.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - t.lr_warmup_steps) / max(1, t.steps - t.lr_warmup_steps))
+    return t.lr_min_ratio + (1 - t.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def configure_optimizers(pairs, t, factor: float) -> None:
+    """Set ``base_lr * factor``, ``t.betas`` and ``t.weight_decay`` on every group of each ``(optimizer, base_lr)``
+    (an optimizer may be None)."""
+    for opt, base in pairs:
+        for group in (opt.param_groups if opt is not None else []):
+            group["lr"], group["betas"], group["weight_decay"] = base * factor, tuple(t.betas), t.weight_decay

@@ -2,8 +2,8 @@
 
 Usable from a notebook (``Trainer(cfg, data_dir, run_dir).fit()``) and from a script::
 
-    python -m lib.training.trainer --preset cpu --data data/default --run-dir runs/cpu
-    torchrun --nproc_per_node 2 -m lib.training.trainer --preset cpu --data data/default --run-dir runs/ddp   # DDP
+    python -m lib.training --preset cpu --data data/default --run-dir runs/cpu
+    torchrun --nproc_per_node 2 -m lib.training --preset cpu --data data/default --run-dir runs/ddp   # DDP
 
 What a step does (``Trainer.train_step``):
 
@@ -17,20 +17,22 @@ What a step does (``Trainer.train_step``):
    detached reconstruction.
 
 Non-finite losses or gradients skip the step (codebook buffers restored) and are counted; too many in a row
-stop the run with a message. Checkpoints are atomic and hold everything needed to continue exactly.
+stop the run with a message; a skipped step takes the next batch and the run still ends at ``train.steps``.
+Checkpoints are atomic, keep the one before (``checkpoint.prev.pt``) and hold everything needed to continue
+exactly, including the partial averages of the next log record: an interrupted and resumed run writes the same
+records (all but ``time``) and ends with the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
 import math
-import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,14 +42,24 @@ from torch import nn
 
 from lib.build import build_codec, build_discriminators
 from lib.model.codebook import codebook_stats
-from lib.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from lib.config import Config, load_config
+from lib.training.checkpoint import (CHECKPOINT_NAME, CheckpointReadError, load_checkpoint, load_state, previous_path,
+                                     rng_state, save_checkpoint, set_rng_state)
+from lib.training.checks import check_writable
+from lib.training.runlog import read_log, remove_stale_temp_files, set_aside, truncate_log
+from lib.config import Config
 from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.analysis.metrics import si_sdr
 from lib.training.losses import Balancer, mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
-from lib.training.runtime import ema_update, frozen, init_distributed, pick_device, seed_everything
+from lib.training.runtime import (configure_optimizers, ema_update, frozen, init_distributed, lr_factor, pick_device,
+                                  seed_everything)
 from lib.training.tensorboard import open_tensorboard
+
+
+# What must agree between a checkpoint and the configuration that resumes it (the weights' shapes follow them).
+RESUME_KEYS = ("model", "data.sample_rate", "data.channels", "train.discriminators", "train.disc_channels",
+               "train.disc_max_channels", "train.stft_n_ffts")
+__all__ = ["Trainer", "TrainingDiverged", "StepResult", "read_log"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,15 +76,25 @@ class StepResult:
 class Trainer:
     """Trains ``build_codec(cfg)`` on ``data_dir`` and writes checkpoints and logs to ``run_dir``.
 
-    ``resume``: ``True`` continues from ``run_dir/checkpoint.pt`` when it exists, a path continues from that
-    checkpoint, ``False`` starts fresh.
+    ``resume``: ``True`` continues from ``run_dir/checkpoint.pt`` when it exists (from ``checkpoint.prev.pt`` when
+    that one cannot be read), a path continues from that checkpoint, ``False`` starts fresh: a previous run in
+    ``run_dir`` is first moved aside to ``<run_dir>.old<k>`` (with a warning), never overwritten or appended to.
+    ``outputs``: other folders the caller will write to (figures), checked writable before anything starts, as
+    ``run_dir`` is.
     """
 
     def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool | str | Path = True,
-                 progress: bool = True, device: str | None = None, codec: nn.Module | None = None):
+                 progress: bool = True, device: str | None = None, codec: nn.Module | None = None,
+                 outputs: Sequence[str | Path] = ()):
         self.cfg, self.data_dir, self.run_dir, self.progress = cfg, Path(data_dir), Path(run_dir), progress
         t, lo = cfg.train, cfg.loss
         self.rank, self.world = init_distributed(cfg.train.device if device is None else device)
+        if self.rank == 0:
+            check_writable(self.run_dir, *outputs)
+            remove_stale_temp_files(self.run_dir)
+            moved = set_aside(self.run_dir) if resume is False else None
+            if moved is not None:
+                warnings.warn(f"starting afresh: the previous run in {self.run_dir} was moved to {moved}", stacklevel=2)
         self.device = pick_device(device or t.device)
         if lo.balancer and t.precision == "fp16":
             raise ValueError("loss.balancer with train.precision=fp16 is not supported (use bf16 or fp32)")
@@ -120,12 +142,12 @@ class Trainer:
         self.disc_loss_ema = {name: 1.0 for name in self.discs}
         self.active: list[str] = list(self.discs)
         self.tied_n_q: int | None = None
+        self.running: dict[str, list[float]] = {}  # losses of the steps since the last log record
+        self._pending_validation = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.run_dir / "log.jsonl"
-        if resume:
-            path = self.run_dir / "checkpoint.pt" if resume is True else Path(resume)
-            if path.is_file():
-                self.load(path)
+        if not (resume and self._resume(resume)) and self.rank == 0:
+            truncate_log(self.log_path, 0)  # records of runs killed before their first checkpoint
         if self.rank == 0:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.tensorboard = open_tensorboard(t.tensorboard, self.run_dir, sr, self.step) if self.rank == 0 else None
@@ -246,23 +268,14 @@ class Trainer:
         return StepResult(self.step, logs)
 
     def lr_factor(self, step: int | None = None) -> float:
-        """Learning-rate multiplier at ``step`` (default: the current one): a linear warm-up over
-        ``train.lr_warmup_steps``, then constant or a cosine decay to ``lr_min_ratio`` at ``train.steps``."""
-        t = self.cfg.train
-        step = self.step if step is None else step
-        if step < t.lr_warmup_steps:
-            return (step + 1) / t.lr_warmup_steps
-        if t.lr_schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - t.lr_warmup_steps) / max(1, t.steps - t.lr_warmup_steps))
-        return t.lr_min_ratio + (1 - t.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        """Learning-rate multiplier at ``step`` (default: the current one); see ``runtime.lr_factor``."""
+        return lr_factor(self.cfg.train, self.step if step is None else step)
 
     def _set_lr(self) -> None:
-        """Apply the schedule (and the configured rates, also after a resume with a new ``train.lr``)."""
-        t, factor = self.cfg.train, self.lr_factor()
-        for opt, base in ((self.opt_g, t.lr), (self.opt_d, t.disc_lr)):
-            for group in (opt.param_groups if opt is not None else []):
-                group["lr"] = base * factor
+        """Apply the schedule and the configured rates, betas and weight decay (also after a resume that changed
+        them: the optimizers' states come from the checkpoint, their settings from the configuration)."""
+        t = self.cfg.train
+        configure_optimizers(((self.opt_g, t.lr), (self.opt_d, t.disc_lr)), t, self.lr_factor())
 
     def _agree(self, ok: bool) -> bool:
         """True only when every rank says True, so that ranks never disagree on skipping a backward pass."""
@@ -295,8 +308,9 @@ class Trainer:
         if self.bad_in_row >= self.cfg.train.max_bad_steps:
             raise TrainingDiverged(
                 f"{self.bad_in_row} non-finite steps in a row at step {self.step} (last losses: "
-                f"{ {k: float(v.detach()) for k, v in losses.items()} }). Lower train.lr, enable loss.balancer or "
-                f"train.grad_clip, or check the data for NaN/inf; the last good checkpoint is in {self.run_dir}.")
+                f"{ {k: float(v.detach()) for k, v in losses.items()} }). Lower train.lr, enable loss.balancer, "
+                f"{'enable' if self.cfg.train.grad_clip is None else 'lower'} train.grad_clip, or check the data "
+                f"for NaN/inf; the last good checkpoint is in {self.run_dir}.")
         return StepResult(self.step, {k: float(v.detach()) for k, v in losses.items()}, skipped=True)
 
     # ------------------------------------------------------------------ validation
@@ -347,31 +361,54 @@ class Trainer:
         t = self.cfg.train
         total = t.steps if steps is None else steps
         records: list[dict] = []
+        if self._pending_validation:  # a run killed between its checkpoint and that step's validation
+            self._pending_validation = False
+            records.append(self._validate_and_log(callback))
         if self.step >= total:
             return records
-        # Own generator: creating a loader must not draw from the global RNG, or a resumed run would diverge.
-        loader = torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=range(self.step, total),
+        # Batch index = attempts so far (steps + skipped steps): a skipped step takes the next batch, never the
+        # same bad one again. Own generator: creating a loader must not draw from the global RNG.
+        loader = torch.utils.data.DataLoader(self.batches, batch_size=None,
+                                             sampler=range(self.step + self.skipped, len(self.batches)),
                                              num_workers=self.cfg.data.num_workers, generator=torch.Generator())
         bar = tqdm(total=total, initial=self.step, disable=not self.progress or self.rank != 0,
                    desc="train", dynamic_ncols=True)
-        t0, running = time.time(), {}
+        t0 = time.time()
         for wav in loader:
             res = self.train_step(wav)
+            if res.skipped:  # counted in the next record's "skipped"; the step is taken again on the next batch
+                continue
             bar.update(1)
             for k, v in res.losses.items():
-                running.setdefault(k, []).append(v)
+                self.running.setdefault(k, []).append(v)
             if self.step % t.log_every == 0 or self.step == total:
                 rec = {"kind": "train", "step": self.step, "time": time.time() - t0, "skipped": self.skipped,
-                       **{k: float(np.mean(v)) for k, v in running.items()}}
-                running = {}
+                       **{k: float(np.mean(v)) for k, v in self.running.items()}}
+                self.running = {}
                 records.append(self._log(rec, callback))
                 bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("mel", "commitment", "adversarial") if k in rec})
-            if self.step % t.val_every == 0 or self.step == total:
-                records.append(self._log({"kind": "val", "step": self.step, **self.validate()}, callback))
             if self.step % t.ckpt_every == 0 or self.step == total:
-                self.save()
+                self.save()  # before the validation: a checkpoint never waits on a metric
+            if self.step % t.val_every == 0 or self.step == total:
+                records.append(self._validate_and_log(callback))
+            if self.step >= total:
+                break
         bar.close()
         return records
+
+    def _validate_and_log(self, callback: Callable[[dict], None] | None) -> dict:
+        """Validate and log; RNG states untouched (so resumed runs match), and a failing metric is logged, not
+        raised: the checkpoint is already written and the run goes on."""
+        rng = rng_state()
+        try:
+            metrics = self.validate()
+        except Exception as err:  # noqa: BLE001 - any metric failure; named in the log and a warning
+            warnings.warn(f"validation at step {self.step} failed: {err}", stacklevel=2)
+            metrics = {"error": f"{type(err).__name__}: {err}"}
+        try:
+            return self._log({"kind": "val", "step": self.step, **metrics}, callback)
+        finally:
+            set_rng_state(rng)
 
     def _log(self, rec: dict, callback: Callable[[dict], None] | None) -> dict:
         if self.rank == 0:
@@ -387,7 +424,7 @@ class Trainer:
 
     def state(self) -> dict:
         extra = {"bad_in_row": self.bad_in_row, "skipped": self.skipped, "disc_loss_ema": self.disc_loss_ema,
-                 "active": self.active, "tied_n_q": self.tied_n_q,
+                 "active": self.active, "tied_n_q": self.tied_n_q, "running": self.running,
                  "balancer": self.balancer.state_dict() if self.balancer is not None else None,
                  "scaler": self.scaler.state_dict()}
         model = {"codec": self.codec.state_dict(), "discs": self.discs.state_dict()}
@@ -399,68 +436,62 @@ class Trainer:
         return dict(config=self.cfg.to_dict(), step=self.step, model=model, optimizers=optim, extra=extra)
 
     def save(self, path: str | Path | None = None) -> Path | None:
-        """Atomic checkpoint (rank 0 only); also trims nothing: the log is append-only."""
+        """Atomic checkpoint (rank 0 only); the one it replaces stays as ``checkpoint.prev.pt``."""
         if self.rank != 0:
             return None
-        return save_checkpoint(path or self.run_dir / "checkpoint.pt", **self.state())
+        return save_checkpoint(path or self.run_dir / CHECKPOINT_NAME, keep_previous=True, **self.state())
+
+    def _resume(self, resume: bool | str | Path) -> Path | None:
+        """Load the checkpoint to resume from (the previous one when the latest cannot be read); its path or None."""
+        path = self.run_dir / CHECKPOINT_NAME if resume is True else Path(resume)
+        if not path.is_file():
+            if resume is True:
+                return None
+            self.load(path)  # raises, naming the file
+        try:
+            self.load(path)
+            return path
+        except CheckpointReadError as err:
+            prev = previous_path(path)
+            if resume is not True or not prev.is_file():
+                raise
+            warnings.warn(f"{err}; resuming from the previous checkpoint {prev} (the damaged file is kept as "
+                          f"{path.with_suffix('.broken')})", stacklevel=3)
+            if self.rank == 0:
+                path.replace(path.with_suffix(".broken"))
+            self.load(prev)
+            return prev
 
     def load(self, path: str | Path) -> None:
-        """Continue from a checkpoint: weights, optimizers, counters and RNG states; log lines past it dropped."""
-        state = load_checkpoint(path, expected_config=self.cfg.to_dict(), map_location=self.device)
-        self.codec.load_state_dict(state["model"]["codec"])
-        self.discs.load_state_dict(state["model"]["discs"])
-        if self.ema is not None and "ema" in state["model"]:
-            self.ema.load_state_dict(state["model"]["ema"])
+        """Continue from a checkpoint: weights, optimizers, counters and RNG states; log lines past it dropped.
+
+        What the configuration changes takes effect: learning rates (set every step), betas and weight decay;
+        an EMA turned on at resume starts from the checkpoint's weights. Changes the weights cannot follow
+        (architecture, discriminators) are a ``CheckpointError`` naming the keys."""
+        t = self.cfg.train
+        state = load_checkpoint(path, expected_config=self.cfg.to_dict(), map_location=self.device,
+                                compare_keys=RESUME_KEYS)
+        load_state(self.codec, state["model"]["codec"], "codec", path)
+        load_state(self.discs, state["model"]["discs"], "discriminator", path)
+        if self.ema is not None:
+            if "ema" in state["model"]:
+                load_state(self.ema, state["model"]["ema"], "EMA", path)
+            else:
+                self.ema.load_state_dict(self.codec.state_dict())
+                warnings.warn(f"train.ema_decay is on but {path} has no EMA: it starts from the checkpoint's "
+                              "weights", stacklevel=3)
         self.opt_g.load_state_dict(state["optimizers"]["g"])
         if self.opt_d is not None and "d" in state["optimizers"]:
             self.opt_d.load_state_dict(state["optimizers"]["d"])
         e = state["extra"]
         self.step, self.bad_in_row, self.skipped = state["step"], e["bad_in_row"], e["skipped"]
         self.disc_loss_ema, self.active, self.tied_n_q = dict(e["disc_loss_ema"]), list(e["active"]), e["tied_n_q"]
+        self.running = {k: list(v) for k, v in e.get("running", {}).items()}
         if self.balancer is not None and e.get("balancer"):
             self.balancer.load_state_dict(e["balancer"])
         self.scaler.load_state_dict(e["scaler"])
         set_rng_state(state["rng"])
-        _truncate_log(self.log_path, self.step)
-
-
-# ----------------------------------------------------------------------------- logs
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records written after ``step`` (by a run that crashed after its last checkpoint)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-def read_log(path: str | Path) -> list[dict]:
-    """The records of a run's ``log.jsonl``."""
-    path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Train the codec (see module docstring).")
-    ap.add_argument("--preset", default="cpu", help="preset name in lib/presets or a YAML path")
-    ap.add_argument("--data", default="data/default", help="dataset folder (made by notebook 01)")
-    ap.add_argument("--run-dir", default=None, help="where checkpoints and logs go (default runs/<preset>)")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. model.dim=32")
-    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in run-dir")
-    args = ap.parse_args(argv)
-    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-    cfg = load_config(args.preset, overrides)
-    run_dir = args.run_dir or f"runs/{cfg.name}"
-    trainer = Trainer(cfg, args.data, run_dir, resume=not args.fresh)
-    trainer.fit()
-    if trainer.rank == 0:
-        print(json.dumps(trainer.validate(), indent=1))
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        if self.rank == 0:
+            truncate_log(self.log_path, self.step)
+        validated = any(r["kind"] == "val" and r["step"] == self.step for r in read_log(self.log_path))
+        self._pending_validation = (self.step % t.val_every == 0 or self.step == t.steps) and not validated

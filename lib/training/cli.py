@@ -1,0 +1,37 @@
+"""``python -m lib.training``: train from the command line (also under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch.distributed as dist
+
+from lib.config import load_config
+from lib.training.trainer import Trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train the codec (see lib/training/trainer.py).")
+    ap.add_argument("--preset", default="cpu", help="preset name in lib/presets or a YAML path")
+    ap.add_argument("--data", default="data/default", help="dataset folder (made by notebook 01)")
+    ap.add_argument("--run-dir", default=None, help="where checkpoints and logs go (default runs/<preset>)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. model.dim=32")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start afresh; a previous run in run-dir is moved to <run-dir>.old<k> first")
+    args = ap.parse_args(argv)
+    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    cfg = load_config(args.preset, overrides)
+    run_dir = args.run_dir or f"runs/{cfg.name}"
+    trainer = Trainer(cfg, args.data, run_dir, resume=not args.fresh)
+    trainer.fit()
+    if trainer.rank == 0:
+        print(json.dumps(trainer.validate(), indent=1))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
