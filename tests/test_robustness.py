@@ -196,3 +196,152 @@ def test_held_out_clips_skip_silent_or_constant_openings(tmp_path):
     assert list(clips) == ["b_good"]
     text = " ".join(str(w.message) for w in seen)
     assert "a_silent_start.wav" in text and "c_dc.wav" in text
+
+
+# ----------------------------------------------------------------------------- training: 1, 2, 6, 7, 8, 9, 12
+
+
+from lib.data.corpus import build_default_corpus  # noqa: E402
+from lib.training.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from lib.training.checks import OutputFolderError  # noqa: E402
+from lib.training.cli import main  # noqa: E402
+from lib.training.trainer import Trainer, read_log  # noqa: E402
+
+FAST = ["data.batch_size=2", "model.quantizer.n_q=2", "train.stft_n_ffts=[256, 128]", "data.valid_clips=1",
+        "data.valid_seconds=0.5", "train.quantizer_warmup_steps=0", "train.lr_warmup_steps=0",
+        "train.adv_warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    build_default_corpus(out, minutes=0.3, sources="synthetic", progress=False)
+    return out
+
+
+def _trainer(corpus, run_dir, overrides=(), **kw):
+    return Trainer(load_config("tiny", FAST + list(overrides)), corpus, run_dir, progress=False, device="cpu", **kw)
+
+
+def _records(run_dir):
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_log(run_dir / "log.jsonl")]
+
+
+def test_silent_held_out_opening_neither_crashes_nor_delays_the_checkpoint(tmp_path):
+    _tone(tmp_path / "data" / "a.wav", seconds=3)
+    _tone(tmp_path / "data" / "b.wav", seconds=3, lead_silence=2.0)  # silent in the first valid_seconds
+    build_manifest(tmp_path / "data", fractions=(0.5, 0.5, 0.0), progress=False)
+    cfg = ["data.valid_seconds=1.0", "data.valid_clips=4", "train.val_every=2", "train.ckpt_every=2",
+           "train.log_every=1", "train.discriminators=[]"]
+    with pytest.warns(SkippedFileWarning, match="b.wav"):
+        tr = _trainer(tmp_path / "data", tmp_path / "run", cfg)
+    tr.validate = lambda: (_ for _ in ()).throw(ValueError("a metric broke"))  # any metric failure
+    with pytest.warns(UserWarning, match="a metric broke"):
+        tr.fit(2)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+    assert [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "val"][0]["error"]
+
+
+def test_skipped_steps_do_not_cut_the_run_short(corpus, tmp_path):
+    tr = _trainer(corpus, tmp_path, ["train.log_every=3", "train.ckpt_every=3", "train.val_every=100"])
+    original, calls = tr.generator_losses, []
+
+    def sometimes_nan(wav, adversarial):
+        calls.append(1)
+        out, losses = original(wav, adversarial)
+        if len(calls) in (2, 3, 5):
+            losses["mel"] = losses["mel"] * float("nan")
+        return out, losses
+
+    tr.generator_losses = sometimes_nan
+    tr.fit(6)
+    assert tr.step == 6 and tr.skipped == 3 and len(calls) == 9
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 6
+    steps = [r["step"] for r in read_log(tmp_path / "log.jsonl") if r["kind"] == "train"]
+    assert steps == [3, 6]  # no record logged twice for a step that did not advance
+
+
+def test_fresh_moves_the_old_run_aside_and_the_previous_checkpoint_is_kept(corpus, tmp_path):
+    run = tmp_path / "run"
+    args = ["--preset", "tiny", "--data", str(corpus), "--run-dir", str(run), "--steps", "2",
+            "--set", *FAST, "train.ckpt_every=1", "train.log_every=1", "train.val_every=100"]
+    assert main(args) == 0
+    assert load_checkpoint(run / "checkpoint.prev.pt")["step"] == 1
+    old_log = (run / "log.jsonl").read_text()
+    with pytest.warns(UserWarning, match="moved to"):
+        assert main(args + ["--fresh"]) == 0
+    assert (tmp_path / "run.old1" / "log.jsonl").read_text() == old_log
+    assert len(read_log(run / "log.jsonl")) == len(old_log.splitlines())  # not appended to
+
+
+def test_corrupted_latest_checkpoint_resumes_from_the_previous_one(corpus, tmp_path):
+    over = ["train.ckpt_every=2", "train.log_every=1", "train.val_every=100"]
+    straight = _trainer(corpus, tmp_path / "a", over)
+    straight.fit(6)
+    first = _trainer(corpus, tmp_path / "b", over)
+    first.fit(4)
+    ckpt = tmp_path / "b" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # damaged outside the atomic write
+    with pytest.warns(UserWarning, match="previous checkpoint"):
+        resumed = _trainer(corpus, tmp_path / "b", over)
+    assert resumed.step == 2
+    resumed.fit(6)
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+    assert all(torch.equal(p, q) for p, q in zip(straight.codec.parameters(), resumed.codec.parameters()))
+
+
+def test_logs_after_kills_partial_lines_and_stale_temp_files(corpus, tmp_path):
+    over = ["train.ckpt_every=4", "train.log_every=3", "train.val_every=100"]
+    straight = _trainer(corpus, tmp_path / "a", over)
+    straight.fit(8)
+    run = tmp_path / "b"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"kind": "train", "step": 3, "mel": 9}\n')  # a run killed before a checkpoint
+    (run / ".checkpoint.pt.abc.tmp").write_bytes(b"")
+    doomed = _trainer(corpus, run, over)
+    step = doomed.train_step
+
+    def killed_after_step_5(wav):
+        if doomed.step == 5:
+            raise KeyboardInterrupt
+        return step(wav)
+
+    doomed.train_step = killed_after_step_5
+    with pytest.raises(KeyboardInterrupt):
+        doomed.fit(8)  # checkpoint at 4, record at 3, killed after step 5
+    with open(run / "log.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 6, "me')  # partial last line
+    resumed = _trainer(corpus, run, over)
+    assert resumed.step == 4 and not list(run.glob(".*.tmp"))
+    resumed.fit(8)
+    # ckpt_every (4) is no multiple of log_every (3): the record at 6 still averages steps 4..6
+    assert _records(tmp_path / "a") == _records(run)
+
+
+def test_output_folders_are_checked_before_the_run(corpus, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputFolderError, match="afile"):
+        _trainer(corpus, tmp_path / "run", outputs=[tmp_path / "afile" / "figures"])
+
+
+def test_resume_applies_new_rates_and_starts_a_new_ema_from_the_weights(corpus, tmp_path):
+    _trainer(corpus, tmp_path, ["train.ckpt_every=2", "train.lr_schedule=constant"]).fit(2)
+    with pytest.warns(UserWarning, match="EMA"):
+        tr = _trainer(corpus, tmp_path, ["train.lr=0.0005", "train.disc_lr=0.0001", "train.betas=[0.8, 0.95]",
+                                         "train.ema_decay=0.9", "train.lr_schedule=constant"])
+    assert all(torch.equal(p, q) for p, q in zip(tr.ema.parameters(), tr.codec.parameters()))
+    tr.fit(3)
+    assert tr.opt_g.param_groups[0]["lr"] == 0.0005 and tr.opt_d.param_groups[0]["lr"] == 0.0001
+    assert tr.opt_g.param_groups[0]["betas"] == (0.8, 0.95)
+
+
+def test_unreadable_checkpoints_and_other_discriminators_are_named(corpus, tmp_path):
+    for name, data in (("empty.pt", b""), ("cut.pt", None)):
+        if data is None:
+            _trainer(corpus, tmp_path / "r", ["train.ckpt_every=1"]).fit(1)
+            data = (tmp_path / "r" / "checkpoint.pt").read_bytes()[:5000]
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"{name} \(\d+ bytes\): \S+"):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(CheckpointError, match=r"train\.discriminators"):
+        _trainer(corpus, tmp_path / "r", ["train.discriminators=[stft]"])

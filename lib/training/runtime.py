@@ -84,3 +84,16 @@ def configure_optimizers(pairs, t, factor: float) -> None:
     for opt, base in pairs:
         for group in (opt.param_groups if opt is not None else []):
             group["lr"], group["betas"], group["weight_decay"] = base * factor, tuple(t.betas), t.weight_decay
+
+
+def kmeans_pools(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The frames each codebook level still pools for its k-means init (held in memory, outside the state_dict):
+    a checkpoint carries them, or a run resumed while a level pools would initialise it on other frames."""
+    return {name: torch.cat(m._pool) for name, m in module.named_modules() if getattr(m, "_pool", None)}
+
+
+def restore_kmeans_pools(module: nn.Module, pools: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`kmeans_pools` (levels absent from ``pools`` start with an empty pool)."""
+    for name, m in module.named_modules():
+        if isinstance(getattr(m, "_pool", None), list):
+            m._pool = [pools[name]] if name in pools else []

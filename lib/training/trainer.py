@@ -51,8 +51,8 @@ from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.analysis.metrics import si_sdr
 from lib.training.losses import Balancer, mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
-from lib.training.runtime import (configure_optimizers, ema_update, frozen, init_distributed, lr_factor, pick_device,
-                                  seed_everything)
+from lib.training.runtime import (configure_optimizers, ema_update, frozen, init_distributed, kmeans_pools, lr_factor,
+                                  pick_device, restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 
 
@@ -425,6 +425,7 @@ class Trainer:
     def state(self) -> dict:
         extra = {"bad_in_row": self.bad_in_row, "skipped": self.skipped, "disc_loss_ema": self.disc_loss_ema,
                  "active": self.active, "tied_n_q": self.tied_n_q, "running": self.running,
+                 "kmeans_pools": kmeans_pools(self.codec),
                  "balancer": self.balancer.state_dict() if self.balancer is not None else None,
                  "scaler": self.scaler.state_dict()}
         model = {"codec": self.codec.state_dict(), "discs": self.discs.state_dict()}
@@ -487,6 +488,7 @@ class Trainer:
         self.step, self.bad_in_row, self.skipped = state["step"], e["bad_in_row"], e["skipped"]
         self.disc_loss_ema, self.active, self.tied_n_q = dict(e["disc_loss_ema"]), list(e["active"]), e["tied_n_q"]
         self.running = {k: list(v) for k, v in e.get("running", {}).items()}
+        restore_kmeans_pools(self.codec, e.get("kmeans_pools", {}))
         if self.balancer is not None and e.get("balancer"):
             self.balancer.load_state_dict(e["balancer"])
         self.scaler.load_state_dict(e["scaler"])
