@@ -1,6 +1,5 @@
 """Nothing lost, nothing silent: bad data, bad settings, kills and bad codes (issue 13). Each test fails on the
 code before its fix."""
-import json
 import os
 import warnings
 
