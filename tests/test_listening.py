@@ -14,7 +14,8 @@ import soundfile as sf
 import torch
 
 from lib.analysis.listening import comparison_panel
-from lib.analysis.mushra import CSV_COLUMNS, HIDDEN_REFERENCE, MushraTest, metric_to_score, plot_mushra, summarize
+from lib.analysis.mushra import (CSV_COLUMNS, HIDDEN_REFERENCE, MushraTest, metric_to_score, plot_mushra,
+                                 post_screening, summarize, summary_warnings)
 from lib.data.audio import wav_bytes
 
 SR = 8000
@@ -87,6 +88,7 @@ def test_human_path_writes_slider_values(tmp_path):
     for _ in range(2):
         trial = test.trials[test.current_trial]
         for k, (label, name) in enumerate(zip(test.labels(), trial["order"])):
+            test.play_buttons[label].click()
             test.sliders[label].value = 10 * k + 5
             expected[(trial["name"], name)] = 10 * k + 5
         test.next_button.click()
@@ -223,3 +225,63 @@ def test_panel_draws_spectrogram_images():
     panel = comparison_panel({"noise": {"original": 0.1 * torch.randn(SR // 4)}}, SR, show=False)
     images = [w for w in _flatten(panel) if isinstance(w, widgets.Image)]
     assert len(images) == 1 and images[0].value[:4] == b"\x89PNG"
+
+
+def test_next_refuses_until_every_stimulus_is_played_and_rated(tmp_path):
+    path = tmp_path / "r.csv"
+    test = MushraTest(_trials(2), SR, path, "carol", seed=3)
+    labels = test.labels()
+    test.next_button.click()  # nothing played, nothing moved
+    assert test.current_trial == 0 and not path.exists()
+    assert "play A" in test._status.value and "rate A" in test._status.value
+    for label in labels:
+        test.sliders[label].value = 50  # rated but never played
+    test.next_button.click()
+    assert test.current_trial == 0 and not path.exists() and "rate" not in test._status.value.split("(")[1]
+    for label in labels[:-1]:
+        test.play_buttons[label].click()
+    test.next_button.click()
+    assert test.current_trial == 0 and f"play {labels[-1]})" in test._status.value
+    test.play_buttons[labels[-1]].click()
+    test.next_button.click()
+    assert test.current_trial == 1 and len(summarize(path)) == len(labels)
+    # a slider moved and put back at 0 counts as rated: 0 is a valid score once it was chosen
+    for label in test.labels():
+        test.play_buttons[label].click()
+        test.sliders[label].value = 3
+        test.sliders[label].value = 0
+    test.next_button.click()
+    assert test.finished
+    assert "(A)" in test.summary_html() or "(B)" in test.summary_html()
+
+
+def _screening_csv(path, hidden_scores: dict[str, list[int]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for listener, scores in hidden_scores.items():
+            for i, score in enumerate(scores):
+                writer.writerow(("t", f"s-{listener}", listener, f"clip{i}", HIDDEN_REFERENCE, score, False))
+                writer.writerow(("t", f"s-{listener}", listener, f"clip{i}", "codec", 40, False))
+
+
+def test_post_screening_flags_listeners_who_miss_the_hidden_reference(tmp_path):
+    path = tmp_path / "hand_made.csv"
+    _screening_csv(path, {
+        "careful": [100, 95, 90, 100, 98, 100, 100],  # never below 90
+        "one_slip": [100, 100, 100, 100, 100, 100, 85],  # 1/7 = 14 % -> kept (not more than 15 %)
+        "two_slips": [100, 100, 100, 100, 100, 80, 85],  # 2/7 = 29 % -> flagged
+        "guessing": [50, 40, 60, 100, 30, 20, 45],
+    })
+    screening = post_screening(path)
+    assert {k: v["flagged"] for k, v in screening.items()} == {
+        "careful": False, "one_slip": False, "two_slips": True, "guessing": True}
+    assert screening["two_slips"]["below"] == 2 and screening["two_slips"]["trials"] == 7
+    summary = summarize(path, simulated=False)
+    notes = summary_warnings(summary, screening)
+    assert sum("post-screening" in n for n in notes) == 2
+    kept = summarize(path, simulated=False, exclude_listeners=[k for k, v in screening.items() if v["flagged"]])
+    assert kept[HIDDEN_REFERENCE]["n"] == 14
+    assert not any("hidden reference averages" in n for n in summary_warnings(kept))
+    _screening_csv(path, {"deaf": [50] * 4})
+    assert any("averages 50" in n for n in summary_warnings(summarize(path)))

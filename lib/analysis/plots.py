@@ -13,29 +13,56 @@ import torch
 from lib.data.audio import mono_numpy
 
 
+def spectrogram_db(wav: torch.Tensor | np.ndarray, n_fft: int = 1024, hop_length: int | None = None) -> np.ndarray:
+    """Log-magnitude spectrogram `[freq, frames]` in dBFS (a full-scale sine peaks near 0 dB)."""
+    x = torch.from_numpy(mono_numpy(wav, mix=True))
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(x, n_fft, hop_length or n_fft // 4, window=window, center=True, pad_mode="constant",
+                      return_complex=True)
+    magnitude = spec.abs() * (2.0 / window.sum())  # so that a sine of amplitude 1 gives 0 dB
+    return 20.0 * torch.log10(magnitude.clamp_min(1e-10)).numpy()
+
+
+def spectrogram_peak(wavs, n_fft: int = 1024) -> float:
+    """The loudest bin (dBFS) over several clips: pass it as `vmax` to draw them on one shared colour scale."""
+    return max(float(spectrogram_db(w, n_fft).max()) for w in wavs)
+
+
 def plot_spectrogram(ax: plt.Axes, wav: torch.Tensor | np.ndarray, sample_rate: int, title: str | None = None,
-                     n_fft: int = 1024, hop_length: int | None = None, top_db: float = 80.0):
+                     n_fft: int = 1024, hop_length: int | None = None, top_db: float = 80.0,
+                     vmax: float | None = None, colorbar: bool = True):
     """Draw a log-magnitude spectrogram of `wav` (`[T]` or `[C, T]`, channels averaged) on `ax`.
 
     Time in s, frequency in kHz, colour in dB relative to full scale (a full-scale sine peaks near 0 dB),
-    showing the `top_db` dB below the loudest bin. Adds a colorbar. Returns the image.
+    showing the `top_db` dB below `vmax` (default: this clip's loudest bin; give the same `vmax`, e.g. from
+    `spectrogram_peak`, to compare several clips by eye). Adds a colorbar unless `colorbar=False`. Returns the image.
     """
-    x = torch.from_numpy(mono_numpy(wav, mix=True))
-    hop_length = hop_length or n_fft // 4
-    window = torch.hann_window(n_fft)
-    spec = torch.stft(x, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True)
-    magnitude = spec.abs() * (2.0 / window.sum())  # so that a sine of amplitude 1 gives 0 dB
-    db = 20.0 * torch.log10(magnitude.clamp_min(1e-10)).numpy()
-    vmax = float(db.max())
-    duration = x.numel() / sample_rate
+    db = spectrogram_db(wav, n_fft, hop_length)
+    vmax = float(db.max()) if vmax is None else float(vmax)
+    duration = mono_numpy(wav, mix=True).size / sample_rate
     image = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=vmax - top_db, vmax=vmax,
                       extent=(0.0, duration, 0.0, sample_rate / 2000.0), interpolation="nearest")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (kHz)")
     if title:
         ax.set_title(title)
-    ax.figure.colorbar(image, ax=ax, label="level (dBFS)")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label="level (dBFS)")
     return image
+
+
+def plot_spectrograms(wavs: dict, sample_rate: int, title: str | None = None, width: float = 4.2):
+    """Several clips side by side on one shared colour scale (one colorbar). `wavs`: `{title: wav}`. Returns the figure."""
+    fig, axes = plt.subplots(1, len(wavs), figsize=(width * len(wavs) + 1.0, 3.0), squeeze=False, sharey=True)
+    vmax = spectrogram_peak(wavs.values())
+    for ax, (name, wav) in zip(axes[0], wavs.items()):
+        image = plot_spectrogram(ax, wav, sample_rate, name, vmax=vmax, colorbar=False)
+        if ax is not axes[0, 0]:
+            ax.set_ylabel("")
+    fig.colorbar(image, ax=list(axes[0]), label="level (dBFS)", fraction=0.03, pad=0.01)
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def figure_png(fig: plt.Figure, dpi: int = 80, bbox_inches: str | None = None) -> bytes:
@@ -71,8 +98,8 @@ def plot_training(records: list[dict], axes=None, train_keys=("mel", "l1", "comm
         if pts:
             ax_train.plot(*zip(*pts), label=key)
     ax_train.set(title="Generator losses", xlabel="step", ylabel="loss (log scale)", yscale="log")
-    if ax_train.lines:
-        ax_train.legend(fontsize=8)
+    if ax_train.lines:  # legends below the axes, off the curves
+        ax_train.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=5, frameon=False)
     if val:
         steps = [r["step"] for r in val]
         ax_val.plot(steps, [r["mel_distance"] for r in val], "o-", color="C0", label="mel distance")
@@ -80,8 +107,9 @@ def plot_training(records: list[dict], axes=None, train_keys=("mel", "l1", "comm
         twin = ax_val.twinx()
         twin.plot(steps, [r["si_sdr"] for r in val], "s--", color="C3", label="SI-SDR")
         twin.set_ylabel("SI-SDR (dB, higher is better)", color="C3")
-        ax_val.legend(loc="upper left", fontsize=8)
-        twin.legend(loc="upper right", fontsize=8)
+        handles = ax_val.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        ax_val.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center",
+                      bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     else:
         ax_val.set(title="Validation (no records yet)")
     fig.tight_layout()
@@ -89,30 +117,46 @@ def plot_training(records: list[dict], axes=None, train_keys=("mel", "l1", "comm
 
 
 class LiveLossPlot:
-    """A trainer callback that redraws :func:`plot_training` in place in a notebook every ``every`` records."""
+    """A trainer callback that redraws :func:`plot_training` in place in a notebook every ``every`` records;
+    ``finish`` draws the final, titled figure into the same output, so the notebook shows one figure.
+    Headless (``lib.headless``) nothing is drawn until ``finish``."""
 
     def __init__(self, every: int = 5):
         from IPython.display import display
 
+        from lib.headless import headless
+
         self.records: list[dict] = []
         self.every = every
+        self.live = not headless()
         self.fig, self.axes = plt.subplots(1, 2, figsize=(11, 3.6))
         plt.close(self.fig)  # shown through the display handle only
-        self.handle = display(self.fig, display_id=True)
+        self.handle = display(self.fig, display_id=True) if self.live else None
 
     def __call__(self, record: dict) -> None:
         self.records.append(record)
-        if len(self.records) % self.every == 0 or record["kind"] == "val":
+        if self.live and (len(self.records) % self.every == 0 or record["kind"] == "val"):
             self.redraw()
 
-    def redraw(self) -> None:
+    def redraw(self, records: list[dict] | None = None) -> None:
         for ax in self.fig.axes[2:]:  # twin axes from the previous draw
             ax.remove()
         for ax in self.axes:
             ax.clear()
-        plot_training(self.records, self.axes)
+        plot_training(self.records if records is None else records, self.axes)
         if self.handle is not None:
             self.handle.update(self.fig)
+
+    def finish(self, records: list[dict] | None = None, title: str | None = None) -> plt.Figure:
+        """Draw `records` (default: those seen) with `title` in place of the live plot; returns the figure."""
+        from IPython.display import display
+
+        if title:
+            self.fig.suptitle(title, y=1.03)
+        self.redraw(records)
+        if self.handle is None:
+            display(self.fig)
+        return self.fig
 
 
 def plot_codebook_usage(val_record: dict, codebook_size: int, ax=None):

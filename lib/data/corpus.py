@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from scipy.signal import butter, lfilter
-from tqdm.auto import tqdm
+from lib.headless import progress_bar as tqdm
 
 from lib.data.audio import DEFAULT_SILENCE_THRESHOLD, load_audio, loudness_normalize, resample, save_audio
 
@@ -195,7 +195,7 @@ def _speak(voice: str, rate: int, pitch: int, text: str, sample_rate: int) -> to
 def _make_speech(out_dir: Path, sample_rate: int, budget: float, rng: random.Random, progress: bool) -> list[dict]:
     """espeak-ng utterances (several voices, variants, rates and pitches) until `budget` seconds."""
     jobs, records, total, failures = _espeak_jobs(rng), [], 0.0, 0
-    bar = tqdm(total=round(budget), desc="speech", unit="s", disable=not progress)
+    bar = tqdm(total=round(budget), desc="espeak", unit="s", disable=not progress)
     with ThreadPoolExecutor(max_workers=4) as pool:
         while total < budget and failures < 32:
             chunk = [next(jobs) for _ in range(8)]  # chunks in order keep the result independent of timing
@@ -212,6 +212,7 @@ def _make_speech(out_dir: Path, sample_rate: int, budget: float, rng: random.Ran
                 records.append({"path": rel, "source": "espeak", "seconds": seconds, "origin": f"{voice}: {text}"})
                 total += seconds
                 bar.update(round(seconds))
+    bar.total = max(bar.total, bar.n)  # the last clip may overshoot the budget
     bar.close()
     if failures >= 32:
         warnings.warn(f"espeak-ng failed {failures} times; speech stopped at {total:.0f} s", stacklevel=2)
@@ -370,6 +371,7 @@ def _make_synthetic(out_dir: Path, sample_rate: int, budget: float, seed: int, p
         records.append({"path": rel, "source": "synthetic", "seconds": wav.shape[-1] / sample_rate, "origin": kind})
         total += wav.shape[-1] / sample_rate
         bar.update(round(wav.shape[-1] / sample_rate))
+    bar.total = max(bar.total, bar.n)  # the last clip may overshoot the budget
     bar.close()
     return records
 

@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
-from tqdm.auto import tqdm
+from lib.headless import progress_bar as tqdm
 
 from lib.data.audio import DEFAULT_SILENCE_THRESHOLD, MAX_PEAK, OUT_OF_RANGE, SILENT, AudioError, load_audio, save_audio
 from lib.data.manifest import (DEFAULT_FRACTIONS, MANIFEST_FIELDS, MANIFEST_NAME, SPLITS,  # noqa: F401 (re-exported)

@@ -356,7 +356,7 @@ class Trainer:
         ``callback`` receives every log record (dicts with ``kind`` = ``train`` or ``val``), e.g. to draw a live
         loss plot in a notebook. Returns the records of this call.
         """
-        from tqdm.auto import tqdm
+        from lib.headless import progress_bar as tqdm
 
         t = self.cfg.train
         total = t.steps if steps is None else steps
