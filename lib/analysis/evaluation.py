@@ -33,6 +33,9 @@ from lib.data.datasets import held_out_clips, scan_folder
 __all__ = [
     "REFERENCE",
     "METRICS",
+    "summary_rows",
+    "rate_distortion_comment",
+    "SUMMARY_HEADERS",
     "TABLE_COLUMNS",
     "Ladder",
     "default_n_qs",
@@ -271,6 +274,47 @@ def summary_table(rows: list[dict]) -> str:
     lines.append("mel/STFT dist: mean L1 of log magnitudes, lower is better; SI-SDR, PESQ (MOS-LQO), STOI (0..1): "
                  "higher is better")
     return "\n".join(lines)
+
+
+def summary_rows(rows: list[dict]) -> list[dict]:
+    """Per-system means over clips as table rows (bitrate in kb/s), for `lib.analysis.html.table_html`
+    with `headers=SUMMARY_HEADERS`."""
+    return [{"system": system, "kbps": mean["bitrate"] / 1000, **{m: mean[m] for m in METRICS}}
+            for system, mean in _by_system(rows).items()]
+
+
+SUMMARY_HEADERS = {"kbps": "kb/s", "si_sdr": "SI-SDR (dB) ↑", "mel_distance": "mel distance ↓",
+                   "stft_distance": "STFT distance ↓", "pesq_wb": "PESQ (MOS-LQO) ↑", "stoi": "STOI (0-1) ↑"}
+
+
+def rate_distortion_comment(rows: list[dict], metric: str = "mel_distance") -> str:
+    """One computed sentence on the rate-distortion figure: what each extra codec level buys in `metric`, and
+    where the codec stands against the lowest-rate Opus."""
+    means = _by_system(rows)
+    codec = sorted((m for m in means.values() if m["family"] == "codec"), key=lambda m: m["n_q"])
+    if not codec:
+        return "No codec rows."
+    lower = METRIC_DIRECTION[metric] == "lower"
+    name = METRIC_TITLES[metric]
+    first, last = codec[0], codec[-1]
+    gain = (first[metric] - last[metric]) if lower else (last[metric] - first[metric])
+    spread = max(abs(first[metric]), 1e-9)
+    if len(codec) == 1:
+        text = f"The codec has one rung: {name} {first[metric]:.3f}."
+    elif gain <= 0.02 * spread:
+        text = (f"Levels beyond the first do not help: {name} is {first[metric]:.3f} with {first['n_q']} level(s) and "
+                f"{last[metric]:.3f} with {last['n_q']}, so the extra bits are wasted (the deeper levels learned little).")
+    else:
+        per_level = gain / (last["n_q"] - first["n_q"])
+        text = (f"Every extra level improves {name} by {per_level:.3f} on average "
+                f"({first[metric]:.3f} with {first['n_q']} -> {last[metric]:.3f} with {last['n_q']} levels).")
+    opus = sorted((m for m in means.values() if m["family"] == "opus"), key=lambda m: m["bitrate"])
+    if opus:
+        o = opus[0]
+        better = (last[metric] < o[metric]) if lower else (last[metric] > o[metric])
+        text += (f" At {last['bitrate'] / 1000:.1f} kb/s the codec is {'better' if better else 'worse'} than Opus at "
+                 f"{o['bitrate'] / 1000:.1f} kb/s ({last[metric]:.3f} vs {o[metric]:.3f}).")
+    return text
 
 
 FAMILY_STYLE = {  # colour and marker per family, shared by every panel

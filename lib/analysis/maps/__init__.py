@@ -2,7 +2,7 @@
 the path animation) and `explorer` (the ipywidgets listening panel). Their public names, and the SOM grid
 tooling of `lib.model.som` they build on, are re-exported here: `from lib.analysis import maps`, then
 `maps.plot_usage_maps(...)`."""
-from lib.analysis.maps.explorer import MapExplorer, map_explorer  # noqa: F401
+from lib.analysis.maps.explorer import MapExplorer, explorer_html, map_explorer  # noqa: F401
 from lib.analysis.maps.figures import (CORNER_COLOURS, PathArtists, SharedPaletteGifWriter,  # noqa: F401
                                        animation_html, band_edges, code_thumbnails, decode_alone, grid_colours,
                                        path_animation, path_segments, plot_code_mosaic, plot_path, plot_paths,
@@ -12,3 +12,5 @@ from lib.analysis.maps.statistics import (code_counts, encoder_latents, fit_rvq,
                                           level_inputs, level_u_matrix, pick_clip, to_grid, topography_table,
                                           training_clips, utterance_codes)
 from lib.model.som import grid_label, layout_grid, shuffled, topography  # noqa: F401
+from lib.analysis.maps.grids import (fit_fsq, fsq_usage_image, jump_distances, jump_summary,  # noqa: F401
+                                     plot_fsq_usage, plot_jumps, random_jump_distance)

@@ -105,3 +105,36 @@ def map_explorer(codec, wav: Tensor, sample_rate: int, alone_seconds: float = 0.
     Builds without a frontend, so it runs headless (papermill) too.
     """
     return MapExplorer(codec, wav, sample_rate, alone_seconds)
+
+
+@torch.no_grad()
+def explorer_html(codec, wav: Tensor, sample_rate: int, level: int = 0, n_codes: int = 4,
+                  alone_seconds: float = 0.5) -> str:
+    """The static stand-in for `map_explorer` in a saved notebook: the original and the codec output, then the
+    `n_codes` codes of `level` the clip uses most, each with its grid cell and players (alone, in context)."""
+    from lib.analysis.html import audio_html, table_html
+
+    _check_clips([wav])
+    codes = utterance_codes(codec, wav)
+    grid = layout_grid(codec.quantizer.levels[level])
+    reconstruction = codec.decode(codes[None], length=wav.shape[-1])
+    counts = torch.bincount(codes[level].long(), minlength=codec.quantizer.levels[level].codebook_size)
+    rows = []
+    for code in torch.argsort(counts, descending=True)[:n_codes].tolist():
+        alone = decode_alone(codec, level, torch.tensor([code]), max(2, round(alone_seconds * codec.frame_rate)))
+        context_codes = codes.clone()
+        context_codes[level] = code
+        context = codec.decode(context_codes[None], length=wav.shape[-1])
+        r, c = divmod(code, grid.shape[1])
+        rows.append({"code": code, "grid cell (row, col)": f"({r}, {c})",
+                     "frames of the clip": f"{int(counts[code])} / {codes.shape[1]}",
+                     "alone (peak-normalised)": "@@ALONE%d@@" % code, "in context": "@@CONTEXT%d@@" % code,
+                     "_alone": audio_html(_peak_normalise(alone), sample_rate),
+                     "_context": audio_html(context, sample_rate)})
+    table = table_html(rows, columns=[k for k in rows[0] if not k.startswith("_")],
+                       caption=f"level {level} ({grid_label(codec.quantizer.levels[level])}): the codes this clip uses most")
+    for row in rows:  # players are HTML, which table_html would escape
+        table = table.replace("@@ALONE%d@@" % row["code"], row["_alone"]).replace("@@CONTEXT%d@@" % row["code"], row["_context"])
+    head = (f"<p><b>original</b> {audio_html(wav, sample_rate)} &emsp; <b>codec (all levels)</b> "
+            f"{audio_html(reconstruction, sample_rate)}</p>")
+    return head + table + "<p><i>Run this notebook in JupyterLab for the interactive explorer (any level, any cell).</i></p>"
