@@ -53,12 +53,23 @@ def run_notebook(path: Path, parameters: dict, out_dir: Path, kernel: str = "pyt
 
 
 def sign_notebook(path: str | os.PathLike) -> None:
-    """Mark an executed notebook as trusted for this user (what `jupyter trust <path>` does)."""
+    """Mark an executed notebook as trusted for this user (what `jupyter trust <path>` does), after removing what
+    would make JupyterLab mark it modified as it opens (saved widget state, a stale kernel display name)."""
     import nbformat
     from nbformat.sign import NotebookNotary
 
     notebook = nbformat.read(str(path), as_version=4)
-    if notebook.metadata.pop("widgets", None) is not None:  # state of widgets a headless kernel made: no view uses it
+    changed = notebook.metadata.pop("widgets", None) is not None  # state of widgets no saved view uses
+    spec = notebook.metadata.get("kernelspec", {})
+    try:  # JupyterLab rewrites a display name that differs from the installed kernel's: "modified" on open
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        display_name = KernelSpecManager().get_kernel_spec(spec.get("name", "python3")).display_name
+    except Exception:  # noqa: BLE001 - no such kernel here: keep what papermill wrote
+        display_name = spec.get("display_name")
+    if spec and display_name and spec.get("display_name") != display_name:
+        spec["display_name"], changed = display_name, True
+    if changed:
         nbformat.write(notebook, str(path))
     notary = NotebookNotary()
     try:

@@ -102,7 +102,8 @@ def _write_notebook(folder: Path, results_csv: Path, pid_file: Path) -> Path:
 
 LAB_SETTINGS = {  # user settings that keep JupyterLab from opening dialogs over the notebook
     "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-    "notebook-extension/tracker": {"autoStartDefaultKernel": True},  # no "Select Kernel" dialog
+    # no "Select Kernel" dialog; every cell rendered, so that screenshots scrolled to an output show it
+    "notebook-extension/tracker": {"autoStartDefaultKernel": True, "windowingMode": "none"},
 }
 
 
@@ -276,6 +277,77 @@ def run_check(work_dir: Path, screenshot_dirs: list[Path] = (), timeout_s: float
     rows = _read_csv(results_csv)
     return {"rows": rows, "readout": shown, "screenshot": str(screenshot), "durations_s": durations,
             "timings": {k: round(v, 1) for k, v in timings.items()}}
+
+
+RAW_WIDGET_TEXT = ("VBox(", "HBox(", "MapExplorer(", "Error displaying widget", "model not found",
+                   "Failed to load model class")
+
+
+def check_executed_notebooks(folder: Path, screenshot_dirs=(), timeout_s: float = 150.0) -> dict:
+    """Open every executed notebook in `folder` in JupyterLab as a person would (no cell is run) and report, per
+    notebook: whether the server marks it trusted, how many `<audio>` elements it shows and their durations, any
+    raw widget text in the outputs, whether the tab is marked modified a few seconds after opening. Screenshots
+    (`<name>.png`, the top of the notebook, and `<name>_players.png`, the first player in view) go to
+    `screenshot_dirs`. JupyterLab runs with the caller's JUPYTER_DATA_DIR (where the runner signed the notebooks)."""
+    from playwright.sync_api import sync_playwright
+
+    start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="lab_open_"))
+    shots_dir = Path(tempfile.mkdtemp(prefix="lab_shots_"))
+    names = sorted(p.name for p in Path(folder).glob("*.ipynb"))
+    for name in names:
+        shutil.copy2(Path(folder) / name, work / name)  # copies keep the content, so the signature holds
+    report = {}
+    try:
+        with jupyter_lab(work) as (base, token):
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 900})
+                    page.set_default_timeout(max(5_000, 1000 * (timeout_s - (time.monotonic() - start))))
+                    for index, name in enumerate(names):
+                        model = json.loads(_get(f"{base}/api/contents/{name}?content=1&token={token}", timeout=30))
+                        code = [c for c in model["content"]["cells"] if c["cell_type"] == "code"]
+                        trusted = all(c["metadata"].get("trusted") for c in code)
+                        saved = sum(str(o.get("data", {}).get("text/html", "")).count("<audio")
+                                    for c in code for o in c.get("outputs", []))
+                        # a fresh workspace per notebook: only this one is open
+                        page.goto(f"{base}/lab/workspaces/open{index}/tree/{name}?reset&token={token}")
+                        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").first.wait_for()
+                        page.wait_for_function(
+                            "n => { const a = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) audio')];"
+                            " return a.length >= n && a.every(x => x.readyState >= 1); }", arg=saved)
+                        page.wait_for_timeout(2500)  # time for anything that would mark the notebook modified
+                        panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+                        durations = page.eval_on_selector_all(f"{panel} audio", "els => els.map(e => e.duration)")
+                        outputs = page.eval_on_selector_all(f"{panel} .jp-OutputArea-output", "els => els.map(e => e.innerText)")
+                        raw = sorted({marker for text in outputs for marker in RAW_WIDGET_TEXT if marker in text})
+                        dirty = page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty").count() > 0
+                        shots = []
+                        for suffix, locator in (("", None), ("_players", f"{panel} audio")):
+                            if locator:
+                                if not durations:
+                                    continue
+                                page.locator(locator).first.evaluate("e => e.closest('.jp-Cell').scrollIntoView()")
+                                page.wait_for_timeout(500)
+                            shot = shots_dir / f"{Path(name).stem}{suffix}.png"
+                            page.screenshot(path=str(shot))
+                            shots.append(shot.name)
+                            for target in screenshot_dirs:
+                                Path(target).mkdir(parents=True, exist_ok=True)
+                                shutil.copy(shot, Path(target) / shot.name)
+                        report[name] = {"trusted": trusted, "saved_players": saved, "durations_s": durations,
+                                        "raw_widget_text": raw, "modified": dirty, "screenshots": shots}
+                except Exception:
+                    _save_failure(page, work, screenshot_dirs)
+                    raise
+                finally:
+                    browser.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(shots_dir, ignore_errors=True)
+    report["_seconds"] = round(time.monotonic() - start, 1)
+    return report
 
 
 def expected_order() -> list[str]:

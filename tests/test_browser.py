@@ -12,7 +12,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from browser_check import ARROW_PRESSES, LISTENER, expected_order, missing_requirements, run_check
+from browser_check import (ARROW_PRESSES, LISTENER, check_executed_notebooks, expected_order, missing_requirements,
+                           run_check)
 
 REASON = missing_requirements()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"browser check: {REASON}")]
@@ -46,3 +47,24 @@ def test_mushra_widget_scores_reach_the_csv(tmp_path):
         image = matplotlib.image.imread(folder / "mushra_widget.png")
         assert image.shape[0] > 200 and image.shape[1] > 500  # the whole widget, not a sliver
         assert np.ptp(image[..., :3]) > 0.5  # not blank
+
+
+def test_executed_notebooks_open_as_a_person_sees_them(tiny_workbook, tmp_path):
+    """The executed notebooks of a tiny run, opened in JupyterLab without running anything: trusted, every player
+    loaded (duration > 0), no raw widget text or widget errors, not marked modified on open."""
+    for prefix in ("01", "02", "03", "04"):
+        tiny_workbook.run(prefix)
+    screenshot_dirs = [tmp_path / "screenshots"]
+    if os.environ.get("WORKBOOK_SCREENSHOT_DIR"):
+        screenshot_dirs.append(Path(os.environ["WORKBOOK_SCREENSHOT_DIR"]))
+    report = check_executed_notebooks(tiny_workbook.executed_dir, screenshot_dirs)
+    seconds = report.pop("_seconds")
+    assert sorted(report) == ["01_data_prep.ipynb", "02_train_vqvae.ipynb", "03_codebook_maps.ipynb",
+                              "04_listening_tests.ipynb"], report
+    for name, seen in report.items():
+        assert seen["trusted"], f"{name} opens untrusted"
+        assert seen["saved_players"] > 0 and len(seen["durations_s"]) == seen["saved_players"], (name, seen)
+        assert all(d > 0 for d in seen["durations_s"]), (name, seen["durations_s"])
+        assert not seen["raw_widget_text"], (name, seen["raw_widget_text"])
+        assert not seen["modified"], f"{name} is marked modified on open"
+    assert seconds < 150

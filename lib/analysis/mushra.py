@@ -415,7 +415,7 @@ def _system_colour(system: str, index: int):
         return "0.55"
     if "low-pass" in system or "anchor" in system:
         return "0.3"
-    palette = plt.get_cmap("tab10").colors
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # no grey: that is the references'
     return palette[index % len(palette)]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from lib.headless import progress_bar as tqdm
 
 from lib.data.audio import AUDIO_EXTENSIONS, DEFAULT_SILENCE_THRESHOLD, MISSING, AudioError, check_audio
 
