@@ -265,6 +265,22 @@ def run_check(work_dir: Path, screenshot_dirs: list[Path] = (), timeout_s: float
                 for folder in screenshot_dirs:
                     Path(folder).mkdir(parents=True, exist_ok=True)
                     shutil.copy(screenshot, Path(folder) / screenshot.name)
+                # BS.1534: "Finish" refuses while a stimulus is unplayed or a slider untouched.
+                page.locator(".mushra-test button", has_text="Finish").click()
+                page.locator(".mushra-test .mushra-refused").wait_for()
+                refused = page.locator(".mushra-test .mushra-refused").inner_text()
+                buttons = page.locator(".mushra-test .mushra-stimulus button")
+                for i in range(buttons.count()):
+                    buttons.nth(i).click()
+                sliders = page.locator(".mushra-test .widget-slider")
+                for i in range(1, sliders.count()):  # touched, then put back to 0
+                    other = sliders.nth(i).locator(".noUi-handle")
+                    other.focus()
+                    other.press("ArrowRight")
+                    page.wait_for_timeout(150)
+                    other.press("ArrowLeft")
+                    page.wait_for_timeout(150)
+                page.wait_for_timeout(500)
                 page.locator(".mushra-test button", has_text="Finish").click()
                 page.locator(".mushra-test", has_text="Done").wait_for()
                 timings["submitted_s"] = time.monotonic() - start
@@ -275,7 +291,7 @@ def run_check(work_dir: Path, screenshot_dirs: list[Path] = (), timeout_s: float
                 browser.close()
     timings["total_s"] = time.monotonic() - start
     rows = _read_csv(results_csv)
-    return {"rows": rows, "readout": shown, "screenshot": str(screenshot), "durations_s": durations,
+    return {"rows": rows, "readout": shown, "refused": refused, "screenshot": str(screenshot), "durations_s": durations,
             "timings": {k: round(v, 1) for k, v in timings.items()}}
 
 

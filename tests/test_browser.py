@@ -36,6 +36,7 @@ def test_mushra_widget_scores_reach_the_csv(tmp_path):
     # The slider shows what the arrow keys did, and the CSV holds it for the system behind letter "A".
     order = expected_order()  # same trials and seed as the notebook in the browser
     assert summary["readout"] == ARROW_PRESSES
+    assert "must be played and rated" in summary["refused"]  # Finish was refused before every stimulus was played
     rows = summary["rows"]
     assert sorted(r["system"] for r in rows) == sorted(order)
     scores = {r["system"]: int(r["score"]) for r in rows}
