@@ -1,6 +1,7 @@
 """Codebook tools shared by the quantizers and by everything that measures a codebook.
 
-* ``VQOutput``, ``RVQOutput``, :func:`check_latents`: what every quantizer returns and accepts.
+* ``VQOutput``, ``RVQOutput``, :func:`check_latents`, :class:`LevelStack`: what every quantizer returns and
+  accepts, and what the residual ones share (levels, bitrate, quantizer dropout).
 * :func:`codebook_stats`: usage, perplexity and codes used of a set of code indices: the one definition used by
   the quantizers' per-batch stats, the trainer's validation log, the codebook maps, the image-patch demo and the
   benchmarks.
@@ -10,12 +11,13 @@
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 # ----------------------------------------------------------------------------- what quantizers return
@@ -40,6 +42,40 @@ def check_latents(x: Tensor, dim: int) -> None:
     if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != dim:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a [B, D={dim}, T] tensor, got {shape}")
+
+
+class LevelStack(nn.Module):
+    """What residual quantizers share: ``n_q`` levels of ``codebook_size`` codes each, the bitrate ladder and
+    per-item quantizer dropout (a fraction ``quantizer_dropout`` of the batch items, True = all, draws its number of
+    levels uniformly in ``[1, n_q]`` during training; the other items use every level)."""
+
+    def __init__(self, dim: int, n_q: int, codebook_size: int, quantizer_dropout: bool | float):
+        super().__init__()
+        if n_q < 1:
+            raise ValueError(f"n_q must be >= 1, got {n_q}")
+        dropout = float(quantizer_dropout)
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"quantizer_dropout must be a bool or a fraction in [0, 1], got {quantizer_dropout}")
+        self.dim, self.n_q, self.codebook_size, self.quantizer_dropout = dim, n_q, codebook_size, dropout
+
+    def bits_per_frame(self, n_q: int | None = None) -> float:
+        """``n_q * log2(codebook_size)`` (all levels by default)."""
+        return self._check_n_q(n_q) * math.log2(self.codebook_size)
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.n_q
+        if not 1 <= int(n_q) <= self.n_q:
+            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
+        return int(n_q)
+
+    def _draw_item_levels(self, batch: int, device: torch.device) -> Tensor:
+        """Per-item number of levels ``[B]`` under quantizer dropout."""
+        drawn = torch.randint(1, self.n_q + 1, (batch,), device=device)
+        if self.quantizer_dropout >= 1.0:
+            return drawn
+        chosen = torch.rand(batch, device=device) < self.quantizer_dropout
+        return torch.where(chosen, drawn, torch.full_like(drawn, self.n_q))
 
 
 def codebook_stats(codes: Tensor, codebook_size: int) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from lib.model.codebook import RVQOutput, check_latents, codebook_stats
+from lib.model.codebook import LevelStack, RVQOutput, check_latents, codebook_stats
 from lib.model.registries import QUANTIZERS
 
 __all__ = ["FSQ", "ResidualFSQ"]
@@ -136,7 +136,7 @@ class FSQ(nn.Module):
 
 
 @QUANTIZERS.register("fsq")
-class ResidualFSQ(nn.Module):
+class ResidualFSQ(LevelStack):
     """Residual stack of :class:`FSQ` groups with quantizer dropout; the same interface as ``ResidualVQ``.
 
     Args:
@@ -152,15 +152,8 @@ class ResidualFSQ(nn.Module):
 
     def __init__(self, dim: int, n_q: int, levels: Sequence[int] = (8, 5, 5, 5),
                  quantizer_dropout: bool | float = 0.5):
-        super().__init__()
-        if n_q < 1:
-            raise ValueError(f"n_q must be >= 1, got {n_q}")
-        dropout = float(quantizer_dropout)
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"quantizer_dropout must be a bool or a fraction in [0, 1], got {quantizer_dropout}")
-        self.dim, self.n_q, self.quantizer_dropout = dim, n_q, dropout
+        super().__init__(dim, n_q, math.prod(levels), quantizer_dropout)
         self.levels = nn.ModuleList(FSQ(dim, levels) for _ in range(n_q))
-        self.codebook_size = self.levels[0].codebook_size
         self.fsq_levels = list(self.levels[0].levels)
 
     @classmethod
@@ -178,22 +171,6 @@ class ResidualFSQ(nn.Module):
     def ready(self) -> bool:
         """Always: there is no codebook to initialise."""
         return True
-
-    def bits_per_frame(self, n_q: int | None = None) -> float:
-        """``n_q * log2(prod(levels))`` (all groups by default)."""
-        return self._check_n_q(n_q) * math.log2(self.codebook_size)
-
-    def _check_n_q(self, n_q: int | None) -> int:
-        if n_q is None:
-            return self.n_q
-        if not 1 <= int(n_q) <= self.n_q:
-            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
-        return int(n_q)
-
-    def _draw_item_levels(self, batch: int, device: torch.device) -> Tensor:
-        drawn = torch.randint(1, self.n_q + 1, (batch,), device=device)
-        chosen = torch.rand(batch, device=device) < self.quantizer_dropout
-        return torch.where(chosen, drawn, torch.full_like(drawn, self.n_q))
 
     def forward(self, x: Tensor, n_q: int | None = None) -> RVQOutput:
         """Quantize ``[B, D, T]``; returns ``RVQOutput`` (codes ``[B, n, T]``, -1 where a group is off for an item)."""

@@ -15,15 +15,14 @@ replica keeps the same codebook. Without an initialised process group this is a 
 """
 from __future__ import annotations
 
-import math
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lib.model.codebook import (RVQOutput, VQOutput, all_reduce_sum, broadcast_from_rank0, check_latents,  # noqa: F401
-                                codebook_stats, kmeans, nearest_codes, rank)
+from lib.model.codebook import (LevelStack, RVQOutput, VQOutput, all_reduce_sum,  # noqa: F401
+                                broadcast_from_rank0, check_latents, codebook_stats, kmeans, nearest_codes, rank)
 from lib.model.registries import QUANTIZERS
 from lib.model.som import SOMGrid
 
@@ -356,7 +355,7 @@ class VectorQuantizer(nn.Module):
 
 
 @QUANTIZERS.register("rvq")
-class ResidualVQ(nn.Module):
+class ResidualVQ(LevelStack):
     """Residual vector quantiser: level i quantises what levels < i left over.
 
     Gradients: each level searches a detached residual; level i's commitment loss compares
@@ -377,16 +376,7 @@ class ResidualVQ(nn.Module):
     def __init__(
         self, dim: int, n_q: int, codebook_size: int, quantizer_dropout: bool | float = True, **vq_kwargs
     ) -> None:
-        super().__init__()
-        if n_q < 1:
-            raise ValueError(f"n_q must be >= 1, got {n_q}")
-        dropout = float(quantizer_dropout)
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"quantizer_dropout must be a bool or a fraction in [0, 1], got {quantizer_dropout}")
-        self.dim = dim
-        self.n_q = n_q
-        self.codebook_size = codebook_size
-        self.quantizer_dropout = dropout
+        super().__init__(dim, n_q, codebook_size, quantizer_dropout)
         self.levels = nn.ModuleList([VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q)])
 
     @classmethod
@@ -406,17 +396,6 @@ class ResidualVQ(nn.Module):
                    kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som,
                    kmeans_frames_per_code=q.kmeans_frames_per_code)
 
-    def bits_per_frame(self, n_q: int | None = None) -> float:
-        """``n_q * log2(codebook_size)`` (all levels by default)."""
-        return self._check_n_q(n_q) * math.log2(self.codebook_size)
-
-    def _check_n_q(self, n_q: int | None) -> int:
-        if n_q is None:
-            return self.n_q
-        if not 1 <= int(n_q) <= self.n_q:
-            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
-        return int(n_q)
-
     @property
     def ready(self) -> bool:
         """True once every level's codebook is initialised."""
@@ -426,15 +405,6 @@ class ResidualVQ(nn.Module):
     def codebooks(self) -> Tensor:
         """All codebooks `[n_q, K, d]` (d = codebook_dim, = dim unless factorised)."""
         return torch.stack([level.embed for level in self.levels])
-
-    def _draw_item_levels(self, batch: int, device: torch.device) -> Tensor:
-        """Per-item number of levels `[B]` under quantizer dropout."""
-        item_n_q = torch.full((batch,), self.n_q, dtype=torch.long, device=device)
-        drawn = torch.randint(1, self.n_q + 1, (batch,), device=device)
-        if self.quantizer_dropout >= 1.0:
-            return drawn
-        chosen = torch.rand(batch, device=device) < self.quantizer_dropout
-        return torch.where(chosen, drawn, item_n_q)
 
     def forward(self, x: Tensor, n_q: int | None = None) -> RVQOutput:
         """Quantise `[B, D, T]` with `n_q` levels (default all); EMA updates in training mode.
