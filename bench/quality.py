@@ -161,7 +161,7 @@ class Runner:
         """One training step on the system's own clock; an evaluation when the clock passes the next mark."""
         tr = self.trainer
         t0 = time.perf_counter()
-        tr.train_step(tr.batches[tr.step])
+        tr.train_step(tr.batches[tr.step + tr.skipped])  # a skipped step moves on to the next batch
         self.clock += time.perf_counter() - t0
         if (tr.step if self.args.steps else self.clock) >= self.marks[0] or tr.step >= tr.cfg.train.steps:
             self.marks.pop(0)

@@ -353,9 +353,16 @@ def _check_ranges(cfg: Config) -> None:
         ("train.grad_clip", t.grad_clip, t.grad_clip is None or t.grad_clip > 0, "> 0 or null (no clipping)"),
         ("train.max_bad_steps", t.max_bad_steps, t.max_bad_steps >= 1, ">= 1"),
         ("train.disc_window", t.disc_window, t.disc_window >= 1, ">= 1"),
+        ("train.quantizer_warmup_steps", t.quantizer_warmup_steps, t.quantizer_warmup_steps >= 0, ">= 0"),
+        ("train.adv_warmup_steps", t.adv_warmup_steps, t.adv_warmup_steps >= 0, ">= 0"),
     ]:
         if not ok:
             raise ConfigError(f"{key}: must be {want}, got {value!r}")
+    # A negative weight would silently drop a term, or turn an always-computed one (mel, commitment) into a reward.
+    for field_ in dataclasses.fields(cfg.loss):
+        value = getattr(cfg.loss, field_.name)
+        if isinstance(value, float) and value < 0:
+            raise ConfigError(f"loss.{field_.name}: must be >= 0 (a weight), got {value!r}")
 
 
 def validate(cfg: Config) -> None:
@@ -405,7 +412,7 @@ def validate(cfg: Config) -> None:
                           f"got {q.quantizer_dropout}")
     if q.kmeans_frames_per_code < 0:
         raise ConfigError(f"model.quantizer.kmeans_frames_per_code must be >= 0, got {q.kmeans_frames_per_code}")
-    if "stft" in (m.encoder, m.decoder) or m.decoder == "istft":
+    if m.encoder == "stft" or m.decoder == "istft":
         n_fft = m.spectral.n_fft or 2 * hop
         if n_fft < 2 * hop or n_fft % hop or (n_fft // hop) & (n_fft // hop - 1):
             raise ConfigError(f"model.spectral.n_fft={n_fft} must be the hop ({hop}) times 2, 4, 8, ...")

@@ -1,4 +1,6 @@
-"""The codec: a causal SEANet encoder, a quantizer on its latent frames, and a mirrored SEANet decoder.
+"""The codec: an encoder to latent frames, a quantizer on them, and a decoder back to audio; here also the SEANet
+encoder and decoder (strided convolutions at the sample rate). The default encoder and decoder work at the frame
+rate instead (:mod:`lib.model.spectral`).
 
 Shapes: audio ``[B, C, T]`` (C = 1 for mono), latents ``[B, D, F]`` with ``F = ceil(T / hop)`` and
 ``hop = prod(ratios)``, codes ``[B, n_q, F]`` (int64).
@@ -245,7 +247,7 @@ class Codec(nn.Module):
     """Encoder -> (bottleneck) -> quantizer -> decoder, on audio ``[B, C, T]`` of any length.
 
     Args:
-        encoder: ``[B, C, T] -> [B, D, F]`` with attributes ``channels``, ``dim``, ``hop_length`` (a SEANetEncoder).
+        encoder: ``[B, C, T] -> [B, D, F]`` with attributes ``channels``, ``dim``, ``hop_length`` (a SEANetEncoder or an STFTEncoder).
         quantizer: a :class:`lib.model.quantize.Quantizer` (``forward(x, n_q)``, ``encode(x, n_q)``,
             ``decode(codes)``, ``n_q``, ``codebook_size``); may be None when ``continuous``.
         decoder: ``[B, D, F] -> [B, C, F * hop]`` with the same ``channels``, ``dim``, ``hop_length``.

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from lib.model.codebook import LevelStack, RVQOutput, check_latents, codebook_stats
+from lib.model.codebook import LevelStack, RVQOutput, broadcast_from_rank0, check_latents, codebook_stats
 from lib.model.registries import QUANTIZERS
 
 __all__ = ["FSQ", "ResidualFSQ"]
@@ -59,27 +59,36 @@ class FSQ(nn.Module):
         basis = torch.cumprod(torch.tensor([1] + levels[:-1]), 0)
         self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("_lv", lv.long(), persistent=False)
+        # The projection's output is standardised by a shift and scale measured on the first training batch.
+        self.register_buffer("in_shift", torch.zeros(self.codebook_dim))
+        self.register_buffer("in_scale", torch.ones(self.codebook_dim))
         self.register_buffer("initted", torch.tensor(False))
+
+    def _project(self, x: Tensor) -> Tensor:
+        """``[B, D, T] -> [B, d, T]``: the in-projection, standardised."""
+        return (self.in_proj(x) - self.in_shift[:, None]) / self.in_scale[:, None]
 
     @torch.no_grad()
     def _init_scale(self, x: Tensor) -> None:
-        """First training batch: shift and rescale the in-projection so each code dimension starts at zero mean and
-        unit variance.
+        """First training batch: measure the shift and scale that give each code dimension zero mean and unit
+        variance (on rank 0, broadcast to all ranks).
 
         A latent with a large offset or scale (a random SEANet's output is nearly constant) would otherwise start where
-        tanh is saturated: every frame on the same grid point, and no gradient through the bound.
+        tanh is saturated: every frame on the same grid point, and no gradient through the bound. Buffers rather than
+        an edit of the weights, so that a weight EMA, DDP replicas and a skipped step all see the same correction.
         """
         h = self.in_proj(x.float()).transpose(0, 1).reshape(self.codebook_dim, -1)
-        mean, std = h.mean(dim=1), h.std(dim=1).clamp_min(1e-5)
-        self.in_proj.weight.div_(std[:, None, None])
-        self.in_proj.bias.sub_(mean).div_(std)
+        self.in_shift.copy_(h.mean(dim=1))
+        self.in_scale.copy_(h.std(dim=1).clamp_min(1e-5))
+        broadcast_from_rank0(self.in_shift)
+        broadcast_from_rank0(self.in_scale)
         self.initted.fill_(True)
     def extra_repr(self) -> str:
         return f"dim={self.dim}, levels={self.levels}, codebook_size={self.codebook_size}"
 
     def to_code_space(self, x: Tensor) -> Tensor:
         """``[B, D, T] -> [B, d, T]``: in-projection, then bounded to ``(-1, 1)`` per dimension (not rounded)."""
-        return self._bound(self.in_proj(x)) / self._width[:, None]
+        return self._bound(self._project(x)) / self._width[:, None]
 
     def _bound(self, h: Tensor) -> Tensor:
         """``[B, d, T]`` -> values in ``(-half - offset, half - offset)``: rounding them gives ``levels`` values."""
@@ -90,7 +99,7 @@ class FSQ(nn.Module):
         """``[B, D, T]`` -> rounded grid values ``[B, d, T]`` in ``[-w, w]`` (straight-through gradient)."""
         if self.training and not bool(self.initted) and x.shape[0] * x.shape[2] > 1:
             self._init_scale(x)
-        bounded = self._bound(self.in_proj(x).float())
+        bounded = self._bound(self._project(x).float())
         return bounded + (torch.round(bounded) - bounded).detach()
 
     def _codes(self, grid: Tensor) -> Tensor:

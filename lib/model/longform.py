@@ -33,5 +33,7 @@ def chunked_decode(codec, codes: torch.Tensor, chunk_frames: int) -> torch.Tenso
     """``codec.decode(codes)`` through ``stream_decode`` in chunks of ``chunk_frames`` frames, then the flush."""
     work = _fresh_copy(codec)
     parts = [work.stream_decode(codes[..., i:i + chunk_frames]) for i in range(0, codes.shape[-1], chunk_frames)]
-    parts.append(work.stream_flush().to(parts[-1]))
+    tail = work.stream_flush()  # [1, C, 0] from a decoder without look-ahead, whatever the batch
+    if tail.shape[-1]:
+        parts.append(tail.to(parts[-1]))
     return torch.cat(parts, dim=-1)

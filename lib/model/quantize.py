@@ -253,6 +253,8 @@ class VectorQuantizer(nn.Module):
 
     def _pool_for_init(self, z_flat: Tensor) -> Tensor | None:
         """Add frames ``[N, d]`` to the k-means pool; all pooled frames once there are enough, else None."""
+        if not bool(torch.isfinite(z_flat).all()):  # a step the trainer will skip: keep NaN out of k-means
+            return None
         self._pool.append(z_flat)
         pooled = torch.cat(self._pool)
         if pooled.shape[0] < self.kmeans_frames_per_code * self.codebook_size:

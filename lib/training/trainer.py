@@ -334,7 +334,7 @@ class Trainer:
                 codes.append(out.codes[0])
         result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs)), "quantized": not warming_up}
         if codes:
-            k = self.cfg.model.quantizer.codebook_size
+            k = codec.quantizer.codebook_size
             for level, level_codes in enumerate(torch.cat(codes, dim=-1)):  # [n_q, frames]
                 stats = codebook_stats(level_codes, k)
                 result[f"usage_{level}"], result[f"perplexity_{level}"] = stats["usage"], stats["perplexity"]

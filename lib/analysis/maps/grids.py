@@ -110,7 +110,8 @@ def fsq_usage_image(counts: np.ndarray, radices) -> np.ndarray:
 def plot_fsq_usage(ax: plt.Axes, codes: Tensor, radices, title: str = "") -> float:
     """Usage of an FSQ grid as a map (log colour, white = never chosen). Returns the fraction of codes used."""
     size = math.prod(radices)
-    counts = np.bincount(codes.reshape(-1).long().numpy(), minlength=size).astype(float)
+    flat = codes.reshape(-1).long()
+    counts = np.bincount(flat[flat >= 0].numpy(), minlength=size).astype(float)  # -1: a level switched off
     image = fsq_usage_image(np.where(counts > 0, counts, np.nan), radices)
     cmap = plt.get_cmap("viridis").copy()
     cmap.set_bad("white")
