@@ -14,6 +14,7 @@ from lib.build import build_codec
 from lib.config import load_config
 from lib.data.corpus import build_default_corpus
 from lib.model.quantize import ResidualVQ, VectorQuantizer
+from lib.training.objectives import StepContext
 from lib.training.trainer import Trainer
 
 
@@ -127,3 +128,35 @@ def test_waveform_objective_reconstructs_a_harmonic_signal(objective, bound, tmp
         sdr = float(np.mean([float(si_sdr(tr.codec(w).recon, w).mean()) for w in tr.valid]))
     assert (sdr > bound) if objective == "waveform" else (sdr < bound), sdr
     assert math.isfinite(sdr)
+
+
+def test_reconstruction_losses_leave_out_the_unfinished_overlap_add_tail(corpus, tmp_path, monkeypatch):
+    """The iSTFT decoder cannot finish its last n_fft - hop samples of a crop (the next frame's overlap-add is
+    missing): the reconstruction terms must not hold it to them, so changing only those samples leaves every
+    reconstruction loss unchanged, while changing one sample before them moves it."""
+    cfg = load_config("tiny", ["data.batch_size=2", "train.discriminators=[]", "loss.waveform_mse=1",
+                               "loss.complex_stft=1", "loss.l1=1"])
+    tr = Trainer(cfg, corpus, tmp_path, progress=False)
+    tail = tr.codec.unfinished_tail
+    assert tail == tr.codec.decoder.n_fft - tr.codec.hop_length > 0
+    wav = tr.batches[0]
+    seen = []
+    original = StepContext.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self)
+
+    monkeypatch.setattr(StepContext, "__init__", spy)
+    tr.generator_losses(wav, adversarial=False)
+    ctx = seen[-1]
+    assert ctx.tail == tail and ctx.recon.shape[-1] == wav.shape[-1] - tail
+    terms = {k: v for k, v in tr.loss_terms.items() if k in ("mel", "l1", "waveform_mse", "complex_stft")}
+    base = {k: float(t(ctx)) for k, t in terms.items()}
+    recon = ctx.out.recon.detach().clone()
+    recon[..., -tail:] += 0.5
+    ctx.out.recon = recon
+    assert {k: float(t(ctx)) for k, t in terms.items()} == pytest.approx(base, rel=1e-6)
+    recon[..., -tail - 1] += 0.5
+    moved = {k: float(t(ctx)) for k, t in terms.items()}
+    assert all(moved[k] != pytest.approx(base[k], rel=1e-6) for k in ("l1", "waveform_mse"))

@@ -303,6 +303,12 @@ class Codec(nn.Module):
         return self.sample_rate / self.hop_length
 
     @property
+    def unfinished_tail(self) -> int:
+        """Samples at the end of a decoded crop that the next frame would still change (the iSTFT overlap-add's
+        ``n_fft - hop``; 0 for decoders that do not declare a ``latency``): training losses leave them out."""
+        return int(getattr(self.decoder, "latency", 0))
+
+    @property
     def channels(self) -> int:
         return int(self.encoder.channels)
 

@@ -8,7 +8,7 @@ above 0 or it is ``always`` logged, and is called with the :class:`StepContext` 
     @LOSS_TERMS.register("waveform_mse")      # plus a field ``waveform_mse: float = 0.0`` in LossConfig
     class WaveformMSE(LossTerm):
         def forward(self, ctx: StepContext) -> torch.Tensor:
-            return (ctx.recon - ctx.wav).pow(2).mean()
+            return (ctx.recon - ctx.target).pow(2).mean()
 
 ``loss.adversarial_kind`` names an entry of :data:`ADVERSARIAL_LOSSES`: a discriminator and a generator loss on
 the discriminators' logit lists.
@@ -45,17 +45,26 @@ class StepContext:
 
     ``wav`` the batch ``[B, C, T]``; ``out`` the codec's :class:`lib.model.codec.CodecOutput`; ``discriminate`` a
     callable returning, per discriminator in play, ``(fake_logits, fake_features, real_features)`` computed with
-    the discriminators frozen (called at most once per step, through :meth:`discriminator_outputs`).
+    the discriminators frozen (called at most once per step, through :meth:`discriminator_outputs`); ``tail`` the
+    last samples of a crop the decoder cannot finish (``Codec.unfinished_tail``: an overlap-add still waiting for
+    the next frame), which the reconstruction terms leave out through :attr:`recon` and :attr:`target`.
     """
 
     wav: torch.Tensor
     out: Any
     discriminate: Callable[[], list[tuple]] | None = None
+    tail: int = 0
     _disc: list[tuple] | None = field(default=None, repr=False)
 
     @property
     def recon(self) -> torch.Tensor:
-        return self.out.recon
+        """The reconstruction ``[B, C, T - tail]`` the codec can be held to."""
+        return self.out.recon[..., : self.out.recon.shape[-1] - self.tail]
+
+    @property
+    def target(self) -> torch.Tensor:
+        """The input ``[B, C, T - tail]`` aligned with :attr:`recon`."""
+        return self.wav[..., : self.wav.shape[-1] - self.tail]
 
     def discriminator_outputs(self) -> list[tuple]:
         if self._disc is None:
@@ -94,7 +103,7 @@ class MelTerm(LossTerm):
                                       log_distance=cfg.loss.mel_log_distance)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return self.loss(ctx.recon, ctx.wav)
+        return self.loss(ctx.recon, ctx.target)
 
 
 @LOSS_TERMS.register("l1")
@@ -104,7 +113,7 @@ class L1Term(LossTerm):
     always = True
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return waveform_l1(ctx.recon, ctx.wav)
+        return waveform_l1(ctx.recon, ctx.target)
 
 
 @LOSS_TERMS.register("waveform_mse")
@@ -112,7 +121,7 @@ class WaveformMSETerm(LossTerm):
     """Mean squared sample difference: fixes polarity and phase, which the spectral terms cannot see."""
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return waveform_mse(ctx.recon, ctx.wav)
+        return waveform_mse(ctx.recon, ctx.target)
 
 
 @LOSS_TERMS.register("complex_stft")
@@ -124,7 +133,7 @@ class ComplexSTFTTerm(LossTerm):
         self.loss = ComplexSTFTLoss()
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return self.loss(ctx.recon, ctx.wav)
+        return self.loss(ctx.recon, ctx.target)
 
 
 @LOSS_TERMS.register("stft")
@@ -136,7 +145,7 @@ class STFTTerm(LossTerm):
         self.loss = MultiResolutionSTFTLoss()
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return self.loss(ctx.recon, ctx.wav)
+        return self.loss(ctx.recon, ctx.target)
 
 
 @LOSS_TERMS.register("adversarial")

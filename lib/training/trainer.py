@@ -189,7 +189,7 @@ class Trainer:
         terms = {name: term for name, term in self.loss_terms.items() if adversarial or not term.adversarial}
         out = self.codec_ddp(wav, n_q=self.tied_n_q, return_stages=any(t.needs_stages for t in terms.values()),
                              bypass_quantizer=warming_up)
-        ctx = StepContext(wav, out, lambda: self._discriminate(wav, out.recon))
+        ctx = StepContext(wav, out, lambda: self._discriminate(wav, out.recon), tail=self.codec.unfinished_tail)
         return out, {name: term(ctx) for name, term in terms.items()}
 
     def _discriminate(self, wav: torch.Tensor, recon: torch.Tensor) -> list[tuple]:
