@@ -1,4 +1,6 @@
 """The frame-rate STFT encoder / iSTFT decoder: exact analysis-synthesis, frame-level causality, streaming."""
+import math
+
 import pytest
 import torch
 
@@ -21,10 +23,11 @@ def test_stft_then_istft_reconstructs_the_signal(ratio):
     assert torch.allclose(y[..., : x.shape[-1] - tail], x[..., : x.shape[-1] - tail], atol=1e-4)
 
 
-def test_decoder_frame_f_writes_only_its_window():
+@pytest.mark.parametrize("head", ["complex", "polar"])
+def test_decoder_frame_f_writes_only_its_window(head):
     """A change in latent frame f alters output samples (f + 1) * hop - n_fft ... (f + 1) * hop - 1 and no other
     sample before them (frame-level causality with n_fft - hop samples of decoder latency)."""
-    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2).eval()
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head=head).eval()
     z = torch.randn(1, 8, 12)
     f = 6
     z2 = z.clone()
@@ -37,9 +40,9 @@ def test_decoder_frame_f_writes_only_its_window():
     assert dec.latency == dec.n_fft - HOP
 
 
-@pytest.mark.parametrize("n_fft", [2 * HOP, 4 * HOP])
-def test_decoder_streams_like_offline(n_fft):
-    dec = ISTFTDecoder(dim=8, hop_length=HOP, n_fft=n_fft, hidden=16, n_blocks=2).eval()
+@pytest.mark.parametrize("n_fft,head", [(2 * HOP, "complex"), (4 * HOP, "complex"), (2 * HOP, "polar")])
+def test_decoder_streams_like_offline(n_fft, head):
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, n_fft=n_fft, hidden=16, n_blocks=2, head=head).eval()
     z = torch.randn(2, 8, 17)
     with torch.no_grad():
         offline = dec(z)
@@ -77,3 +80,25 @@ def test_stft_front_is_fixed_and_not_a_parameter():
 def test_bad_framing_is_refused():
     with pytest.raises(ValueError, match="n_fft must be hop"):
         ISTFTDecoder(dim=8, hop_length=HOP, n_fft=3 * HOP)
+
+
+def test_polar_head_synthesises_log_magnitude_and_phase():
+    """head="polar": the trunk's two outputs per bin are log magnitude and phase. The encoder's spectrum given in
+    that form gives the input back, as the complex head does with real and imaginary parts."""
+    enc = STFTEncoder(dim=8, hop_length=HOP)
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=1, head="polar")
+    x = torch.randn(1, 1, 30 * HOP)
+    spec = enc.stft(torch.nn.functional.pad(x, (1, 0)))[..., 1:]
+    re, im = spec[:, : dec.n_bins], spec[:, dec.n_bins:]
+    polar = torch.cat([torch.complex(re, im).abs().clamp_min(1e-12).log(), torch.atan2(im, re)], dim=1)
+    y = dec._overlap_add(dec._segments(polar))[:, dec.latency:].reshape(1, 1, -1)
+    keep = x.shape[-1] - dec.latency
+    assert torch.allclose(y[..., :keep], x[..., :keep], atol=1e-4)
+    # Log magnitudes are capped at log(100): a runaway output cannot overflow to inf.
+    loud = dec._segments(torch.full((1, 2 * dec.n_bins, 3), 1e4))
+    assert torch.isfinite(loud).all() and loud.abs().max() < 100 * dec.n_bins
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="head='magphase'"):
+        ISTFTDecoder(dim=8, hop_length=HOP, head="magphase")

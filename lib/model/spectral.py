@@ -10,7 +10,9 @@ Framing (``n_fft`` = window length = ``hop * 2^k``, k >= 1; ``hop`` = codec hop)
   basis): it returns ``ceil(T / hop)`` frames, frame ``j`` computed from samples ``j * hop - n_fft + 1 ... j * hop``.
   Inside :class:`lib.model.codec.Codec` (frame look-ahead on) latent frame ``f`` therefore sees exactly the window
   that ends with frame ``f``'s own hop: samples ``(f + 1) * hop - n_fft ... (f + 1) * hop - 1``.
-* :class:`ISTFTDecoder` predicts the real and imaginary parts of that same window's spectrum, inverts it, applies
+* :class:`ISTFTDecoder` predicts that same window's spectrum (``head="complex"``: real and imaginary parts;
+  ``head="polar"``: log magnitude and phase, as Vocos, so that an error scales a quiet bin instead of adding a
+  noise floor to it), inverts it, applies
   the synthesis window and overlap-adds: frame ``f`` writes samples ``(f + 1) * hop - n_fft ... (f + 1) * hop - 1``.
   Analysis and synthesis windows are square-root periodic Hann windows (the synthesis one scaled by
   ``2 * hop / n_fft``), whose product overlap-adds to one: an encoder-decoder pair that passes the spectrum
@@ -106,6 +108,10 @@ def _spectral_kwargs(cfg) -> dict:
                 kernel_size=sp.kernel_size, mlp_ratio=sp.mlp_ratio)
 
 
+HEADS = ("complex", "polar")
+MAX_LOG_MAGNITUDE = math.log(100.0)  # polar head: caps exp() (a bin at 100 is ~60 dB above full-scale speech)
+
+
 @ENCODERS.register("stft")
 class STFTEncoder(nn.Module):
     """Causal STFT front + ConvNeXt blocks: audio ``[B, C, T] -> latents [B, dim, ceil(T / hop)]``.
@@ -182,15 +188,20 @@ class ISTFTDecoder(nn.Module):
     """
 
     def __init__(self, channels: int = 1, dim: int = 64, hop_length: int = 320, n_fft: int | None = None,
-                 hidden: int = 256, n_blocks: int = 6, kernel_size: int = 7, mlp_ratio: float = 3.0):
+                 hidden: int = 256, n_blocks: int = 6, kernel_size: int = 7, mlp_ratio: float = 3.0,
+                 head: str = "complex"):
         super().__init__()
         n_fft = 2 * hop_length if n_fft is None else n_fft
         _check_framing(hop_length, n_fft)
-        self.channels, self.dim, self.hop_length, self.n_fft = channels, dim, hop_length, n_fft
+        if head not in HEADS:
+            raise ValueError(f"head={head!r}: expected one of {HEADS}")
+        self.channels, self.dim, self.hop_length, self.n_fft, self.head = channels, dim, hop_length, n_fft, head
         self.n_bins = n_fft // 2 + 1
         self.trunk = _Trunk(dim, hidden, 2 * self.n_bins * channels, n_blocks, kernel_size, mlp_ratio)
         with torch.no_grad():  # start quiet: a default-initialised head outputs noise ~20 dB above speech level
             self.trunk.out.weight.mul_(0.1)
+            if head == "polar":  # log magnitudes start at e^-6 ~ -52 dB, below quiet speech
+                self.trunk.out.bias.view(channels, 2, self.n_bins)[:, 0].fill_(-6.0)
         # Hann windows at hop n_fft / 2^k overlap-add to 2^(k-1): scale the synthesis window back to a sum of one.
         self.register_buffer("window", sqrt_hann(n_fft) * (2 * hop_length / n_fft), persistent=False)
         self._tail: torch.Tensor | None = None  # streaming: overlap-add samples not final yet
@@ -199,7 +210,7 @@ class ISTFTDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg) -> "ISTFTDecoder":
         """``model.decoder: istft``, sized by ``model.spectral``."""
-        return cls(**_spectral_kwargs(cfg), n_blocks=cfg.model.spectral.decoder_blocks)
+        return cls(**_spectral_kwargs(cfg), n_blocks=cfg.model.spectral.decoder_blocks, head=cfg.model.spectral.head)
 
     @property
     def latency(self) -> int:
@@ -210,7 +221,10 @@ class ISTFTDecoder(nn.Module):
         """Trunk output ``[B, C * 2 * bins, F]`` -> windowed time segments ``[B * C, F, n_fft]``."""
         b, _, frames = h.shape
         h = h.reshape(b * self.channels, 2, self.n_bins, frames).permute(0, 3, 2, 1).float()
-        spec = torch.complex(h[..., 0], h[..., 1])  # [B * C, F, bins]
+        if self.head == "polar":
+            spec = torch.polar(h[..., 0].clamp(max=MAX_LOG_MAGNITUDE).exp(), h[..., 1])  # [B * C, F, bins]
+        else:
+            spec = torch.complex(h[..., 0], h[..., 1])
         # Inverse of _dft_kernels' scaling: irfft's 1 / n_fft times sqrt(n_fft) -> the same scale as the input.
         seg = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * math.sqrt(self.n_fft)
         return seg * self.window
