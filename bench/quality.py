@@ -33,12 +33,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E402
 
-from lib.analysis.metrics import pesq_wb, si_sdr, stoi  # noqa: E402
+from lib.analysis.metrics import evaluate_all  # noqa: E402
 from lib.config import load_config  # noqa: E402
 from lib.data.datasets import held_out_clips  # noqa: E402
+from lib.model.codebook import codebook_stats  # noqa: E402
 from lib.model.codec import Codec  # noqa: E402
 from lib.model.quantize import RVQOutput  # noqa: E402
-from lib.training.losses import mel_distance  # noqa: E402
 from lib.training.trainer import Trainer  # noqa: E402
 
 SPEECH_FOLDERS = ("speech", "alsa")  # the default corpus's speech sources; everything else counts as "other"
@@ -113,22 +113,43 @@ def held_out(data_dir: str | Path, split: str, sample_rate: int, seconds: float)
 
 @torch.no_grad()
 def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True) -> list[dict]:
-    """Mean metrics per (n_q, kind) over ``clips``."""
+    """Mean metrics per (n_q, kind) over ``clips``; ``n_q = 0`` is the unquantized latent (the quantizer bypassed:
+    what the encoder and decoder could do with an unlimited bitrate)."""
     codec.eval()
     rows = []
     for n_q in n_qs:
         per_kind: dict[str, list[dict]] = {}
         for _, kind, wav in clips:
-            recon = codec(wav, n_q=n_q).recon
-            est, ref = recon[0, 0].numpy(), wav[0, 0].numpy()
-            m = {"mel_distance": float(mel_distance(recon, wav, sample_rate)), "si_sdr": float(si_sdr(recon, wav)),
-                 "stoi": float(stoi(est, ref, sample_rate)),
-                 "pesq_wb": float(pesq_wb(est, ref, sample_rate)) if pesq else float("nan")}
-            per_kind.setdefault(kind, []).append(m)
+            recon = codec(wav, bypass_quantizer=True).recon if n_q == 0 else codec(wav, n_q=n_q).recon
+            per_kind.setdefault(kind, []).append(evaluate_all(recon[:, 0], wav[:, 0], sample_rate, pesq=pesq))
         for kind, ms in per_kind.items():
-            rows.append({"n_q": n_q, "kind": kind, "kbps": round(codec.bitrate(n_q) / 1000, 2), "clips": len(ms),
+            kbps = round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf")
+            rows.append({"n_q": n_q, "kind": kind, "kbps": kbps, "clips": len(ms),
                          **{k: float(np.mean([m[k] for m in ms])) for k in ms[0]}})
     codec.train()
+    return rows
+
+
+@torch.no_grad()
+def level_usage(codec, clips) -> list[dict]:
+    """Per quantizer level, over every held-out frame of ``clips`` at the full bitrate: ``codebook_stats`` (usage,
+    perplexity) and, for FSQ groups, ``scalar_usage``: the mean over the group's dimensions of the fraction of that
+    dimension's levels used (the "FSQ uses its levels" figure)."""
+    codec.eval()
+    codes = torch.cat([codec.encode(wav)[0] for _, _, wav in clips], dim=-1)  # [n_q, frames]
+    codec.train()
+    radices = getattr(codec.quantizer, "radices", None)
+    rows = []
+    for level, level_codes in enumerate(codes):
+        row = {"level": level, "frames": int(level_codes.numel()), "codebook_size": int(codec.quantizer.codebook_size),
+               **codebook_stats(level_codes, int(codec.quantizer.codebook_size))}
+        if radices:
+            digits, rest = [], level_codes.clone()
+            for r in reversed(radices):  # mixed-radix digits, last dimension fastest (decoding order is irrelevant)
+                digits.append(torch.unique(rest % r).numel() / r)
+                rest = rest // r
+            row["scalar_usage"] = float(np.mean(digits))
+        rows.append(row)
     return rows
 
 
@@ -148,8 +169,9 @@ class Runner:
         self.trainer = Trainer(cfg, args.data, run_dir, resume=False, progress=False, codec=codec)
         self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
         self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
-        self.n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q]
+        self.n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q] + ([0] if args.ceiling else [])
         self.rows: list[dict] = []
+        self.levels: list[dict] = []  # per-level code statistics after the last evaluation
         self.clock = 0.0
         print(f"== {name}: {self.trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
 
@@ -172,14 +194,21 @@ class Runner:
     def evaluate(self) -> None:
         tr, args = self.trainer, self.args
         codec = tr.ema if tr.ema is not None else tr.codec
-        for r in evaluate(codec.cpu() if args.device != "cpu" else codec, self.clips, self.cfg.data.sample_rate,
-                          self.n_qs, pesq=not args.no_pesq):
+        codec = codec.cpu() if args.device != "cpu" else codec
+        for r in evaluate(codec, self.clips, self.cfg.data.sample_rate, self.n_qs, pesq=not args.no_pesq):
             self.rows.append({"system": self.name, "minutes": round(self.clock / 60, 2), "step": tr.step, **r})
+        if not self.marks:  # the last evaluation: how the codes use each level
+            self.levels = [{"system": self.name, "step": tr.step, **r} for r in level_usage(codec, self.clips)]
         codec.to(tr.device)
-        b = next(r for r in self.rows[::-1] if r["n_q"] == self.n_qs[-1] and r["kind"] == "speech")
+        top = max(self.n_qs)
+        b = next(r for r in self.rows[::-1] if r["n_q"] == top and r["kind"] == "speech")
         print(f"  {self.name} step {tr.step} ({self.clock / 60:.1f} min): speech@{b['kbps']}kbps PESQ "
               f"{b['pesq_wb']:.2f} STOI {b['stoi']:.3f} SI-SDR {b['si_sdr']:.1f} mel {b['mel_distance']:.3f}",
               flush=True)
+        if 0 in self.n_qs:
+            u = next(r for r in self.rows[::-1] if r["n_q"] == 0 and r["kind"] == "speech")
+            print(f"  {self.name} unquantized: PESQ {u['pesq_wb']:.2f} STOI {u['stoi']:.3f} SI-SDR {u['si_sdr']:.1f} "
+                  f"mel {u['mel_distance']:.3f}", flush=True)
 
 
 def race(args, clips) -> list[dict]:
@@ -191,6 +220,11 @@ def race(args, clips) -> list[dict]:
                 r.step()
                 if r.rows and r.rows[-1]["step"] == r.trainer.step:
                     write_csv([row for q in runners for row in q.rows], args.out)  # nothing lost if cut short
+    levels = [row for r in runners for row in r.levels]
+    if levels:
+        write_csv(levels, f"{args.out}_levels")
+        print(markdown_table(levels, ["system", "step", "level", "frames", "codes_used", "usage", "perplexity"]
+                             + (["scalar_usage"] if any("scalar_usage" in r for r in levels) else [])))
     return [row for r in runners for row in r.rows]
 
 
@@ -210,6 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every system")
     ap.add_argument("--out", default="quality")
+    ap.add_argument("--ceiling", action="store_true", help="also evaluate the unquantized latents (n_q = 0)")
     ap.add_argument("--no-pesq", action="store_true", help="skip PESQ (where the pesq package is missing)")
     args = ap.parse_args(argv)
     if args.long:

@@ -265,12 +265,14 @@ def bitrate(n_q: int, codebook_size: int, frame_rate: float) -> float:
     return float(n_q * math.log2(codebook_size) * frame_rate)
 
 
-def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True) -> dict[str, float]:
+def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
+                 pesq: bool = True) -> dict[str, float]:
     """All quality metrics for one clip or a batch, as plain floats (batch mean; NaNs ignored).
 
     Returns `{"si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi"}`; see
     `METRIC_DIRECTION` / `METRIC_UNITS` for the direction and units of each. `perceptual=False`
-    skips PESQ and STOI (the slow, speech-only ones).
+    skips PESQ and STOI (the slow, speech-only ones); `pesq=False` skips PESQ alone (NaN), for
+    where the `pesq` package is missing.
     """
     sample_rate = _check_rate(sample_rate)
     est, ref, _ = _pair(estimate, reference)  # validates once, with the user's argument names
@@ -285,6 +287,6 @@ def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True)
         "stft_distance": mean(stft_distance(est, ref)),
     }
     if perceptual:
-        results["pesq_wb"] = mean(pesq_wb(est, ref, sample_rate))
+        results["pesq_wb"] = mean(pesq_wb(est, ref, sample_rate)) if pesq else math.nan
         results["stoi"] = mean(stoi(est, ref, sample_rate))
     return results
