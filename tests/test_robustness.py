@@ -180,8 +180,26 @@ def test_files_broken_after_the_manifest_are_skipped_for_the_rest_of_the_run(tmp
     named = [str(w.message) for w in seen if issubclass(w.category, SkippedFileWarning)]
     assert sum("c1.wav" in m for m in named) == 1 and sum("c2.wav" in m for m in named) == 1
     assert any("nan_or_inf" in m or "NaN" in m for m in named if "c1.wav" in m)
-    # the same step gives the same batch again (a function of the seed, the step and the clips left out)
+    # the same step gives the same batch again
     assert torch.equal(batches[5], out[5])
+
+
+def test_a_resumed_run_draws_the_batches_of_a_run_that_met_a_broken_clip(tmp_path):
+    """A fresh sampler (a resumed run, or a DataLoader worker) has not met the broken clip yet; its batch for a step
+    must still be the one the first run drew after leaving the clip out, whether or not it draws that clip."""
+    for i in range(8):
+        _tone(tmp_path / f"c{i}.wav", dtype="FLOAT", scale=0.1 * (i + 1))  # tell the clips apart in a batch
+    build_manifest(tmp_path, fractions=(1.0, 0.0, 0.0), progress=False)
+    raw = (tmp_path / "c3.wav").read_bytes()
+    _replace_keeping_size_and_mtime(tmp_path / "c3.wav", b"\0" * len(raw))
+    clips = AudioFolder(tmp_path, "train", cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFileWarning)
+        first = StepBatches(clips, 4, 2400, seed=0)
+        out = [first[s] for s in range(12)]
+        assert first.dropped == {3}
+        for s in range(12):
+            assert torch.equal(StepBatches(clips, 4, 2400, seed=0)[s], out[s]), s
 
 
 def test_held_out_clips_skip_silent_or_constant_openings(tmp_path):

@@ -145,26 +145,39 @@ class StepBatches(torch.utils.data.Dataset):
         self.clips, self.batch_size, self.segment = clips, batch_size, segment
         self.seed, self.rank = seed, rank
         self.weights = torch.tensor(clips.durations, dtype=torch.float64).clamp_min(1e-3)
+        self.dropped: set[int] = set()  # clips that failed to load during this run
 
     def __len__(self) -> int:
         return 2**31 - 1
 
     def __getitem__(self, step: int) -> torch.Tensor:
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
-            idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
-            try:
-                return torch.stack([crop_or_pad(self.clips.load(i), self.segment, generator=g) for i in idx])
-            except AudioError as err:  # changed or made unreadable since the manifest was built
-                self._drop(err)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + step)
+        idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g).tolist()
+        items = []
+        for i in idx:
+            wav = self._load(i)
+            while wav is None:  # a clip that does not load is redrawn from the same generator
+                wav = self._load(int(torch.multinomial(self.weights, 1, generator=g)))
+            items.append(crop_or_pad(wav, self.segment, generator=g))
+        return torch.stack(items)
 
-    def _drop(self, err: AudioError) -> None:
-        """Leave a clip that fails to load out for the rest of the run (one warning naming it); the step's batch
-        is then drawn again from the same seed, so it depends on (seed, rank, step) and the clips left out."""
-        index = next(i for i, e in enumerate(self.clips.entries) if str(self.clips.root / e.path) == err.path)
-        self.weights[index] = 0.0
-        warnings.warn(f"skipping {err} for the rest of the run", SkippedFileWarning, stacklevel=3)
-        if not bool((self.weights > 0).any()):
+    def _load(self, index: int) -> torch.Tensor | None:
+        """Clip ``index``, or None once it has failed to load. The draws never depend on which clips are known to
+        fail (a failed clip is redrawn whether it failed now or earlier), so a batch is a function of (seed, rank,
+        step) alone: a resumed run, a DataLoader worker and the first run find the same batches."""
+        if index in self.dropped:
+            return None
+        try:
+            return self.clips.load(index)
+        except AudioError as err:  # changed or made unreadable since the manifest was built
+            self._drop(index, err)
+            return None
+
+    def _drop(self, index: int, err: AudioError) -> None:
+        """Leave a clip that fails to load out for the rest of the run (one warning naming it)."""
+        self.dropped.add(index)
+        warnings.warn(f"skipping {err} for the rest of the run", SkippedFileWarning, stacklevel=4)
+        if len(self.dropped) == len(self.clips):
             raise ValueError(f"no training clip of '{self.clips.root}' can be loaded any more (last: {err})") from err
 
 
