@@ -417,8 +417,9 @@ def validate(cfg: Config) -> None:
         n_fft = m.spectral.n_fft or 2 * hop
         if n_fft < 2 * hop or n_fft % hop or (n_fft // hop) & (n_fft // hop - 1):
             raise ConfigError(f"model.spectral.n_fft={n_fft} must be the hop ({hop}) times 2, 4, 8, ...")
-        if m.spectral.head not in ("complex", "polar"):
-            raise ConfigError(f"model.spectral.head={m.spectral.head!r}: expected 'complex' or 'polar'")
+        from lib.model.spectral import HEADS
+        if m.spectral.head not in HEADS:
+            raise ConfigError(f"model.spectral.head={m.spectral.head!r}: expected one of {list(HEADS)}")
     if t.weight_decay < 0 or t.lr_warmup_steps < 0 or not 0.0 <= t.lr_min_ratio <= 1.0:
         raise ConfigError(f"train.weight_decay and train.lr_warmup_steps must be >= 0 and train.lr_min_ratio in "
                           f"[0, 1], got {t.weight_decay}, {t.lr_warmup_steps}, {t.lr_min_ratio}")

@@ -178,7 +178,8 @@ def _dft_kernels(n_fft: int) -> torch.Tensor:
 
 @DECODERS.register("istft")
 class ISTFTDecoder(nn.Module):
-    """ConvNeXt blocks at the frame rate + a real/imaginary spectrum head + inverse STFT with a causal overlap-add:
+    """ConvNeXt blocks at the frame rate + a spectrum head (``head``: "complex" = real/imaginary parts, "polar" = log
+    magnitude and phase) + inverse STFT with a causal overlap-add:
     latents ``[B, dim, F] -> audio [B, C, F * hop]``.
 
     Frame ``f``'s windowed inverse spectrum lands on samples ``(f + 1) * hop - n_fft ... (f + 1) * hop - 1`` (the
