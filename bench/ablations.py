@@ -6,7 +6,8 @@ against training minutes at equal compute, same corpus, seed and batches, interl
     python bench/ablations.py --quick               # 2 minutes per variant
 
 Variants, each the ``cpu`` preset with one change: plain EMA codebooks instead of SOM codebooks; FSQ (8 groups of
-[8, 5, 5, 5], 5.98 kbps) instead of a residual VQ; an energy transformer before the quantizer; and, on the former
+[8, 5, 5, 5], 5.98 kbps) instead of a residual VQ; an energy transformer before the quantizer; the iSTFT decoder's
+real/imaginary head instead of its log-magnitude/phase head; and, on the former
 SEANet default (``cpu_seanet``, which has blocks and upsamplers to swap), MultiresConv blocks and the wavelet
 upsampler. Every variant trains with the default's objective. Writes bench/results/ablations.csv and
 figures/bench_ablations.png. Any other argument is passed to ``bench/quality.py`` (``--minutes``, ``--set``, ...).
@@ -25,6 +26,7 @@ VARIANTS = {
     "ema_codebooks": ("cpu", ["model.quantizer.som=false"]),
     "fsq": ("cpu", ["model.quantizer.kind=fsq", "model.quantizer.som=false", "train.quantizer_warmup_steps=0"]),
     "energy_transformer": ("cpu", ["model.bottleneck=energy"]),
+    "complex_head": ("cpu", ["model.spectral.head=complex"]),
     "seanet_multires": ("cpu_seanet", ["model.block=multires"] + DEFAULT_OBJECTIVE),
     "seanet_wavelet": ("cpu_seanet", ["model.upsampler=wavelet"] + DEFAULT_OBJECTIVE),
 }
