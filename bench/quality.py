@@ -138,17 +138,16 @@ def level_usage(codec, clips) -> list[dict]:
     codec.eval()
     codes = torch.cat([codec.encode(wav)[0] for _, _, wav in clips], dim=-1)  # [n_q, frames]
     codec.train()
-    radices = getattr(codec.quantizer, "radices", None)
+    fsq = getattr(codec.quantizer, "radices", None) is not None
     rows = []
     for level, level_codes in enumerate(codes):
         row = {"level": level, "frames": int(level_codes.numel()), "codebook_size": int(codec.quantizer.codebook_size),
                **codebook_stats(level_codes, int(codec.quantizer.codebook_size))}
-        if radices:
-            digits, rest = [], level_codes.clone()
-            for r in reversed(radices):  # mixed-radix digits, last dimension fastest (decoding order is irrelevant)
-                digits.append(torch.unique(rest % r).numel() / r)
-                rest = rest // r
-            row["scalar_usage"] = float(np.mean(digits))
+        if fsq:  # grid points [frames, d]: the levels in use per dimension, over the levels it has
+            group = codec.quantizer.levels[level]
+            grid = group.grid_of_codes(level_codes)
+            row["scalar_usage"] = float(np.mean([torch.unique(grid[:, j]).numel() / n
+                                                 for j, n in enumerate(group.levels)]))
         rows.append(row)
     return rows
 

@@ -1,0 +1,46 @@
+"""The quality race's per-level code statistics (bench/quality.py ``level_usage``)."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from quality import level_usage  # noqa: E402
+
+from lib.build import build_codec  # noqa: E402
+from lib.config import load_config  # noqa: E402
+
+FSQ = ["model.quantizer.kind=fsq", "model.quantizer.som=false", "model.quantizer.n_q=2",
+       "model.quantizer.fsq_levels=[4, 3]"]
+
+
+def _with_codes(codec, codes):
+    """The codec, its encoder replaced by one returning ``codes [1, n_q, F]`` for any clip."""
+    codec.encode = lambda wav: codes
+    return codec
+
+
+def test_level_usage_counts_codes_and_fsq_levels_per_dimension():
+    codec = build_codec(load_config("tiny", FSQ))
+    every = torch.arange(12)  # all 4 x 3 codes
+    only_zero = torch.zeros(12, dtype=torch.long)
+    clips = [("a", "speech", torch.zeros(1, 1, 320))] * 2
+    rows = level_usage(_with_codes(codec, torch.stack([every, only_zero])[None]), clips)
+    assert [r["frames"] for r in rows] == [24, 24]
+    assert rows[0]["codes_used"] == 12 and rows[0]["usage"] == 1.0
+    assert rows[0]["perplexity"] == pytest.approx(12.0)
+    assert rows[0]["scalar_usage"] == 1.0
+    # one code: one of 4 levels in the first dimension, one of 3 in the second
+    assert rows[1]["codes_used"] == 1 and rows[1]["perplexity"] == pytest.approx(1.0)
+    assert rows[1]["scalar_usage"] == pytest.approx((1 / 4 + 1 / 3) / 2)
+
+
+def test_level_usage_of_a_residual_vq_has_no_scalar_usage():
+    codec = build_codec(load_config("tiny"))
+    k = codec.quantizer.codebook_size
+    codes = torch.stack([torch.arange(k) % 8 for _ in range(codec.quantizer.n_q)])[None]
+    rows = level_usage(_with_codes(codec, codes), [("a", "other", torch.zeros(1, 1, 320))])
+    assert len(rows) == codec.quantizer.n_q
+    assert all(r["codes_used"] == 8 and r["perplexity"] == pytest.approx(8.0) for r in rows)
+    assert all("scalar_usage" not in r for r in rows)
