@@ -111,6 +111,18 @@ def held_out(data_dir: str | Path, split: str, sample_rate: int, seconds: float)
     return out
 
 
+NAN_METRICS = ("si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi")
+
+
+def _metrics(recon: torch.Tensor, wav: torch.Tensor, sample_rate: int, pesq: bool, name: str) -> dict[str, float]:
+    """``evaluate_all`` of one clip; NaN metrics (and a warning) where a diverged codec output NaN or inf, so that
+    one system's divergence is a gap in its curve instead of the end of everyone's race."""
+    if not torch.isfinite(recon).all():
+        print(f"  warning: {name}: the reconstruction has NaN/inf samples; its metrics are NaN", flush=True)
+        return dict.fromkeys(NAN_METRICS, math.nan)
+    return evaluate_all(recon, wav, sample_rate, pesq=pesq)
+
+
 @torch.no_grad()
 def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True) -> list[dict]:
     """Mean metrics per (n_q, kind) over ``clips``; ``n_q = 0`` is the unquantized latent (the quantizer bypassed:
@@ -119,9 +131,9 @@ def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True)
     rows = []
     for n_q in n_qs:
         per_kind: dict[str, list[dict]] = {}
-        for _, kind, wav in clips:
+        for name, kind, wav in clips:
             recon = codec(wav, bypass_quantizer=True).recon if n_q == 0 else codec(wav, n_q=n_q).recon
-            per_kind.setdefault(kind, []).append(evaluate_all(recon[:, 0], wav[:, 0], sample_rate, pesq=pesq))
+            per_kind.setdefault(kind, []).append(_metrics(recon[:, 0], wav[:, 0], sample_rate, pesq, name))
         for kind, ms in per_kind.items():
             kbps = round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf")
             rows.append({"n_q": n_q, "kind": kind, "kbps": kbps, "clips": len(ms),

@@ -1,12 +1,14 @@
-"""The quality race's per-level code statistics (bench/quality.py ``level_usage``)."""
+"""The quality race (bench/quality.py): per-level code statistics, and evaluation that survives a diverged codec."""
+import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from quality import level_usage  # noqa: E402
+from quality import evaluate, level_usage  # noqa: E402
 
 from lib.build import build_codec  # noqa: E402
 from lib.config import load_config  # noqa: E402
@@ -44,3 +46,34 @@ def test_level_usage_of_a_residual_vq_has_no_scalar_usage():
     assert len(rows) == codec.quantizer.n_q
     assert all(r["codes_used"] == 8 and r["perplexity"] == pytest.approx(8.0) for r in rows)
     assert all("scalar_usage" not in r for r in rows)
+
+
+class _Echo:
+    """A stand-in codec: returns its input, or NaN samples once ``broken``."""
+
+    broken = False
+
+    def __call__(self, wav, n_q=None, bypass_quantizer=False):
+        return SimpleNamespace(recon=torch.full_like(wav, math.nan) if self.broken else wav.clone())
+
+    def eval(self):
+        return self
+
+    def train(self):
+        return self
+
+    def bitrate(self, n_q):
+        return 750.0 * n_q
+
+
+def test_evaluate_gives_nan_rows_for_a_diverged_codec_instead_of_raising():
+    t = torch.arange(24000) / 24000
+    clips = [("speech/a", "speech", (0.3 * torch.sin(2 * math.pi * 220 * t)).view(1, 1, -1))]
+    codec = _Echo()
+    good = evaluate(codec, clips, 24000, [1, 2], pesq=False)
+    assert [r["n_q"] for r in good] == [1, 2] and good[1]["kbps"] == 1.5
+    assert good[0]["si_sdr"] >= 99 and good[0]["mel_distance"] == pytest.approx(0.0, abs=1e-6)
+    codec.broken = True
+    bad = evaluate(codec, clips, 24000, [1, 2], pesq=False)
+    assert set(bad[0]) == set(good[0])  # the same columns, so the CSV keeps its shape
+    assert all(math.isnan(r[k]) for r in bad for k in ("si_sdr", "mel_distance", "stoi", "pesq_wb"))
