@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -176,8 +177,8 @@ class Runner:
         cfg = load_config(preset, overrides + list(args.set) + steps)  # time budget: the preset's own schedule
         cfg.train.device = args.device
         codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
-        run_dir = Path(tempfile.mkdtemp(prefix=f"race-{name}-"))
-        self.trainer = Trainer(cfg, args.data, run_dir, resume=False, progress=False, codec=codec)
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{name}-"))  # the trainer's logs; removed by close()
+        self.trainer = Trainer(cfg, args.data, self.run_dir, resume=False, progress=False, codec=codec)
         self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
         self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
         self.n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q] + ([0] if args.ceiling else [])
@@ -185,6 +186,11 @@ class Runner:
         self.levels: list[dict] = []  # per-level code statistics after the last evaluation
         self.clock = 0.0
         print(f"== {name}: {self.trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
+
+    def close(self) -> None:
+        if self.trainer.tensorboard is not None:
+            self.trainer.tensorboard.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @property
     def done(self) -> bool:
@@ -231,6 +237,8 @@ def race(args, clips) -> list[dict]:
                 r.step()
                 if r.rows and r.rows[-1]["step"] == r.trainer.step:
                     write_csv([row for q in runners for row in q.rows], args.out)  # nothing lost if cut short
+    for r in runners:
+        r.close()
     levels = [row for r in runners for row in r.levels]
     if levels:
         write_csv(levels, f"{args.out}_levels")

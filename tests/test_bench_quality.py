@@ -2,16 +2,19 @@
 import math
 import sys
 from pathlib import Path
+from argparse import Namespace
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import quality  # noqa: E402
 from quality import evaluate, level_usage  # noqa: E402
 
 from lib.build import build_codec  # noqa: E402
 from lib.config import load_config  # noqa: E402
+from lib.data.corpus import build_default_corpus  # noqa: E402
 
 FSQ = ["model.quantizer.kind=fsq", "model.quantizer.som=false", "model.quantizer.n_q=2",
        "model.quantizer.fsq_levels=[4, 3]"]
@@ -77,3 +80,24 @@ def test_evaluate_gives_nan_rows_for_a_diverged_codec_instead_of_raising():
     bad = evaluate(codec, clips, 24000, [1, 2], pesq=False)
     assert set(bad[0]) == set(good[0])  # the same columns, so the CSV keeps its shape
     assert all(math.isnan(r[k]) for r in bad for k in ("si_sdr", "mel_distance", "stoi", "pesq_wb"))
+
+
+def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    build_default_corpus(corpus, minutes=0.4, sources="synthetic", progress=False)
+    written, made = {}, []
+    monkeypatch.setattr(quality, "write_csv", lambda rows, name: written.__setitem__(name, list(rows)))
+    mkdtemp = quality.tempfile.mkdtemp
+    monkeypatch.setattr(quality.tempfile, "mkdtemp", lambda **kw: made.append(mkdtemp(**kw)) or made[-1])
+    args = Namespace(systems=["tiny"], data=str(corpus), steps=2, eval_steps=[1, 2], device="cpu", ceiling=True,
+                     no_pesq=True, out="race", set=["data.batch_size=2", "model.quantizer.n_q=2",
+                                                    "train.quantizer_warmup_steps=0", "train.stft_n_ffts=[256]"])
+    clips = [("speech/a", "speech", torch.randn(1, 1, 12000) * 0.1), ("other/b", "other", torch.randn(1, 1, 12000))]
+    rows = quality.race(args, clips)
+    # one row per (mark, n_q in 1, 2, 0, kind): the ladder plus the unquantized ceiling, speech and other apart
+    assert sorted({(r["step"], r["n_q"]) for r in rows}) == [(s, q) for s in (1, 2) for q in (0, 1, 2)]
+    assert len(rows) == 2 * 3 * 2 and {r["kind"] for r in rows} == {"speech", "other"}
+    assert all(math.isfinite(r["mel_distance"]) and math.isnan(r["pesq_wb"]) for r in rows)
+    assert written["race"] == rows  # the table is rewritten after each evaluation: nothing lost if cut short
+    assert [r["level"] for r in written["race_levels"]] == [0, 1]
+    assert len(made) == 1 and not Path(made[0]).exists()  # the trainer's folder is removed at the end
