@@ -2,8 +2,10 @@
 
 Every system is trained by the workbook's own ``Trainer`` on the same corpus with the same seed and batches, the
 systems interleaved step by step (so that other load on the machine slows them alike); each system's clock counts
-its own training steps only (evaluation pauses it). A system whose preset schedule (``train.steps``) ends before the
-time budget stops there. At each checkpoint time the codec is evaluated on a held-out
+its own training steps only (evaluation pauses it). The presets' schedules (``train.steps``) are sized for 30
+minutes; a longer budget (``--long``: 2 hours) stretches each system's schedule by the same factor, so that its
+learning rate decays within the budget (``--set train.steps=N`` chooses it instead). A system whose schedule ends
+before the time budget stops there. At each checkpoint time the codec is evaluated on a held-out
 split at every rung of the bitrate ladder (n_q = 1, 2, 4, 8), speech and other sounds apart: PESQ-WB, STOI,
 SI-SDR and mel distance.
 
@@ -168,13 +170,27 @@ def level_usage(codec, clips) -> list[dict]:
 # ----------------------------------------------------------------------------- the race
 
 
+PRESET_MINUTES = 30.0  # the time budget the presets' schedules are sized for (2 CPU threads)
+
+
+def schedule_overrides(args, preset_steps: int) -> list[str]:
+    """The ``train.steps`` override for one system: the step budget (``--steps``); for a time budget longer than
+    ``PRESET_MINUTES``, the preset's schedule stretched by the same factor; none where ``--set`` names the schedule
+    or the budget is the presets' own or shorter (then the checkpoints are points along the preset's run)."""
+    if args.steps:
+        return [f"train.steps={args.steps}"]
+    if any(s.split("=", 1)[0].strip() == "train.steps" for s in args.set) or args.minutes <= PRESET_MINUTES:
+        return []
+    return [f"train.steps={math.ceil(preset_steps * args.minutes / PRESET_MINUTES)}"]
+
+
 class Runner:
     """One system in the race: its trainer, its own training clock (evaluation excluded) and its checkpoint marks."""
 
     def __init__(self, name: str, args, clips):
         preset, overrides = SYSTEMS.get(name, (name, []))
-        steps = [f"train.steps={args.steps}"] if args.steps else []
-        cfg = load_config(preset, overrides + list(args.set) + steps)  # time budget: the preset's own schedule
+        overrides = overrides + list(args.set)
+        cfg = load_config(preset, overrides + schedule_overrides(args, load_config(preset, overrides).train.steps))
         cfg.train.device = args.device
         codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{name}-"))  # the trainer's logs; removed by close()

@@ -101,3 +101,15 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
     assert written["race"] == rows  # the table is rewritten after each evaluation: nothing lost if cut short
     assert [r["level"] for r in written["race_levels"]] == [0, 1]
     assert len(made) == 1 and not Path(made[0]).exists()  # the trainer's folder is removed at the end
+
+
+@pytest.mark.parametrize("minutes, steps, sets, expected", [
+    (120.0, None, [], ["train.steps=18000"]),  # --long: 4 x the 30-minute schedule
+    (30.0, None, [], []),  # the presets' own budget: their own schedule
+    (10.0, None, [], []),  # shorter: checkpoints along the preset's run
+    (120.0, None, ["train.steps = 20500"], []),  # named by --set: left to it
+    (120.0, 600, [], ["train.steps=600"]),  # a step budget
+])
+def test_a_longer_time_budget_stretches_the_schedule(minutes, steps, sets, expected):
+    args = Namespace(minutes=minutes, steps=steps, set=sets)
+    assert quality.schedule_overrides(args, 4500) == expected
