@@ -246,15 +246,18 @@ class Runner:
 
 def race(args, clips) -> list[dict]:
     """Interleaved: every system takes one step in turn, so that whatever else the machine does slows all alike."""
-    runners = [Runner(name, args, clips) for name in args.systems]
-    while not all(r.done for r in runners):
+    runners: list[Runner] = []
+    try:
+        runners.extend(Runner(name, args, clips) for name in args.systems)
+        while not all(r.done for r in runners):
+            for r in runners:
+                if not r.done:
+                    r.step()
+                    if r.rows and r.rows[-1]["step"] == r.trainer.step:
+                        write_csv([row for q in runners for row in q.rows], args.out)  # nothing lost if cut short
+    finally:
         for r in runners:
-            if not r.done:
-                r.step()
-                if r.rows and r.rows[-1]["step"] == r.trainer.step:
-                    write_csv([row for q in runners for row in q.rows], args.out)  # nothing lost if cut short
-    for r in runners:
-        r.close()
+            r.close()
     levels = [row for r in runners for row in r.levels]
     if levels:
         write_csv(levels, f"{args.out}_levels")
