@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E402
 
-from lib.analysis.metrics import evaluate_all  # noqa: E402
+from lib.analysis.metrics import BAND_EDGES_HZ, band_energy_db, evaluate_all  # noqa: E402
 from lib.config import load_config  # noqa: E402
 from lib.data.datasets import held_out_clips  # noqa: E402
 from lib.model.codebook import codebook_stats  # noqa: E402
@@ -146,6 +146,22 @@ def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True)
 
 
 @torch.no_grad()
+def band_levels(codec, clips, sample_rate: int) -> list[dict]:
+    """Per kind, the full-bitrate reconstruction's energy over the input's per frequency band, in dB, averaged
+    over ``clips``: 0 where a band's level is right, far below 0 where the codec leaves the band out."""
+    codec.eval()
+    per_kind: dict[str, list[torch.Tensor]] = {}
+    for name, kind, wav in clips:
+        recon = codec(wav).recon[:, 0]
+        if torch.isfinite(recon).all():
+            per_kind.setdefault(kind, []).append(band_energy_db(recon, wav[:, 0], sample_rate)[0])
+    codec.train()
+    names = [f"{lo}-{hi} Hz" for lo, hi in zip(BAND_EDGES_HZ, BAND_EDGES_HZ[1:])] + [f">{BAND_EDGES_HZ[-1]} Hz"]
+    return [{"kind": kind, "clips": len(v), **dict(zip(names, torch.stack(v).nanmean(0).tolist()))}
+            for kind, v in per_kind.items()]
+
+
+@torch.no_grad()
 def level_usage(codec, clips) -> list[dict]:
     """Per quantizer level, over every held-out frame of ``clips`` at the full bitrate: ``codebook_stats`` (usage,
     perplexity) and, for FSQ groups, ``scalar_usage``: the mean over the group's dimensions of the fraction of that
@@ -200,6 +216,7 @@ class Runner:
         self.n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q] + ([0] if args.ceiling else [])
         self.rows: list[dict] = []
         self.levels: list[dict] = []  # per-level code statistics after the last evaluation
+        self.bands: list[dict] = []  # per-band output/input energy after the last evaluation
         self.clock = 0.0
         print(f"== {name}: {self.trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
 
@@ -232,6 +249,8 @@ class Runner:
             self.rows.append({"system": self.name, "minutes": round(self.clock / 60, 2), "step": tr.step, **r})
         if not self.marks:  # the last evaluation: how the codes use each level
             self.levels = [{"system": self.name, "step": tr.step, **r} for r in level_usage(codec, self.clips)]
+            self.bands = [{"system": self.name, "step": tr.step, **r}
+                          for r in band_levels(codec, self.clips, self.cfg.data.sample_rate)]
         codec.to(tr.device)
         top = max(self.n_qs)
         b = next(r for r in self.rows[::-1] if r["n_q"] == top and r["kind"] == "speech")
@@ -263,6 +282,11 @@ def race(args, clips) -> list[dict]:
         write_csv(levels, f"{args.out}_levels")
         print(markdown_table(levels, ["system", "step", "level", "frames", "codes_used", "usage", "perplexity"]
                              + (["scalar_usage"] if any("scalar_usage" in r for r in levels) else [])))
+    bands = [row for r in runners for row in r.bands]
+    if bands:
+        write_csv(bands, f"{args.out}_bands")
+        print("Output over input energy per band (dB), full bitrate:")
+        print(markdown_table(bands, list(bands[0])))
     return [row for r in runners for row in r.rows]
 
 

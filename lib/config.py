@@ -132,6 +132,9 @@ class LossConfig:
     balancer: bool = False  # EnCodec-style gradient balancer instead of fixed weights
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
     mel_log_distance: str = "l1"  # distance on log-mel: "l1" (robust, DAC-like) or "l2" (SoundStream's MSE)
+    # The phase-aware terms (waveform_mse, complex_stft) see only frequencies up to this (Hz); above it only the
+    # magnitude terms hold the output to the target. null = the whole band.
+    phase_max_hz: float | None = None
 
 
 @dataclass
@@ -437,6 +440,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.continuous=true has no quantizer, so model.quantizer.som must be false")
     if t.steps < 0 or t.val_every < 1 or t.ckpt_every < 1 or t.log_every < 1:
         raise ConfigError("train.steps must be >= 0 and train.val_every/ckpt_every/log_every >= 1")
+    if lo.phase_max_hz is not None and not 0.0 < lo.phase_max_hz <= d.sample_rate / 2:
+        raise ConfigError(f"loss.phase_max_hz must be null or in (0, data.sample_rate / 2 = {d.sample_rate / 2:g}] "
+                          f"Hz, got {lo.phase_max_hz}")
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
     terms = reg["loss_terms"]

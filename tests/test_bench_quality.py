@@ -100,6 +100,9 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
     assert all(math.isfinite(r["mel_distance"]) and math.isnan(r["pesq_wb"]) for r in rows)
     assert written["race"] == rows  # the table is rewritten after each evaluation: nothing lost if cut short
     assert [r["level"] for r in written["race_levels"]] == [0, 1]
+    bands = written["race_bands"]  # one row per kind, a level in dB per band, after the last evaluation
+    assert [(r["kind"], r["clips"], r["step"]) for r in bands] == [("speech", 1, 2), ("other", 1, 2)]
+    assert all(math.isfinite(r[">8000 Hz"]) for r in bands) and len(bands[0]) == 4 + 6
     assert len(made) == 1 and not Path(made[0]).exists()  # the trainer's folder is removed at the end
 
 

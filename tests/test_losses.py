@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchaudio
 
-from lib.training.losses import (Balancer, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
-                        feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
-                        mel_distance, repulsion_loss, waveform_l1)
+from lib.training.losses import (Balancer, ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
+                        downsampled_signal_loss, feature_matching_loss, hinge_d_loss, hinge_g_loss, lowpass,
+                        lsgan_d_loss, lsgan_g_loss, mel_distance, repulsion_loss, waveform_l1, waveform_mse)
 
 SR = 16000
 
@@ -241,3 +241,51 @@ def test_balancer_state_roundtrip():
     assert b2.ema_norms == b1.ema_norms
     # bias-corrected EMA: after one step it equals the raw norm, 10 * ||x||
     assert b1.ema_norms["l"] == pytest.approx(10 * x.norm().item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- phase-aware terms, band-limited
+
+
+def _sine(hz: float, t: int = 8000, sr: int = SR) -> torch.Tensor:
+    return torch.sin(2 * math.pi * hz * torch.arange(t) / sr).reshape(1, 1, t)
+
+
+def test_complex_stft_loss_matches_a_hand_computation():
+    torch.manual_seed(0)
+    x, y = 0.1 * torch.randn(2, 1, 4000), 0.1 * torch.randn(2, 1, 4000)
+    n, c = 256, 0.3
+
+    def compressed(s):
+        spec = torch.stft(s.reshape(-1, 4000), n, n // 4, window=torch.hann_window(n), normalized=True,
+                          center=True, pad_mode="reflect", return_complex=True)
+        mag = spec.abs()
+        return torch.polar(mag.pow(c), spec.angle()), mag.pow(c)
+
+    (cx, mx), (cy, my) = compressed(x), compressed(y)
+    expected = (cx - cy).abs().pow(2).mean() + (mx - my).pow(2).mean()
+    assert float(ComplexSTFTLoss(fft_sizes=(n,))(x, y)) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_complex_stft_loss_leaves_the_phase_above_phase_max_hz_free():
+    low, high = _sine(500), 0.5 * _sine(5000)
+    x, flipped = low + high, low - high  # same magnitudes everywhere, opposite phase above 2 kHz
+    full = float(ComplexSTFTLoss(fft_sizes=(256, 512))(flipped, x))
+    limited = ComplexSTFTLoss(fft_sizes=(256, 512), sample_rate=SR, phase_max_hz=2000.0)
+    assert limited.phase_bins == {256: 33, 512: 65}  # 0 .. 2000 Hz at 62.5 and 31.25 Hz per bin
+    assert full > 0.05
+    assert float(limited(flipped, x)) < 0.01 * full  # what is left: the sidelobes of the 5 kHz tone below 2 kHz
+    # below the limit the phase still counts: flipping the 500 Hz tone costs as much as without a limit
+    assert float(limited(-low + high, x)) == pytest.approx(float(ComplexSTFTLoss(fft_sizes=(256, 512))(-low + high, x)),
+                                                            rel=0.02)
+    with pytest.raises(ValueError, match="phase_max_hz"):
+        ComplexSTFTLoss(phase_max_hz=9000.0, sample_rate=SR)
+
+
+def test_waveform_mse_below_max_hz_ignores_the_band_above():
+    low, high = _sine(500), 0.5 * _sine(5000)
+    assert float(lowpass(low + high, SR, 2000.0).sub(low).abs().max()) < 1e-3  # whole periods: exact bins
+    assert float(waveform_mse(low + high, low - high)) == pytest.approx(0.5, rel=1e-3)  # mean (2 * high)^2
+    assert float(waveform_mse(low + high, low - high, SR, 2000.0)) < 1e-8
+    assert float(waveform_mse(-low, low, SR, 2000.0)) == pytest.approx(2.0, rel=1e-3)  # mean (2 * low)^2
+    with pytest.raises(ValueError, match="sample_rate"):
+        waveform_mse(low, low, max_hz=2000.0)

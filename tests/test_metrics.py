@@ -19,7 +19,8 @@ from lib.analysis.baselines import (
     mulaw_bitrate,
     opus_level_for_kbps,
 )
-from lib.analysis.metrics import SI_SDR_CAP_DB, bitrate, evaluate_all, pesq_wb, si_sdr, stft_distance, stoi
+from lib.analysis.metrics import (SI_SDR_CAP_DB, band_energy_db, bitrate, evaluate_all, pesq_wb, si_sdr, stft_distance,
+                                  stoi)
 
 SR = 16000
 
@@ -260,3 +261,18 @@ def test_available_baselines_run_and_keep_shape():
         assert b.fn(x).shape == x.shape, b.name
         if b.name.startswith("opus"):
             assert 3000 < b.bitrate < 40000, (b.name, b.bitrate)
+
+
+def test_band_energy_db_finds_a_missing_band_and_a_level_offset():
+    sr, t = 16000, 16000
+    n = torch.arange(t) / sr
+    ref = torch.sin(2 * torch.pi * 300 * n) + 0.5 * torch.sin(2 * torch.pi * 3000 * n)
+    lowpassed = torch.sin(2 * torch.pi * 300 * n) + 0.005 * torch.sin(2 * torch.pi * 3000 * n)
+    got = band_energy_db(lowpassed, ref, sr, edges=(0, 1000))  # bands 0-1 kHz, 1 kHz-Nyquist
+    assert got.shape == (2,)
+    assert float(got[0]) == pytest.approx(0.0, abs=1e-4)  # float32 sines: leakage of the other tone
+    assert float(got[1]) == pytest.approx(-40.0, abs=1e-3)  # 0.005 / 0.5 in amplitude
+    batch = band_energy_db(torch.stack([0.5 * ref, ref]), torch.stack([ref, ref]), sr)
+    assert batch.shape == (2, 5) and torch.allclose(batch[0, 0], torch.tensor(-6.0206, dtype=torch.float64), atol=1e-3)
+    with pytest.raises(ValueError, match="edges"):
+        band_energy_db(ref, ref, sr, edges=(0, 9000))

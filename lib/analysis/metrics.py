@@ -13,6 +13,9 @@ batched inputs return a float64 tensor `[B]` with one value per item, except `me
 | `pesq_wb`       | MOS-LQO, 1.04 .. 4.64         | higher |
 | `stoi`          | intelligibility, 0 .. 1       | higher |
 | `bitrate`       | bits per second               | lower (at equal quality) |
+
+`band_energy_db` is a diagnostic, not a score: the estimate's energy over the reference's per frequency band, in
+dB (0 = the band's level is right; -30 = the band is missing, as in a codec that low-passes).
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ __all__ = [
     "pesq_wb",
     "stoi",
     "bitrate",
+    "band_energy_db",
+    "BAND_EDGES_HZ",
     "evaluate_all",
 ]
 
@@ -263,6 +268,34 @@ def bitrate(n_q: int, codebook_size: int, frame_rate: float) -> float:
     if not frame_rate > 0:
         raise ValueError(f"frame_rate must be positive (frames per second), got {frame_rate!r}")
     return float(n_q * math.log2(codebook_size) * frame_rate)
+
+
+BAND_EDGES_HZ = (0, 500, 1000, 2000, 4000, 8000)  # the last band runs to Nyquist
+
+
+def band_energy_db(estimate, reference, sample_rate: int, edges=None):
+    """Energy of ``estimate`` over that of ``reference`` per frequency band, in dB.
+
+    Bands are ``[edges[i], edges[i + 1])`` Hz, the last one up to Nyquist, measured on the whole-signal power
+    spectrum; ``edges=None`` takes those of :data:`BAND_EDGES_HZ` below Nyquist. Args: ``[T]``, ``[B, T]`` or ``[B, 1, T]``, same shape. Returns float64 ``[n_bands]`` for ``[T]``
+    input, else ``[B, n_bands]``. A band the reference leaves silent gives NaN.
+    """
+    sample_rate = _check_rate(sample_rate)
+    est, ref, single = _pair(estimate, reference)
+    edges = [float(e) for e in (edges if edges is not None else [e for e in BAND_EDGES_HZ if e < sample_rate / 2])]
+    if any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] >= sample_rate / 2:
+        raise ValueError(f"edges must increase from >= 0 to below Nyquist ({sample_rate / 2:g} Hz), got {edges}")
+    freqs = torch.fft.rfftfreq(est.shape[-1], 1.0 / sample_rate, dtype=torch.float64)
+    power_est = torch.fft.rfft(est.double(), dim=-1).abs().square()
+    power_ref = torch.fft.rfft(ref.double(), dim=-1).abs().square()
+    out = []
+    for lo, hi in zip(edges, edges[1:] + [math.inf]):
+        band = (freqs >= lo) & (freqs < hi)
+        e, r = power_est[..., band].sum(-1), power_ref[..., band].sum(-1)
+        out.append(torch.where(r > 0, 10.0 * torch.log10(e.clamp_min(1e-30) / r.clamp_min(1e-30)),
+                               torch.full_like(r, math.nan)))
+    values = torch.stack(out, dim=-1)
+    return values[0] if single else values
 
 
 def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,

@@ -205,13 +205,28 @@ def waveform_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).abs().mean()
 
 
-def waveform_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def lowpass(x: torch.Tensor, sample_rate: int, max_hz: float) -> torch.Tensor:
+    """Brick-wall low-pass along the last axis: the real FFT of the whole signal with the bins above `max_hz`
+    zeroed, `[..., T] -> [..., T]` (non-causal; for losses, not for the codec's signal path)."""
+    n = x.shape[-1]
+    keep = int(math.floor(max_hz * n / sample_rate)) + 1  # bins 0 .. floor(max_hz / (sample_rate / n))
+    return torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1)[..., :keep], n=n, dim=-1)
+
+
+def waveform_mse(x: torch.Tensor, y: torch.Tensor, sample_rate: Optional[int] = None,
+                 max_hz: Optional[float] = None) -> torch.Tensor:
     """Mean squared sample difference. `x`, `y`: same shape `[B, C, T]` -> scalar.
 
     Unlike the spectral losses it is not blind to polarity, phase or a time shift, and unlike L1 its gradient
-    does not favour silence for a noise-like estimate; it anchors the waveform early in training.
+    does not favour silence for a noise-like estimate; it anchors the waveform early in training. With `max_hz`
+    (and `sample_rate`) both signals are first low-passed there (:func:`lowpass`): the error above `max_hz`
+    is left to the magnitude losses.
     """
     _check_same_shape(x, y, "waveform_mse")
+    if max_hz is not None:
+        if sample_rate is None:
+            raise ValueError("waveform_mse: max_hz needs the sample_rate")
+        x, y = lowpass(x, sample_rate, max_hz), lowpass(y, sample_rate, max_hz)
     return (x - y).square().mean()
 
 
@@ -224,19 +239,28 @@ class ComplexSTFTLoss(nn.Module):
         L_n = mean |C(X) - C(Y)|^2 + mag_weight * mean (|X|^c - |Y|^c)^2
 
     averaged over resolutions (Braun & Tashev 2021 use this for speech enhancement: the compressed complex term
-    fixes phase where there is energy, the magnitude term keeps quiet bands from being ignored).
+    fixes phase where there is energy, the magnitude term keeps quiet bands from being ignored). With
+    `phase_max_hz` (and `sample_rate`) the complex term sums only the bins up to that frequency (still divided by
+    the number of all bins), the magnitude term keeps them all: above it only the magnitude is held to the target.
 
     `forward(x [B, C, T] estimate, y [B, C, T] reference) -> scalar`; `T > max(fft_sizes) // 2`.
     """
 
     def __init__(self, fft_sizes: Sequence[int] = (256, 512, 1024, 2048), compression: float = 0.3,
-                 mag_weight: float = 1.0, eps: float = 1e-8):
+                 mag_weight: float = 1.0, eps: float = 1e-8, sample_rate: Optional[int] = None,
+                 phase_max_hz: Optional[float] = None):
         super().__init__()
         if not fft_sizes:
             raise ValueError("fft_sizes must name at least one FFT size")
         if not 0 < compression <= 1:
             raise ValueError(f"compression must be in (0, 1], got {compression}")
+        if phase_max_hz is not None and (sample_rate is None or not 0 < phase_max_hz <= sample_rate / 2):
+            raise ValueError(f"phase_max_hz must be in (0, sample_rate / 2] with a sample_rate, got {phase_max_hz} "
+                             f"at sample_rate={sample_rate}")
         self.fft_sizes, self.compression, self.mag_weight, self.eps = tuple(fft_sizes), compression, mag_weight, eps
+        # complex-term bins per FFT size: 0 .. floor(phase_max_hz / bin width), all of them without a limit
+        self.phase_bins = {n: n // 2 + 1 if phase_max_hz is None else int(math.floor(phase_max_hz * n / sample_rate)) + 1
+                           for n in self.fft_sizes}
         for n in self.fft_sizes:
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
@@ -255,7 +279,9 @@ class ComplexSTFTLoss(nn.Module):
         total = x.new_zeros(())
         for n in self.fft_sizes:
             (cx, mx), (cy, my) = self._compressed(x, n), self._compressed(y, n)
-            total = total + (cx - cy).abs().square().mean() + self.mag_weight * (mx - my).square().mean()
+            k = self.phase_bins[n]
+            complex_term = (cx[:, :k] - cy[:, :k]).abs().square().sum() / cx.numel()
+            total = total + complex_term + self.mag_weight * (mx - my).square().mean()
         return total / len(self.fft_sizes)
 
 

@@ -120,8 +120,12 @@ class L1Term(LossTerm):
 class WaveformMSETerm(LossTerm):
     """Mean squared sample difference: fixes polarity and phase, which the spectral terms cannot see."""
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.sample_rate, self.max_hz = cfg.data.sample_rate, cfg.loss.phase_max_hz
+
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return waveform_mse(ctx.recon, ctx.target)
+        return waveform_mse(ctx.recon, ctx.target, self.sample_rate, self.max_hz)
 
 
 @LOSS_TERMS.register("complex_stft")
@@ -130,7 +134,7 @@ class ComplexSTFTTerm(LossTerm):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.loss = ComplexSTFTLoss()
+        self.loss = ComplexSTFTLoss(sample_rate=cfg.data.sample_rate, phase_max_hz=cfg.loss.phase_max_hz)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return self.loss(ctx.recon, ctx.target)
