@@ -277,8 +277,9 @@ def band_energy_db(estimate, reference, sample_rate: int, edges=None):
     """Energy of ``estimate`` over that of ``reference`` per frequency band, in dB.
 
     Bands are ``[edges[i], edges[i + 1])`` Hz, the last one up to Nyquist, measured on the whole-signal power
-    spectrum; ``edges=None`` takes those of :data:`BAND_EDGES_HZ` below Nyquist. Args: ``[T]``, ``[B, T]`` or ``[B, 1, T]``, same shape. Returns float64 ``[n_bands]`` for ``[T]``
-    input, else ``[B, n_bands]``. A band the reference leaves silent gives NaN.
+    spectrum; ``edges=None`` takes those of :data:`BAND_EDGES_HZ` below Nyquist. Args: ``[T]``, ``[B, T]`` or
+    ``[B, 1, T]``, same shape. Returns float64 ``[n_bands]`` for ``[T]`` input, else ``[B, n_bands]``. A band the
+    reference leaves silent gives NaN.
     """
     sample_rate = _check_rate(sample_rate)
     est, ref, single = _pair(estimate, reference)

@@ -205,12 +205,16 @@ def waveform_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).abs().mean()
 
 
+def bins_up_to(max_hz: float, n_fft: int, sample_rate: int) -> int:
+    """How many real-FFT bins of size `n_fft` lie at or below `max_hz`: bins 0 .. floor(max_hz / bin width)."""
+    return int(math.floor(max_hz * n_fft / sample_rate)) + 1
+
+
 def lowpass(x: torch.Tensor, sample_rate: int, max_hz: float) -> torch.Tensor:
     """Brick-wall low-pass along the last axis: the real FFT of the whole signal with the bins above `max_hz`
     zeroed, `[..., T] -> [..., T]` (non-causal; for losses, not for the codec's signal path)."""
     n = x.shape[-1]
-    keep = int(math.floor(max_hz * n / sample_rate)) + 1  # bins 0 .. floor(max_hz / (sample_rate / n))
-    return torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1)[..., :keep], n=n, dim=-1)
+    return torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1)[..., :bins_up_to(max_hz, n, sample_rate)], n=n, dim=-1)
 
 
 def waveform_mse(x: torch.Tensor, y: torch.Tensor, sample_rate: Optional[int] = None,
@@ -258,8 +262,8 @@ class ComplexSTFTLoss(nn.Module):
             raise ValueError(f"phase_max_hz must be in (0, sample_rate / 2] with a sample_rate, got {phase_max_hz} "
                              f"at sample_rate={sample_rate}")
         self.fft_sizes, self.compression, self.mag_weight, self.eps = tuple(fft_sizes), compression, mag_weight, eps
-        # complex-term bins per FFT size: 0 .. floor(phase_max_hz / bin width), all of them without a limit
-        self.phase_bins = {n: n // 2 + 1 if phase_max_hz is None else int(math.floor(phase_max_hz * n / sample_rate)) + 1
+        # complex-term bins per FFT size: all of them without a limit
+        self.phase_bins = {n: n // 2 + 1 if phase_max_hz is None else bins_up_to(phase_max_hz, n, sample_rate)
                            for n in self.fft_sizes}
         for n in self.fft_sizes:
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
