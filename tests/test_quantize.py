@@ -314,3 +314,25 @@ def test_distributed_replicas_keep_identical_codebooks():
     for _ in range(3):
         single(full)
     assert torch.allclose(results[0]["exact"], single.embed, atol=1e-5)
+
+
+def test_nearest_codes_stay_exact_under_bf16_autocast():
+    from lib.model.codebook import nearest_codes
+
+    torch.manual_seed(0)
+    # 128 pairs of codes one unit apart, the pairs far from each other (norms ~40: bf16 rounds the ~1600-sized
+    # dot products by several units)
+    centres = torch.randn(128, 16) * 10
+    offset = F.normalize(torch.randn(128, 16), dim=1)
+    codebook = torch.stack([centres, centres + offset], dim=1).reshape(256, 16)
+    pair = torch.randint(0, 128, (512,))
+    # just off each pair's midpoint, towards its first code: squared distances differ by 0.04, far above fp32 rounding
+    vectors = centres[pair] + 0.5 * offset[pair] - 0.02 * offset[pair]
+    i = 2 * pair
+    exact = nearest_codes(vectors, codebook)
+    assert torch.equal(exact, i)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(nearest_codes(vectors, codebook), exact)
+        # what the search would give without switching autocast off: bf16 distances pick other codes
+        rounded = (vectors.pow(2).sum(1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(1)).argmin(1)
+    assert (rounded != exact).any()

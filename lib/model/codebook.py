@@ -132,14 +132,18 @@ def nearest_codes(vectors: Tensor, codebook: Tensor, cosine: bool = False) -> Te
         vectors: `[N, d]`; codebook: `[K, d]`.
         cosine: if True, largest dot product (inputs and codes assumed l2-normalised).
     Returns: `[N]` long.
+
+    The search runs in the codebook's dtype with autocast off: under bf16 autocast the ``vectors @ codebook.t()``
+    product would be rounded to 8 mantissa bits and near ties decided by rounding.
     """
     vectors = vectors.to(codebook.dtype)  # a float64 (or half) codec searches in its own dtype
-    if cosine:
-        return (vectors @ codebook.t()).argmax(dim=1)
-    sq_dist = (
-        vectors.pow(2).sum(dim=1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(dim=1)[None, :]
-    )
-    return sq_dist.argmin(dim=1)
+    with torch.autocast(device_type=vectors.device.type, enabled=False):
+        if cosine:
+            return (vectors @ codebook.t()).argmax(dim=1)
+        sq_dist = (
+            vectors.pow(2).sum(dim=1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(dim=1)[None, :]
+        )
+        return sq_dist.argmin(dim=1)
 
 
 def kmeans(samples: Tensor, num_clusters: int, iters: int = 10, cosine: bool = False) -> tuple[Tensor, Tensor]:
