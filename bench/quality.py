@@ -18,6 +18,9 @@ Systems: ``default`` (the ``cpu`` preset), ``seanet`` (the SEANet codec of the `
 ``encodec`` (EnCodec's 24 kHz SEANet + LSTM and its RVQ from the ``encodec`` package, random init, behind the
 workbook's ``Codec`` interface, trained with the ``cpu`` preset's losses and schedule), and any preset name.
 Writes ``bench/results/quality.csv`` (one row per system x time x n_q x kind) and ``figures/bench_quality.png``.
+After each system's last evaluation: its code use per level (``quality_levels.csv``), its output/input energy per
+band (``quality_bands.csv``) and, on speech, the scores of the input with the codec's magnitudes, phases or both
+in one band (``quality_swaps.csv``): where the codec's PESQ and STOI are lost.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E402
 
-from lib.analysis.metrics import BAND_EDGES_HZ, band_energy_db, evaluate_all  # noqa: E402
+from lib.analysis.metrics import (BAND_EDGES_HZ, SWAP_PARTS, band_energy_db, evaluate_all, pesq_wb,  # noqa: E402
+                                  spectral_swap, stoi)
 from lib.config import load_config  # noqa: E402
 from lib.data.datasets import held_out_clips  # noqa: E402
 from lib.model.codebook import codebook_stats  # noqa: E402
@@ -145,20 +149,43 @@ def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True)
     return rows
 
 
+SWAP_BANDS_HZ = ((0, 500), (500, 2000), (2000, None))  # None: up to Nyquist
+
+
 @torch.no_grad()
-def band_levels(codec, clips, sample_rate: int) -> list[dict]:
-    """Per kind, the full-bitrate reconstruction's energy over the input's per frequency band, in dB, averaged
-    over ``clips``: 0 where a band's level is right, far below 0 where the codec leaves the band out."""
+def band_diagnostics(codec, clips, sample_rate: int, pesq: bool = True) -> tuple[list[dict], list[dict]]:
+    """Where the full-bitrate reconstruction goes wrong, from one decode of each clip.
+
+    Returns ``(levels, swaps)``. ``levels``: per kind, the output's energy over the input's per frequency band
+    (dB, averaged over the clips; 0 where a band's level is right, far below 0 where the codec leaves it out).
+    ``swaps``: speech only, PESQ-WB and STOI of the input with the codec's magnitudes, phases or both in one band
+    (``spectral_swap``): a hybrid that scores as low as the codec holds its error, one that scores near 4.6 / 1.0
+    does not.
+    """
     codec.eval()
     per_kind: dict[str, list[torch.Tensor]] = {}
+    per_swap: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for name, kind, wav in clips:
         recon = codec(wav).recon[:, 0]
-        if torch.isfinite(recon).all():
-            per_kind.setdefault(kind, []).append(band_energy_db(recon, wav[:, 0], sample_rate)[0])
+        if not torch.isfinite(recon).all():
+            continue
+        per_kind.setdefault(kind, []).append(band_energy_db(recon, wav[:, 0], sample_rate)[0])
+        if kind != "speech":
+            continue
+        for lo, hi in SWAP_BANDS_HZ:
+            band = f"{lo}-{hi} Hz" if hi else f">{lo} Hz"
+            for part in SWAP_PARTS:
+                ref = wav[0, 0]
+                hybrid = spectral_swap(recon[0], ref, sample_rate, lo, hi or sample_rate, part)
+                per_swap.setdefault((band, part), []).append(
+                    (pesq_wb(hybrid, ref, sample_rate) if pesq else math.nan, stoi(hybrid, ref, sample_rate)))
     codec.train()
     names = [f"{lo}-{hi} Hz" for lo, hi in zip(BAND_EDGES_HZ, BAND_EDGES_HZ[1:])] + [f">{BAND_EDGES_HZ[-1]} Hz"]
-    return [{"kind": kind, "clips": len(v), **dict(zip(names, torch.stack(v).nanmean(0).tolist()))}
-            for kind, v in per_kind.items()]
+    levels = [{"kind": kind, "clips": len(v), **dict(zip(names, torch.stack(v).nanmean(0).tolist()))}
+              for kind, v in per_kind.items()]
+    swaps = [{"band": band, "codec gives": part, "clips": len(v), "pesq_wb": float(np.mean([p for p, _ in v])),
+              "stoi": float(np.mean([s for _, s in v]))} for (band, part), v in per_swap.items()]
+    return levels, swaps
 
 
 @torch.no_grad()
@@ -217,6 +244,7 @@ class Runner:
         self.rows: list[dict] = []
         self.levels: list[dict] = []  # per-level code statistics after the last evaluation
         self.bands: list[dict] = []  # per-band output/input energy after the last evaluation
+        self.swaps: list[dict] = []  # per-band magnitude/phase hybrids' scores after the last evaluation
         self.clock = 0.0
         print(f"== {name}: {self.trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
 
@@ -249,8 +277,9 @@ class Runner:
             self.rows.append({"system": self.name, "minutes": round(self.clock / 60, 2), "step": tr.step, **r})
         if not self.marks:  # the last evaluation: how the codes use each level
             self.levels = [{"system": self.name, "step": tr.step, **r} for r in level_usage(codec, self.clips)]
-            self.bands = [{"system": self.name, "step": tr.step, **r}
-                          for r in band_levels(codec, self.clips, self.cfg.data.sample_rate)]
+            bands, swaps = band_diagnostics(codec, self.clips, self.cfg.data.sample_rate, pesq=not args.no_pesq)
+            self.bands = [{"system": self.name, "step": tr.step, **r} for r in bands]
+            self.swaps = [{"system": self.name, "step": tr.step, **r} for r in swaps]
         codec.to(tr.device)
         top = max(self.n_qs)
         b = next(r for r in self.rows[::-1] if r["n_q"] == top and r["kind"] == "speech")
@@ -287,6 +316,11 @@ def race(args, clips) -> list[dict]:
         write_csv(bands, f"{args.out}_bands")
         print("Output over input energy per band (dB), full bitrate:")
         print(markdown_table(bands, list(bands[0])))
+    swaps = [row for r in runners for row in r.swaps]
+    if swaps:
+        write_csv(swaps, f"{args.out}_swaps")
+        print("Speech, the input with the codec's magnitudes, phases or both in one band (full bitrate):")
+        print(markdown_table(swaps, list(swaps[0])))
     return [row for r in runners for row in r.rows]
 
 

@@ -82,6 +82,25 @@ def test_evaluate_gives_nan_rows_for_a_diverged_codec_instead_of_raising():
     assert all(math.isnan(r[k]) for r in bad for k in ("si_sdr", "mel_distance", "stoi", "pesq_wb"))
 
 
+def test_band_diagnostics_of_a_perfect_and_a_low_passing_codec():
+    t = torch.arange(24000) / 24000
+    wav = 0.3 * torch.sin(2 * math.pi * 220 * t) + 0.1 * torch.sin(2 * math.pi * 3300 * t)
+    clips = [("speech/a", "speech", wav.view(1, 1, -1))]
+    levels, swaps = quality.band_diagnostics(_Echo(), clips, 24000, pesq=False)
+    assert [r["kind"] for r in levels] == ["speech"] and abs(levels[0]["0-500 Hz"]) < 1e-6
+    assert all(r["stoi"] > 0.99 for r in swaps)  # the codec's own spectrum is the input's: every hybrid is clean
+
+    class LowPass(_Echo):  # keeps only the 220 Hz tone
+        def __call__(self, wav, **kw):
+            return SimpleNamespace(recon=0.3 * torch.sin(2 * math.pi * 220 * t).view(1, 1, -1))
+
+    levels, swaps = quality.band_diagnostics(LowPass(), clips, 24000, pesq=False)
+    assert levels[0]["2000-4000 Hz"] < -60  # the band it leaves out (float32 leakage of the 220 Hz tone)
+    by = {(r["band"], r["codec gives"]): r["stoi"] for r in swaps}
+    assert by[(">2000 Hz", "both")] < 0.9 < by[("0-500 Hz", "both")]  # the loss sits above 2 kHz
+    assert by[(">2000 Hz", "magnitude")] == pytest.approx(by[(">2000 Hz", "both")], abs=0.01)  # ~nothing, any phase
+
+
 def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_path, monkeypatch):
     corpus = tmp_path / "corpus"
     build_default_corpus(corpus, minutes=0.4, sources="synthetic", progress=False)
@@ -103,6 +122,10 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
     bands = written["race_bands"]  # one row per kind, a level in dB per band, after the last evaluation
     assert [(r["kind"], r["clips"], r["step"]) for r in bands] == [("speech", 1, 2), ("other", 1, 2)]
     assert all(math.isfinite(r[">8000 Hz"]) for r in bands) and len(bands[0]) == 4 + 6
+    swaps = written["race_swaps"]  # speech only: 3 bands x (magnitude, phase, both)
+    assert [(r["band"], r["codec gives"]) for r in swaps] == [
+        (b, p) for b in ("0-500 Hz", "500-2000 Hz", ">2000 Hz") for p in ("magnitude", "phase", "both")]
+    assert all(r["clips"] == 1 and math.isnan(r["pesq_wb"]) and 0 <= r["stoi"] <= 1 for r in swaps)
     assert len(made) == 1 and not Path(made[0]).exists()  # the trainer's folder is removed at the end
 
 

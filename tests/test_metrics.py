@@ -19,8 +19,8 @@ from lib.analysis.baselines import (
     mulaw_bitrate,
     opus_level_for_kbps,
 )
-from lib.analysis.metrics import (SI_SDR_CAP_DB, band_energy_db, bitrate, evaluate_all, pesq_wb, si_sdr, stft_distance,
-                                  stoi)
+from lib.analysis.metrics import (SI_SDR_CAP_DB, band_energy_db, bitrate, evaluate_all, pesq_wb, si_sdr, spectral_swap,
+                                  stft_distance, stoi)
 
 SR = 16000
 
@@ -277,3 +277,35 @@ def test_band_energy_db_finds_a_missing_band_and_a_level_offset():
     assert torch.allclose(batch[0, 0], torch.tensor(-6.0206, dtype=torch.float64), atol=1e-3)
     with pytest.raises(ValueError, match="edges"):
         band_energy_db(ref, ref, sr, edges=(0, 9000))
+
+
+def _tones(sr: int, t: int, parts: dict[float, tuple[float, float]]) -> torch.Tensor:
+    """Sum of sines ``{hz: (amplitude, phase)}``, float64 ``[t]``."""
+    n = torch.arange(t, dtype=torch.float64) / sr
+    return sum(a * torch.sin(2 * torch.pi * hz * n + ph) for hz, (a, ph) in parts.items())
+
+
+def test_spectral_swap_takes_one_component_in_one_band():
+    sr, t = 16000, 16000
+    ref = _tones(sr, t, {500: (1.0, 0.0), 3000: (0.5, 0.0)})
+    louder_low = _tones(sr, t, {500: (2.0, 0.0), 3000: (0.5, 0.0)})  # the 500 Hz magnitude differs
+    shifted_low = _tones(sr, t, {500: (1.0, 1.0), 3000: (0.5, 0.0)})  # the 500 Hz phase differs
+    wrong_high = _tones(sr, t, {500: (1.0, 0.0), 3000: (1.5, 2.0)})  # only above 2 kHz differs
+    mid = slice(1024, t - 1024)  # away from the clip's edges, where the STFT is not tight
+    err = lambda a, b: float((a - b)[mid].abs().max())
+    # the whole band, both parts: the estimate itself
+    assert err(spectral_swap(louder_low, ref, sr, 0, 8000), louder_low) < 1e-6
+    # a band the estimate does not differ in: the reference
+    assert err(spectral_swap(wrong_high, ref, sr, 0, 2000), ref) < 1e-6
+    # the estimate's magnitude under the reference's phase: the louder tone, at the reference's phase
+    assert err(spectral_swap(louder_low, ref, sr, 0, 2000, part="magnitude"), louder_low) < 1e-6
+    assert err(spectral_swap(louder_low, ref, sr, 0, 2000, part="phase"), ref) < 1e-6
+    # the estimate's phase under the reference's magnitude: the shifted tone
+    assert err(spectral_swap(shifted_low, ref, sr, 0, 2000, part="phase"), shifted_low) < 1e-6
+    assert err(spectral_swap(shifted_low, ref, sr, 0, 2000, part="magnitude"), ref) < 1e-6
+    batch = spectral_swap(torch.stack([louder_low, ref]), torch.stack([ref, ref]), sr, 0, 2000)
+    assert batch.shape == (2, t) and err(batch[1], ref) < 1e-6
+    with pytest.raises(ValueError, match="part"):
+        spectral_swap(ref, ref, sr, 0, 2000, part="energy")
+    with pytest.raises(ValueError, match="lo_hz"):
+        spectral_swap(ref, ref, sr, 2000, 1000)
