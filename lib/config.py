@@ -84,7 +84,7 @@ class SpectralConfig:
     decoder_blocks: int = 6
     kernel_size: int = 7  # causal depthwise kernel, in frames
     mlp_ratio: float = 3.0
-    head: str = "complex"  # iSTFT head: "complex" (real, imaginary) or "polar" (log magnitude, phase)
+    head: str = "complex"  # iSTFT head: "complex" (real, imaginary), "polar" (log magnitude, phase) or "compressed"
 
 
 @dataclass

@@ -23,7 +23,7 @@ def test_stft_then_istft_reconstructs_the_signal(ratio):
     assert torch.allclose(y[..., : x.shape[-1] - tail], x[..., : x.shape[-1] - tail], atol=1e-4)
 
 
-@pytest.mark.parametrize("head", ["complex", "polar"])
+@pytest.mark.parametrize("head", ["complex", "polar", "compressed"])
 def test_decoder_frame_f_writes_only_its_window(head):
     """A change in latent frame f alters output samples (f + 1) * hop - n_fft ... (f + 1) * hop - 1 and no other
     sample before them (frame-level causality with n_fft - hop samples of decoder latency)."""
@@ -40,7 +40,8 @@ def test_decoder_frame_f_writes_only_its_window(head):
     assert dec.latency == dec.n_fft - HOP
 
 
-@pytest.mark.parametrize("n_fft,head", [(2 * HOP, "complex"), (4 * HOP, "complex"), (2 * HOP, "polar")])
+@pytest.mark.parametrize("n_fft,head", [(2 * HOP, "complex"), (4 * HOP, "complex"), (2 * HOP, "polar"),
+                                        (2 * HOP, "compressed")])
 def test_decoder_streams_like_offline(n_fft, head):
     dec = ISTFTDecoder(dim=8, hop_length=HOP, n_fft=n_fft, hidden=16, n_blocks=2, head=head).eval()
     z = torch.randn(2, 8, 17)
@@ -95,6 +96,24 @@ def test_polar_head_synthesises_log_magnitude_and_phase():
     keep = x.shape[-1] - dec.latency
     assert torch.allclose(y[..., :keep], x[..., :keep], atol=1e-4)
     # Log magnitudes are capped at log(100): a runaway output cannot overflow to inf.
+    loud = dec._segments(torch.full((1, 2 * dec.n_bins, 3), 1e4))
+    assert torch.isfinite(loud).all() and loud.abs().max() < 100 * dec.n_bins
+
+
+def test_compressed_head_inverts_the_encoders_features():
+    """head="compressed": the trunk's two outputs per bin are the real and imaginary parts of |X|^0.3 e^{i phase},
+    the very features the encoder computes, so the encoder's features given to the synthesis give the input back."""
+    enc = STFTEncoder(dim=8, hop_length=HOP)
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=1, head="compressed")
+    x = torch.randn(1, 1, 30 * HOP)
+    feats = enc._features(enc.stft(torch.nn.functional.pad(x, (1, 0)))[..., 1:], batch=1)
+    y = dec._overlap_add(dec._segments(feats))[:, dec.latency:].reshape(1, 1, -1)
+    keep = x.shape[-1] - dec.latency
+    assert torch.allclose(y[..., :keep], x[..., :keep], atol=1e-4)
+    # doubling the compressed spectrum scales the output by 2^(1/0.3)
+    y2 = dec._overlap_add(dec._segments(2 * feats))[:, dec.latency:].reshape(1, 1, -1)
+    assert torch.allclose(y2[..., :keep], 2 ** (1 / 0.3) * x[..., :keep], atol=1e-3)
+    # magnitudes are capped at 100, as the polar head's: a runaway output cannot overflow to inf
     loud = dec._segments(torch.full((1, 2 * dec.n_bins, 3), 1e4))
     assert torch.isfinite(loud).all() and loud.abs().max() < 100 * dec.n_bins
 

@@ -11,8 +11,8 @@ Framing (``n_fft`` = window length = ``hop * 2^k``, k >= 1; ``hop`` = codec hop)
   Inside :class:`lib.model.codec.Codec` (frame look-ahead on) latent frame ``f`` therefore sees exactly the window
   that ends with frame ``f``'s own hop: samples ``(f + 1) * hop - n_fft ... (f + 1) * hop - 1``.
 * :class:`ISTFTDecoder` predicts that same window's spectrum (``head="complex"``: real and imaginary parts;
-  ``head="polar"``: log magnitude and phase, as Vocos, so that an error scales a quiet bin instead of adding a
-  noise floor to it), inverts it, applies
+  ``head="polar"``: log magnitude and phase, as Vocos; ``head="compressed"``: real and imaginary parts of the
+  power-compressed spectrum ``|X|^0.3 e^{i phase}``, the form the encoder reads), inverts it, applies
   the synthesis window and overlap-adds: frame ``f`` writes samples ``(f + 1) * hop - n_fft ... (f + 1) * hop - 1``.
   Analysis and synthesis windows are square-root periodic Hann windows (the synthesis one scaled by
   ``2 * hop / n_fft``), whose product overlap-adds to one: an encoder-decoder pair that passes the spectrum
@@ -108,8 +108,10 @@ def _spectral_kwargs(cfg) -> dict:
                 kernel_size=sp.kernel_size, mlp_ratio=sp.mlp_ratio)
 
 
-HEADS = ("complex", "polar")
+HEADS = ("complex", "polar", "compressed")
 MAX_LOG_MAGNITUDE = math.log(100.0)  # polar head caps exp(): a full-scale sine peaks near 8 in these units
+HEAD_COMPRESSION = 0.3  # "compressed" head: the trunk predicts |X|^0.3 e^{i phase}, the encoder's own features
+MAX_COMPRESSED = 100.0 ** HEAD_COMPRESSION  # the same cap as the polar head's: magnitudes up to 100
 
 
 @ENCODERS.register("stft")
@@ -179,7 +181,8 @@ def _dft_kernels(n_fft: int) -> torch.Tensor:
 @DECODERS.register("istft")
 class ISTFTDecoder(nn.Module):
     """ConvNeXt blocks at the frame rate + a spectrum head (``head``: "complex" = real/imaginary parts, "polar" = log
-    magnitude and phase) + inverse STFT with a causal overlap-add:
+    magnitude and phase, "compressed" = real/imaginary parts of ``|X|^0.3 e^{i phase}``) + inverse STFT with a
+    causal overlap-add:
     latents ``[B, dim, F] -> audio [B, C, F * hop]``.
 
     Frame ``f``'s windowed inverse spectrum lands on samples ``(f + 1) * hop - n_fft ... (f + 1) * hop - 1`` (the
@@ -224,6 +227,9 @@ class ISTFTDecoder(nn.Module):
         h = h.reshape(b * self.channels, 2, self.n_bins, frames).permute(0, 3, 2, 1).float()
         if self.head == "polar":
             spec = torch.polar(h[..., 0].clamp(max=MAX_LOG_MAGNITUDE).exp(), h[..., 1])  # [B * C, F, bins]
+        elif self.head == "compressed":  # |Z|^(1/c - 1) Z: magnitude |Z|^(1/c), phase that of Z
+            mag_c = (h[..., 0].square() + h[..., 1].square() + 1e-12).sqrt().clamp(max=MAX_COMPRESSED)
+            spec = torch.complex(h[..., 0], h[..., 1]) * mag_c.pow(1.0 / HEAD_COMPRESSION - 1.0)
         else:
             spec = torch.complex(h[..., 0], h[..., 1])
         # Inverse of _dft_kernels' scaling: irfft's 1 / n_fft times sqrt(n_fft) -> the same scale as the input.
