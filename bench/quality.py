@@ -172,10 +172,10 @@ def band_diagnostics(codec, clips, sample_rate: int, pesq: bool = True) -> tuple
         per_kind.setdefault(kind, []).append(band_energy_db(recon, wav[:, 0], sample_rate)[0])
         if kind != "speech":
             continue
+        ref = wav[0, 0]
         for lo, hi in SWAP_BANDS_HZ:
             band = f"{lo}-{hi} Hz" if hi else f">{lo} Hz"
             for part in SWAP_PARTS:
-                ref = wav[0, 0]
                 hybrid = spectral_swap(recon[0], ref, sample_rate, lo, hi or sample_rate, part)
                 per_swap.setdefault((band, part), []).append(
                     (pesq_wb(hybrid, ref, sample_rate) if pesq else math.nan, stoi(hybrid, ref, sample_rate)))

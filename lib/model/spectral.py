@@ -227,9 +227,10 @@ class ISTFTDecoder(nn.Module):
         h = h.reshape(b * self.channels, 2, self.n_bins, frames).permute(0, 3, 2, 1).float()
         if self.head == "polar":
             spec = torch.polar(h[..., 0].clamp(max=MAX_LOG_MAGNITUDE).exp(), h[..., 1])  # [B * C, F, bins]
-        elif self.head == "compressed":  # |Z|^(1/c - 1) Z: magnitude |Z|^(1/c), phase that of Z
-            mag_c = (h[..., 0].square() + h[..., 1].square() + 1e-12).sqrt().clamp(max=MAX_COMPRESSED)
-            spec = torch.complex(h[..., 0], h[..., 1]) * mag_c.pow(1.0 / HEAD_COMPRESSION - 1.0)
+        elif self.head == "compressed":  # Z = |X|^c e^{i phase}: magnitude |Z|^(1/c), phase that of Z
+            mag_c = (h[..., 0].square() + h[..., 1].square() + 1e-12).sqrt()
+            unit = torch.complex(h[..., 0], h[..., 1]) / mag_c
+            spec = unit * mag_c.clamp(max=MAX_COMPRESSED).pow(1.0 / HEAD_COMPRESSION)
         else:
             spec = torch.complex(h[..., 0], h[..., 1])
         # Inverse of _dft_kernels' scaling: irfft's 1 / n_fft times sqrt(n_fft) -> the same scale as the input.
