@@ -18,9 +18,10 @@ export OMP_WAIT_POLICY
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml .ci/torchaudio-check.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
+	$(PY) .ci/torchaudio-check.py
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
