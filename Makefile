@@ -19,6 +19,7 @@ export OMP_WAIT_POLICY
 env: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml .ci/torchaudio-check.py
+	@$(PYTHON) -c "import shutil; f = shutil.disk_usage('.').free / 2**30; f < 3 and print(f'WARNING: {f:.1f} GB free here; the environment needs about 2 GB (about 6 GB where pip takes a CUDA build of torch)')"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
 	$(PY) .ci/torchaudio-check.py
