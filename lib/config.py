@@ -135,6 +135,10 @@ class LossConfig:
     # The phase-aware terms (waveform_mse, complex_stft) see only frequencies up to this (Hz); above it only the
     # magnitude terms hold the output to the target. null = the whole band.
     phase_max_hz: float | None = None
+    # The waveform MSE alone sees only frequencies up to this (Hz); null = phase_max_hz. Above it the phase is left
+    # to the complex-STFT term, whose magnitude part, unlike the MSE, does not favour silence where the phase is
+    # unpredictable.
+    waveform_mse_max_hz: float | None = None
 
 
 @dataclass
@@ -365,7 +369,7 @@ def _check_ranges(cfg: Config) -> None:
     # A negative weight would silently drop a term, or turn an always-computed one (mel, commitment) into a reward.
     for field_ in dataclasses.fields(cfg.loss):
         value = getattr(cfg.loss, field_.name)
-        if isinstance(value, float) and value < 0:
+        if isinstance(value, float) and value < 0 and not field_.name.endswith("_hz"):  # band limits: below
             raise ConfigError(f"loss.{field_.name}: must be >= 0 (a weight), got {value!r}")
 
 
@@ -440,9 +444,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.continuous=true has no quantizer, so model.quantizer.som must be false")
     if t.steps < 0 or t.val_every < 1 or t.ckpt_every < 1 or t.log_every < 1:
         raise ConfigError("train.steps must be >= 0 and train.val_every/ckpt_every/log_every >= 1")
-    if lo.phase_max_hz is not None and not 0.0 < lo.phase_max_hz <= d.sample_rate / 2:
-        raise ConfigError(f"loss.phase_max_hz must be null or in (0, data.sample_rate / 2 = {d.sample_rate / 2:g}] "
-                          f"Hz, got {lo.phase_max_hz}")
+    for key in ("phase_max_hz", "waveform_mse_max_hz"):
+        hz = getattr(lo, key)
+        if hz is not None and not 0.0 < hz <= d.sample_rate / 2:
+            raise ConfigError(f"loss.{key} must be null or in (0, data.sample_rate / 2 = {d.sample_rate / 2:g}] "
+                              f"Hz, got {hz}")
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
     terms = reg["loss_terms"]

@@ -36,6 +36,7 @@ def test_overrides_dotted_strings_and_nested_dicts():
     (["train.discriminators=[stft, mpd]"], "train.discriminators: 'mpd'"),
     (["model.quantizer.codebook_dim=999"], "codebook_dim=999"),
     (["loss.phase_max_hz=20000"], "loss.phase_max_hz must be null or in (0, data.sample_rate / 2 = 12000]"),
+    (["loss.waveform_mse_max_hz=-5"], "loss.waveform_mse_max_hz must be null or in (0, data.sample_rate / 2"),
     (["data.segment_seconds=0.001"], "shorter than one frame"),
     (["model.quantizer.decay=1.5"], "decay must be in (0, 1)"),
     (["model.spectral.head=magphase"], "model.spectral.head='magphase'"),

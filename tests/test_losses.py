@@ -289,3 +289,22 @@ def test_waveform_mse_below_max_hz_ignores_the_band_above():
     assert float(waveform_mse(-low, low, SR, 2000.0)) == pytest.approx(2.0, rel=1e-3)  # mean (2 * low)^2
     with pytest.raises(ValueError, match="sample_rate"):
         waveform_mse(low, low, max_hz=2000.0)
+
+
+@pytest.mark.parametrize("overrides, hears_5k_hz", [
+    ([], True),
+    (["loss.phase_max_hz=2000"], False),
+    (["loss.waveform_mse_max_hz=2000"], False),
+    (["loss.phase_max_hz=2000", "loss.waveform_mse_max_hz=8000"], True),  # its own limit wins
+])
+def test_waveform_mse_term_takes_its_own_band_limit_over_phase_max_hz(overrides, hears_5k_hz):
+    from types import SimpleNamespace
+
+    from lib.config import load_config
+    from lib.training.objectives import LOSS_TERMS, StepContext
+    cfg = load_config("tiny", ["data.sample_rate=16000", *overrides])
+    term = LOSS_TERMS.get("waveform_mse")(cfg)
+    low, high = _sine(500), 0.5 * _sine(5000)
+    ctx = StepContext(wav=low - high, out=SimpleNamespace(recon=low + high))
+    expected = 0.5 if hears_5k_hz else 0.0  # mean (2 * high)^2 where the 5 kHz error counts
+    assert float(term(ctx)) == pytest.approx(expected, abs=1e-4)

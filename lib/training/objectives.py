@@ -122,7 +122,8 @@ class WaveformMSETerm(LossTerm):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.sample_rate, self.max_hz = cfg.data.sample_rate, cfg.loss.phase_max_hz
+        own = cfg.loss.waveform_mse_max_hz
+        self.sample_rate, self.max_hz = cfg.data.sample_rate, cfg.loss.phase_max_hz if own is None else own
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return waveform_mse(ctx.recon, ctx.target, self.sample_rate, self.max_hz)
