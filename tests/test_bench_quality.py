@@ -139,3 +139,20 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
 def test_a_longer_time_budget_stretches_the_schedule(minutes, steps, sets, expected):
     args = Namespace(minutes=minutes, steps=steps, set=sets)
     assert quality.schedule_overrides(args, 4500) == expected
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="espeak-ng is not installed")
+def test_extra_speech_is_new_deterministic_speech_the_race_can_score(tmp_path):
+    import extra_speech
+    from lib.data import corpus
+
+    corpus_sentences = set(corpus.ENGLISH_SENTENCES) | {t for ts in corpus.OTHER_SENTENCES.values() for t in ts}
+    assert not set(extra_speech.SENTENCES) & corpus_sentences  # sentences the corpus never speaks
+    a = extra_speech.make_utterances(tmp_path / "a", n=2)
+    b = extra_speech.make_utterances(tmp_path / "b", n=2)
+    assert [p.name for p in a] == [p.name for p in b] and all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
+    clips = extra_speech.load_clips(tmp_path / "a", 24000, seconds=1.0)
+    assert len(clips) == 2 and all(k == "speech" and w.shape == (1, 1, 24000) for _, k, w in clips)
+    assert all(float(w.abs().max()) > 0.1 for _, _, w in clips)
+    with pytest.raises(FileNotFoundError, match="no .wav files"):
+        extra_speech.load_clips(tmp_path, 24000)
