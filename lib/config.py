@@ -369,7 +369,7 @@ def _check_ranges(cfg: Config) -> None:
     # A negative weight would silently drop a term, or turn an always-computed one (mel, commitment) into a reward.
     for field_ in dataclasses.fields(cfg.loss):
         value = getattr(cfg.loss, field_.name)
-        if isinstance(value, float) and value < 0 and not field_.name.endswith("_hz"):  # band limits: below
+        if isinstance(value, float) and value < 0 and not field_.name.endswith("_hz"):  # band limits: validate()
             raise ConfigError(f"loss.{field_.name}: must be >= 0 (a weight), got {value!r}")
 
 
