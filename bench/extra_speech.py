@@ -84,12 +84,17 @@ def main(argv=None) -> int:
         import quality
         from lib.training.checkpoint import load_codec
 
+        clip_dir = args.clips or args.make
+        if clip_dir is None:
+            ap.error("checkpoints to score need --clips DIR (or --make DIR)")
         set_threads(args.threads)
-        rows = []
+        rows, clips_at = [], {}  # clips loaded once per sample rate
         for ckpt in args.checkpoints:
             codec, cfg = load_codec(ckpt)
-            clips = load_clips(args.clips or args.make, cfg.data.sample_rate)
-            for r in quality.evaluate(codec, clips, cfg.data.sample_rate, args.n_q):
+            sr = cfg.data.sample_rate
+            if sr not in clips_at:
+                clips_at[sr] = load_clips(clip_dir, sr)
+            for r in quality.evaluate(codec, clips_at[sr], sr, args.n_q):
                 rows.append({"checkpoint": ckpt, **{k: (round(v, 3) if isinstance(v, float) else v)
                                                    for k, v in r.items() if k != "stft_distance"}})
         print(markdown_table(rows, list(rows[0])))

@@ -156,3 +156,11 @@ def test_extra_speech_is_new_deterministic_speech_the_race_can_score(tmp_path):
     assert all(float(w.abs().max()) > 0.1 for _, _, w in clips)
     with pytest.raises(FileNotFoundError, match="no .wav files"):
         extra_speech.load_clips(tmp_path, 24000)
+
+
+def test_extra_speech_scoring_without_a_clip_folder_is_a_clear_error(capsys):
+    import extra_speech
+
+    with pytest.raises(SystemExit):
+        extra_speech.main(["some/checkpoint.pt"])
+    assert "need --clips DIR" in capsys.readouterr().err
