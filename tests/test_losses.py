@@ -292,7 +292,7 @@ def test_waveform_mse_below_max_hz_ignores_the_band_above():
 
 
 @pytest.mark.parametrize("overrides, hears_5k_hz", [
-    ([], True),
+    (["loss.phase_max_hz=null"], True),
     (["loss.phase_max_hz=2000"], False),
     (["loss.waveform_mse_max_hz=2000"], False),
     (["loss.phase_max_hz=2000", "loss.waveform_mse_max_hz=8000"], True),  # its own limit wins
