@@ -116,7 +116,8 @@ def test_waveform_objective_reconstructs_a_harmonic_signal(objective, bound, tmp
             "model.spectral.decoder_blocks=2", "model.quantizer.kind=fsq", "model.quantizer.som=false",
             "model.quantizer.n_q=2", "train.discriminators=[]", "data.batch_size=4", "data.segment_seconds=0.5",
             "train.quantizer_warmup_steps=0", "train.steps=150", "train.lr=0.002", "train.weight_decay=0"]
-    losses = {"waveform": ["loss.l1=0", "loss.mel=1", "loss.waveform_mse=2", "loss.complex_stft=2", "loss.balancer=true"],
+    losses = {"waveform": ["loss.l1=0", "loss.mel=1", "loss.waveform_mse=2", "loss.complex_stft=2", "loss.balancer=true",
+                           "loss.phase_max_hz=null"],  # the phase held at every frequency
               "mel_l1": ["loss.mel=1", "loss.l1=1", "loss.waveform_mse=0", "loss.complex_stft=0",
                          "loss.balancer=false"]}[objective]
     tr = Trainer(load_config("tiny", base + losses), _harmonic_folder(tmp_path / "tones"), tmp_path / "run",
