@@ -39,8 +39,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E402
 
-from lib.analysis.metrics import (BAND_EDGES_HZ, SWAP_PARTS, band_energy_db, evaluate_all, pesq_wb,  # noqa: E402
-                                  spectral_swap, stoi)
+from lib.analysis.metrics import (BAND_EDGES_HZ, SWAP_PARTS, band_energy_db, envelope_swap, evaluate_all,  # noqa: E402
+                                  pesq_wb, spectral_swap, stoi)
 from lib.config import load_config  # noqa: E402
 from lib.data.datasets import held_out_clips  # noqa: E402
 from lib.model.codebook import codebook_stats  # noqa: E402
@@ -150,6 +150,7 @@ def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True)
 
 
 SWAP_BANDS_HZ = ((0, 500), (500, 2000), (2000, None))  # None: up to Nyquist
+ENVELOPE_SWAP_BAND = "all, levels per 5 ms and 1/4 octave from the input"  # the envelope_swap row
 
 
 @torch.no_grad()
@@ -160,7 +161,8 @@ def band_diagnostics(codec, clips, sample_rate: int, pesq: bool = True) -> tuple
     (dB, averaged over the clips; 0 where a band's level is right, far below 0 where the codec leaves it out).
     ``swaps``: speech only, PESQ-WB and STOI of the input with the codec's magnitudes, phases or both in one band
     (``spectral_swap``): a hybrid that scores as low as the codec holds its error, one that scores near 4.6 / 1.0
-    does not.
+    does not; and the codec's output with the input's level in every 5 ms frame and quarter-octave band
+    (``envelope_swap``): how far the right fast envelope alone would take the codec's fine structure.
     """
     codec.eval()
     per_kind: dict[str, list[torch.Tensor]] = {}
@@ -179,6 +181,9 @@ def band_diagnostics(codec, clips, sample_rate: int, pesq: bool = True) -> tuple
                 hybrid = spectral_swap(recon[0], ref, sample_rate, lo, hi or sample_rate, part)
                 per_swap.setdefault((band, part), []).append(
                     (pesq_wb(hybrid, ref, sample_rate) if pesq else math.nan, stoi(hybrid, ref, sample_rate)))
+        hybrid = envelope_swap(recon[0], ref, sample_rate)  # the codec's detail under the input's band levels
+        per_swap.setdefault((ENVELOPE_SWAP_BAND, "fine structure"), []).append(
+            (pesq_wb(hybrid, ref, sample_rate) if pesq else math.nan, stoi(hybrid, ref, sample_rate)))
     codec.train()
     names = [f"{lo}-{hi} Hz" for lo, hi in zip(BAND_EDGES_HZ, BAND_EDGES_HZ[1:])] + [f">{BAND_EDGES_HZ[-1]} Hz"]
     levels = [{"kind": kind, "clips": len(v), **dict(zip(names, torch.stack(v).nanmean(0).tolist()))}

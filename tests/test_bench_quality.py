@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality  # noqa: E402
 from quality import evaluate, level_usage  # noqa: E402
 
+from lib.analysis.metrics import stoi  # noqa: E402
 from lib.build import build_codec  # noqa: E402
 from lib.config import load_config  # noqa: E402
 from lib.data.corpus import build_default_corpus  # noqa: E402
@@ -99,6 +100,17 @@ def test_band_diagnostics_of_a_perfect_and_a_low_passing_codec():
     by = {(r["band"], r["codec gives"]): r["stoi"] for r in swaps}
     assert by[(">2000 Hz", "both")] < 0.9 < by[("0-500 Hz", "both")]  # the loss sits above 2 kHz
     assert by[(">2000 Hz", "magnitude")] == pytest.approx(by[(">2000 Hz", "both")], abs=0.01)  # ~nothing, any phase
+    assert by[(quality.ENVELOPE_SWAP_BAND, "fine structure")] < 0.9  # no detail up there for levels to restore
+
+    class Pumping(_Echo):  # the input's own detail, its level 20 dB down every other 50 ms: a wrong envelope
+        def __call__(self, wav, **kw):
+            return SimpleNamespace(recon=wav * (1 - 0.9 * ((t * 20).floor() % 2)))
+
+    noise = 0.1 * torch.randn(24000, generator=torch.Generator().manual_seed(0))
+    _, swaps = quality.band_diagnostics(Pumping(), [("speech/n", "speech", noise.view(1, 1, -1))], 24000, pesq=False)
+    by = {(r["band"], r["codec gives"]): r["stoi"] for r in swaps}
+    pumped = stoi(Pumping()(noise).recon, noise, 24000)  # 0.39
+    assert by[(quality.ENVELOPE_SWAP_BAND, "fine structure")] > max(0.85, pumped + 0.4)  # the levels restore it
 
 
 def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_path, monkeypatch):
@@ -122,9 +134,10 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
     bands = written["race_bands"]  # one row per kind, a level in dB per band, after the last evaluation
     assert [(r["kind"], r["clips"], r["step"]) for r in bands] == [("speech", 1, 2), ("other", 1, 2)]
     assert all(math.isfinite(r[">8000 Hz"]) for r in bands) and len(bands[0]) == 4 + 6
-    swaps = written["race_swaps"]  # speech only: 3 bands x (magnitude, phase, both)
+    swaps = written["race_swaps"]  # speech only: 3 bands x (magnitude, phase, both), then the envelope swap
     assert [(r["band"], r["codec gives"]) for r in swaps] == [
-        (b, p) for b in ("0-500 Hz", "500-2000 Hz", ">2000 Hz") for p in ("magnitude", "phase", "both")]
+        (b, p) for b in ("0-500 Hz", "500-2000 Hz", ">2000 Hz") for p in ("magnitude", "phase", "both")] + [
+        (quality.ENVELOPE_SWAP_BAND, "fine structure")]
     assert all(r["clips"] == 1 and math.isnan(r["pesq_wb"]) and 0 <= r["stoi"] <= 1 for r in swaps)
     assert len(made) == 1 and not Path(made[0]).exists()  # the trainer's folder is removed at the end
 

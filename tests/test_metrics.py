@@ -19,8 +19,8 @@ from lib.analysis.baselines import (
     mulaw_bitrate,
     opus_level_for_kbps,
 )
-from lib.analysis.metrics import (SI_SDR_CAP_DB, band_energy_db, bitrate, evaluate_all, pesq_wb, si_sdr, spectral_swap,
-                                  stft_distance, stoi)
+from lib.analysis.metrics import (SI_SDR_CAP_DB, band_energy_db, bitrate, envelope_swap, evaluate_all, pesq_wb,
+                                  si_sdr, spectral_swap, stft_distance, stoi)
 
 SR = 16000
 
@@ -309,3 +309,31 @@ def test_spectral_swap_takes_one_component_in_one_band():
         spectral_swap(ref, ref, sr, 0, 2000, part="energy")
     with pytest.raises(ValueError, match="lo_hz"):
         spectral_swap(ref, ref, sr, 2000, 1000)
+
+
+def test_envelope_swap_keeps_the_detail_and_takes_the_levels():
+    sr, t = 16000, 16000
+    mid = slice(1024, t - 1024)
+    err = lambda a, b: float((a - b)[mid].abs().max())  # noqa: E731
+    ref = _tones(sr, t, {500: (1.0, 0.0), 3000: (0.5, 0.0)})
+    # a uniformly quieter estimate: every cell gains the same factor, so the result is the reference
+    assert err(envelope_swap(0.3 * ref, ref, sr), ref) < 1e-6
+    # a tone off by 150 Hz (same band, 2675-3211 Hz at 16 kHz) and 14 dB too quiet keeps its own frequency at the
+    # reference's level
+    ref = _tones(sr, t, {500: (1.0, 0.0), 2900: (0.5, 0.0)})
+    off = _tones(sr, t, {500: (1.0, 0.0), 3050: (0.1, 0.0)})
+    hybrid = envelope_swap(off, ref, sr)
+    assert err(hybrid, _tones(sr, t, {500: (1.0, 0.0), 3050: (0.5, 0.0)})) < 1e-3
+    assert err(hybrid, ref) > 0.9  # the detail is the estimate's, not the reference's
+    # the levels follow the reference frame by frame: noise gated on and off every 100 ms
+    noise = torch.randn(t, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gate = ((torch.arange(t) // 1600) % 2).to(torch.float64)
+    gated = envelope_swap(noise, noise * gate, sr)
+    inner = ((torch.arange(t) % 1600) >= 300) & ((torch.arange(t) % 1600) < 1300)  # away from the switches
+    on, off_ = (gate > 0) & inner, (gate == 0) & inner
+    on[:1024] = off_[:1024] = on[-1024:] = off_[-1024:] = False
+    assert float(gated[off_].square().mean()) < 1e-3 * float(gated[on].square().mean())
+    assert float(gated[on].square().mean() / noise[on].square().mean()) == pytest.approx(1.0, abs=0.15)
+    assert envelope_swap(torch.stack([off, ref]), torch.stack([ref, ref]), sr).shape == (2, t)
+    with pytest.raises(ValueError, match="n_bands"):
+        envelope_swap(ref, ref, sr, n_bands=0)
