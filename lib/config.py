@@ -132,6 +132,9 @@ class LossConfig:
     balancer: bool = False  # EnCodec-style gradient balancer instead of fixed weights
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
     mel_log_distance: str = "l1"  # distance on log-mel: "l1" (robust, DAC-like) or "l2" (SoundStream's MSE)
+    # Weight of each window's log-mel term: null = SoundStream's sqrt(window / 2) (the 2048 window 8x the 32 one);
+    # a number weighs every window the same (DAC).
+    mel_log_weight: float | None = None
     # The phase-aware terms (waveform_mse, complex_stft) see only frequencies up to this (Hz); above it only the
     # magnitude terms hold the output to the target. null = the whole band.
     phase_max_hz: float | None = None
@@ -449,6 +452,8 @@ def validate(cfg: Config) -> None:
         if hz is not None and not 0.0 < hz <= d.sample_rate / 2:
             raise ConfigError(f"loss.{key} must be null or in (0, data.sample_rate / 2 = {d.sample_rate / 2:g}] "
                               f"Hz, got {hz}")
+    if lo.mel_log_weight is not None and not lo.mel_log_weight > 0.0:
+        raise ConfigError(f"loss.mel_log_weight must be null or > 0, got {lo.mel_log_weight}")
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
     terms = reg["loss_terms"]

@@ -308,3 +308,18 @@ def test_waveform_mse_term_takes_its_own_band_limit_over_phase_max_hz(overrides,
     ctx = StepContext(wav=low - high, out=SimpleNamespace(recon=low + high))
     expected = 0.5 if hears_5k_hz else 0.0  # mean (2 * high)^2 where the 5 kHz error counts
     assert float(term(ctx)) == pytest.approx(expected, abs=1e-4)
+
+
+def test_mel_log_weight_setting_reaches_the_loss():
+    from lib.config import ConfigError, load_config
+    from lib.training.objectives import LOSS_TERMS
+
+    soundstream = LOSS_TERMS.get("mel")(load_config("tiny")).loss
+    equal = LOSS_TERMS.get("mel")(load_config("tiny", ["loss.mel_log_weight=1"])).loss
+    windows = soundstream.windows
+    assert soundstream.log_weights == pytest.approx([math.sqrt(w / 2) for w in windows])
+    assert equal.log_weights == [1.0] * len(windows)
+    x, y = _tone_plus_noise(4000), _tone_plus_noise(4000)
+    assert equal(x, y).item() < soundstream(x, y).item()  # every log term weighs 1 instead of 4 .. 32
+    with pytest.raises(ConfigError, match=r"loss\.mel_log_weight"):
+        load_config("tiny", ["loss.mel_log_weight=0"])

@@ -93,14 +93,14 @@ class LossTerm(nn.Module):
 
 @LOSS_TERMS.register("mel")
 class MelTerm(LossTerm):
-    """SoundStream's multi-window mel loss (``loss.mel_windows``, ``loss.mel_log_distance``)."""
+    """SoundStream's multi-window mel loss (``loss.mel_windows``, ``loss.mel_log_distance``, ``loss.mel_log_weight``)."""
 
     always = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.loss = MultiScaleMelLoss(cfg.data.sample_rate, windows=tuple(cfg.loss.mel_windows),
-                                      log_distance=cfg.loss.mel_log_distance)
+                                      log_distance=cfg.loss.mel_log_distance, log_weight=cfg.loss.mel_log_weight)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return self.loss(ctx.recon, ctx.target)
