@@ -20,7 +20,8 @@ workbook's ``Codec`` interface, trained with the ``cpu`` preset's losses and sch
 Writes ``bench/results/quality.csv`` (one row per system x time x n_q x kind) and ``figures/bench_quality.png``.
 After each system's last evaluation: its code use per level (``quality_levels.csv``), its output/input energy per
 band (``quality_bands.csv``) and, on speech, the scores of the input with the codec's magnitudes, phases or both
-in one band (``quality_swaps.csv``): where the codec's PESQ and STOI are lost.
+in one band, and of the codec's output under the input's fast band levels (``quality_swaps.csv``): where the
+codec's PESQ and STOI are lost.
 """
 from __future__ import annotations
 
