@@ -307,6 +307,23 @@ def band_energy_db(estimate, reference, sample_rate: int, edges=None):
 SWAP_PARTS = ("magnitude", "phase", "both")
 
 
+def _stft_pair(est: torch.Tensor, ref: torch.Tensor, sample_rate: int, n_fft: int | None, seconds: float):
+    """STFTs of two ``[B, T]`` float64 signals for the swap hybrids: periodic Hann window of ``n_fft`` samples
+    (None: the power of two nearest ``seconds``), hop ``n_fft // 4`` (perfect reconstruction). Returns
+    ``(spec_est, spec_ref, freqs, inverse)``, specs ``[B, bins, frames]``, ``inverse(spec) -> [B, T]``."""
+    n_fft = 2 ** round(math.log2(seconds * sample_rate)) if n_fft is None else int(n_fft)
+    if n_fft < 16 or n_fft > ref.shape[-1]:
+        raise ValueError(f"n_fft must be in [16, {ref.shape[-1]}] (the clip length), got {n_fft}")
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    spec_est, spec_ref = (torch.stft(v, n_fft, n_fft // 4, window=window, return_complex=True) for v in (est, ref))
+    freqs = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate, dtype=torch.float64)
+
+    def inverse(spec: torch.Tensor) -> torch.Tensor:
+        return torch.istft(spec, n_fft, n_fft // 4, window=window, length=ref.shape[-1])
+
+    return spec_est, spec_ref, freqs, inverse
+
+
 def spectral_swap(estimate, reference, sample_rate: int, lo_hz: float, hi_hz: float, part: str = "both",
                   n_fft: int | None = None):
     """The reference with the estimate's STFT ``part`` ("magnitude", "phase" or "both") in ``[lo_hz, hi_hz)``.
@@ -325,18 +342,13 @@ def spectral_swap(estimate, reference, sample_rate: int, lo_hz: float, hi_hz: fl
         raise ValueError(f"part must be one of {SWAP_PARTS}, got {part!r}")
     if not 0 <= lo_hz < hi_hz:
         raise ValueError(f"need 0 <= lo_hz < hi_hz, got lo_hz={lo_hz}, hi_hz={hi_hz}")
-    n_fft = 2 ** round(math.log2(0.04 * sample_rate)) if n_fft is None else int(n_fft)
-    if n_fft < 16 or n_fft > ref.shape[-1]:
-        raise ValueError(f"n_fft must be in [16, {ref.shape[-1]}] (the clip length), got {n_fft}")
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-    spec_est, spec_ref = (torch.stft(v, n_fft, n_fft // 4, window=window, return_complex=True) for v in (est, ref))
-    freqs = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate, dtype=torch.float64)
+    spec_est, spec_ref, freqs, inverse = _stft_pair(est, ref, sample_rate, n_fft, 0.04)
     band = (freqs >= lo_hz) & (freqs < hi_hz)
     magnitude = (spec_est if part in ("magnitude", "both") else spec_ref)[:, band].abs()
     phase = (spec_est if part in ("phase", "both") else spec_ref)[:, band].angle()
     mixed = spec_ref.clone()
     mixed[:, band] = torch.polar(magnitude, phase)
-    out = torch.istft(mixed, n_fft, n_fft // 4, window=window, length=ref.shape[-1])
+    out = inverse(mixed)
     return out[0] if single else out
 
 
@@ -356,20 +368,14 @@ def envelope_swap(estimate, reference, sample_rate: int, n_bands: int = 24, n_ff
     est, ref, single = _pair(estimate, reference)
     if n_bands < 1:
         raise ValueError(f"n_bands must be >= 1, got {n_bands}")
-    n_fft = 2 ** round(math.log2(0.02 * sample_rate)) if n_fft is None else int(n_fft)
-    if n_fft < 16 or n_fft > ref.shape[-1]:
-        raise ValueError(f"n_fft must be in [16, {ref.shape[-1]}] (the clip length), got {n_fft}")
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-    spec_est, spec_ref = (torch.stft(v, n_fft, n_fft // 4, window=window, return_complex=True) for v in (est, ref))
-    freqs = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate, dtype=torch.float64)
+    spec_est, spec_ref, freqs, inverse = _stft_pair(est, ref, sample_rate, n_fft, 0.02)
     edges = torch.cat([torch.zeros(1, dtype=torch.float64),
                        torch.logspace(2.0, math.log10(sample_rate / 2 + 1), n_bands + 1, dtype=torch.float64)[:-1]])
     band_of_bin = torch.bucketize(freqs, edges, right=True) - 1  # [bins] in 0 .. n_bands
     onehot = torch.nn.functional.one_hot(band_of_bin, n_bands + 1).to(torch.float64)  # [bins, bands]
     energy_ref, energy_est = (torch.einsum("bft,fk->bkt", spec.abs().square(), onehot) for spec in (spec_ref, spec_est))
     gain = (energy_ref / energy_est.clamp_min(1e-20)).sqrt().clamp(max=30.0)
-    out = torch.istft(spec_est * torch.einsum("bkt,fk->bft", gain, onehot), n_fft, n_fft // 4, window=window,
-                      length=ref.shape[-1])
+    out = inverse(spec_est * torch.einsum("bkt,fk->bft", gain, onehot))
     return out[0] if single else out
 
 
