@@ -93,7 +93,7 @@ class LossTerm(nn.Module):
 
 @LOSS_TERMS.register("mel")
 class MelTerm(LossTerm):
-    """SoundStream's multi-window mel loss (``loss.mel_windows``, ``loss.mel_log_distance``, ``loss.mel_log_weight``)."""
+    """SoundStream's multi-window mel loss (``loss.mel_windows``, ``.mel_log_distance``, ``.mel_log_weight``)."""
 
     always = True
 
