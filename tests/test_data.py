@@ -190,6 +190,28 @@ def test_unwritable_manifest_only_warns(tmp_path, monkeypatch):
     assert [e.path for e in entries] == ["a.wav"] and not (tmp_path / "manifest.csv").exists()
 
 
+def test_two_writers_of_one_manifest_do_not_collide(tmp_path, monkeypatch):
+    """A second process writing the same manifest between the first one's write and rename (two runs started
+    together on one data folder): with one shared temp name the first rename found its file gone."""
+    write_tone(tmp_path / "a.wav", 0.2)
+    entries = build_manifest(tmp_path, progress=False)
+    target = tmp_path / "manifest.csv"
+    real_replace, renames = os.replace, []
+
+    def replace_after_a_rival(src, dst):
+        if not renames:  # the first writer is about to rename: the rival writes and renames first
+            renames.append("rival")
+            manifest_module.write_manifest(target, entries)
+        renames.append(str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(manifest_module.os, "replace", replace_after_a_rival)
+    manifest_module.write_manifest(target, entries)
+    assert len(renames) == 3 and renames[1] != renames[2]  # two distinct temp files, both renamed
+    assert read_manifest(target) == entries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "manifest.csv"]  # no temp file left
+
+
 def test_summary_and_table(tmp_path):
     write_tone(tmp_path / "a.wav", 1.0)
     write_tone(tmp_path / "b.wav", 3.0)
