@@ -38,7 +38,7 @@ def test_events_are_written_and_read_back(corpus, tmp_path):
     acc = _events(tmp_path)
     tags = acc.Tags()
     for tag in ("train/mel", "train/commitment", "lr/generator", "lr/discriminator", "val/mel_distance",
-                "val/si_sdr", "codebook/usage_0", "codebook/usage_1", "codebook/perplexity_1"):
+                "val/si_sdr", "codebook/usage_0", "codebook/usage_1", "codebook/perplexity_1", "codebook/replaced_0"):
         assert tag in tags["scalars"], (tag, tags["scalars"])
     assert [e.step for e in acc.Scalars("train/mel")] == [1, 2, 3, 4]
     assert [e.step for e in acc.Scalars("val/si_sdr")] == [2, 4]

@@ -73,6 +73,21 @@ def test_validation_waits_for_initialised_codebooks(corpus, tmp_path):
     assert tr.codec.quantizer.ready and tr.validate()["quantized"] is True
 
 
+@pytest.mark.parametrize("threshold, replaced", [(0.0, 0), (1e6, 64)])
+def test_training_log_counts_the_codes_replaced_per_level(corpus, tmp_path, threshold, replaced):
+    """A threshold at or above every code's EMA count replaces the whole codebook each step (the churn a threshold
+    near the mean count per batch causes); 0 replaces nothing. The log says which."""
+    cfg = load_config("tiny", ["data.batch_size=2", "train.quantizer_warmup_steps=0", "train.discriminators=[]",
+                               "model.quantizer.kmeans_frames_per_code=0",
+                               f"model.quantizer.dead_code_threshold={threshold}"])
+    tr = Trainer(cfg, corpus, tmp_path, progress=False)
+    assert tr.codec.quantizer.codebook_size == 64
+    logs = [tr.train_step(tr.batches[s]).losses for s in range(3)]
+    n_q = cfg.model.quantizer.n_q
+    assert all(log["replaced_0"] == replaced for log in logs[1:])
+    assert {f"replaced_{level}" for level in range(n_q)} <= set(logs[-1])
+
+
 def test_quantizer_dropout_is_a_probability():
     torch.manual_seed(0)
     rvq = ResidualVQ(4, n_q=8, codebook_size=4, quantizer_dropout=0.5, kmeans_init=False).train()

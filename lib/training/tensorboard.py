@@ -5,7 +5,7 @@ Event files go to ``run_dir/tensorboard``. What is written (tag: content):
 * ``train/<loss>`` every ``log_every`` steps: the averaged losses of ``log.jsonl``; ``lr/generator``,
   ``lr/discriminator``: the optimizers' learning rates;
 * ``val/mel_distance``, ``val/si_sdr`` every validation, and ``codebook/usage_<l>``, ``codebook/perplexity_<l>``
-  per quantizer level;
+  per quantizer level (held out); ``codebook/replaced_<l>``: codes moved by dead-code replacement per training step;
 * ``clip<i>/reconstruction`` (audio) and ``clip<i>/spectrogram`` (image: the held-out clip above its
   reconstruction, log-magnitude) for the first two held-out clips every validation; ``clip<i>/original`` once.
 
@@ -91,10 +91,10 @@ class TensorBoardLog:
         for key, value in rec.items():
             if key in _NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            if kind == "val":
-                group = "codebook" if key.startswith(("usage_", "perplexity_")) else "val"
+            if key.startswith(("usage_", "perplexity_", "replaced_")):  # held-out usage; codes replaced per step
+                group = "codebook"
             else:
-                group = "train"
+                group = "val" if kind == "val" else "train"
             self.writer.add_scalar(f"{group}/{key}", float(value), step)
         for name, lr in (lrs or {}).items():
             self.writer.add_scalar(f"lr/{name}", float(lr), step)
