@@ -265,9 +265,7 @@ class Trainer:
         self.bad_in_row = 0
         self.step += 1
         logs["n_q"] = float(out.n_q.float().mean()) if torch.is_tensor(out.n_q) else float(out.n_q)
-        for level, stats in enumerate(out.stats):  # codes moved by dead-code replacement: churn shows up here
-            if "dead_codes" in stats:
-                logs[f"replaced_{level}"] = float(stats["dead_codes"])
+        logs |= {f"replaced_{i}": float(s["dead_codes"]) for i, s in enumerate(out.stats) if "dead_codes" in s}  # churn
         return StepResult(self.step, logs)
 
     def lr_factor(self, step: int | None = None) -> float:
