@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from lib.atomic import atomic_path
 
 __all__ = ["CONTEXTS", "EntropyModel", "EntropyModelError", "count_codes", "fit_entropy_model",
            "SIDECAR_NAME", "FORMAT_VERSION"]
@@ -179,15 +180,8 @@ class EntropyModel:
             arrays[f"counts_{l}"] = self.counts[l].astype(np.int64)
         for ctx, values in self.heldout_bits.items():
             arrays[f"heldout_bits_{ctx}"] = np.asarray(values, np.float64)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
         return path
 
     @classmethod

@@ -46,7 +46,6 @@ import contextlib
 import hashlib
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+
+from lib.atomic import atomic_path
 
 __all__ = ["MAGIC", "VERSION", "MODES", "DEFAULT_BLOCK_FRAMES", "VqcError", "Header", "alphabet_sizes",
            "weights_hash", "bits_per_level", "pack_codes", "unpack_codes", "check_output", "atomic_output",
@@ -312,21 +313,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it to ``path``, on any error delete it, so that no
     partial output is ever left behind. Fails first with a VqcError when ``path`` cannot be written."""
     path = check_output(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as e:
-        raise VqcError(path, f"cannot write the output: {e.strerror or e}") from None
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_path(path, suffix=".part"))
+        except OSError as e:  # the temp file could not be created: the folder is not writable
+            raise VqcError(path, f"cannot write the output: {e.strerror or e}") from None
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- encoding

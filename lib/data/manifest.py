@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
@@ -19,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from lib.headless import progress_bar as tqdm
 
+from lib.atomic import atomic_path
 from lib.data.audio import AUDIO_EXTENSIONS, DEFAULT_SILENCE_THRESHOLD, MISSING, AudioError, check_audio
 
 SPLITS = ("train", "valid", "test")
@@ -117,27 +117,18 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
 def write_manifest(path: str | os.PathLike, entries: Sequence[ManifestEntry]) -> Path:
     """Write entries as CSV (atomically: a reader never sees half a file).
 
-    The temp file has a unique name, so two processes writing the same manifest at once (two runs started
-    together on one data folder) never rename each other's file away; the last rename wins, whole.
+    Two runs started together on one data folder may both write it; :func:`lib.atomic.atomic_path` keeps them
+    apart.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-            writer.writeheader()
-            for entry in entries:
-                row = asdict(entry)
-                row["duration"] = f"{entry.duration:.6f}"
-                writer.writerow(row)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a manifest is shared like the audio beside it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        for entry in entries:
+            row = asdict(entry)
+            row["duration"] = f"{entry.duration:.6f}"
+            writer.writerow(row)
     return path
 
 
