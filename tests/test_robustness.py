@@ -315,6 +315,7 @@ def test_logs_after_kills_partial_lines_and_stale_temp_files(corpus, tmp_path):
     run.mkdir()
     (run / "log.jsonl").write_text('{"kind": "train", "step": 3, "mel": 9}\n')  # a run killed before a checkpoint
     (run / ".checkpoint.pt.abc.tmp").write_bytes(b"")
+    (run / ".log.jsonl.xyz.tmp").write_text("")  # a run killed while cutting its log back
     doomed = _trainer(corpus, run, over)
     step = doomed.train_step
 

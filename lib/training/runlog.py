@@ -13,6 +13,8 @@ import os
 import warnings
 from pathlib import Path
 
+from lib.atomic import atomic_path
+
 RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "log.jsonl")
 
 
@@ -52,14 +54,13 @@ def truncate_log(path: str | os.PathLike, step: int) -> None:
     if not path.is_file():
         return
     records, _ = _records(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= step))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= step))
 
 
 def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
     """Delete the temp files of checkpoint and log writes that a killed run left behind; returns them."""
-    stale = [p for pattern in (".checkpoint*.tmp", ".log.jsonl.tmp") for p in Path(run_dir).glob(pattern)]
+    stale = [p for pattern in (".checkpoint*.tmp", ".log.jsonl*.tmp") for p in Path(run_dir).glob(pattern)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
