@@ -142,6 +142,9 @@ class LossConfig:
     # to the complex-STFT term, whose magnitude part, unlike the MSE, does not favour silence where the phase is
     # unpredictable.
     waveform_mse_max_hz: float | None = None
+    # Above phase_max_hz the complex-STFT term holds the phase's frame-to-frame and bin-to-bin differences at this
+    # weight (relative to its other parts) instead of leaving the phase free; 0 = off.
+    phase_derivative: float = 0.0
 
 
 @dataclass
@@ -452,6 +455,8 @@ def validate(cfg: Config) -> None:
         if hz is not None and not 0.0 < hz <= d.sample_rate / 2:
             raise ConfigError(f"loss.{key} must be null or in (0, data.sample_rate / 2 = {d.sample_rate / 2:g}] "
                               f"Hz, got {hz}")
+    if lo.phase_derivative < 0.0:
+        raise ConfigError(f"loss.phase_derivative must be >= 0, got {lo.phase_derivative}")
     if lo.mel_log_weight is not None and not lo.mel_log_weight > 0.0:
         raise ConfigError(f"loss.mel_log_weight must be null or > 0, got {lo.mel_log_weight}")
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:

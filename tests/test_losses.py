@@ -281,6 +281,51 @@ def test_complex_stft_loss_leaves_the_phase_above_phase_max_hz_free():
         ComplexSTFTLoss(phase_max_hz=9000.0, sample_rate=SR)
 
 
+def test_complex_stft_phase_derivative_matches_a_hand_computation():
+    torch.manual_seed(1)
+    x, y = 0.1 * torch.randn(2, 1, 4000), 0.1 * torch.randn(2, 1, 4000)
+    n, c, w = 256, 0.3, 0.7
+    k = 33  # bins 0 .. 2000 Hz at 62.5 Hz per bin keep the phase itself
+
+    def spectrum(s):
+        return torch.stft(s.reshape(-1, 4000), n, n // 4, window=torch.hann_window(n), normalized=True,
+                          center=True, pad_mode="reflect", return_complex=True)
+
+    def differences(spec):
+        mag, phase = spec.abs()[:, k:], spec.angle()[:, k:]
+        over_time = torch.polar((mag[..., 1:] * mag[..., :-1]).pow(c / 2), phase[..., 1:] - phase[..., :-1])
+        over_bins = torch.polar((mag[:, 1:] * mag[:, :-1]).pow(c / 2), phase[:, 1:] - phase[:, :-1])
+        return over_time, over_bins
+
+    sx, sy = spectrum(x), spectrum(y)
+    cx, cy = torch.polar(sx.abs().pow(c), sx.angle()), torch.polar(sy.abs().pow(c), sy.angle())
+    (tx, fx), (ty, fy) = differences(sx), differences(sy)
+    expected = ((cx - cy)[:, :k].abs().pow(2).sum() + w * ((tx - ty).abs().pow(2).sum() + (fx - fy).abs().pow(2).sum())
+                ) / cx.numel() + (cx.abs() - cy.abs()).pow(2).mean()
+    loss = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=w)
+    assert float(loss(x, y)) == pytest.approx(float(expected), rel=1e-4)
+    with pytest.raises(ValueError, match="phase_derivative"):
+        ComplexSTFTLoss(phase_derivative=-1.0)
+
+
+def test_complex_stft_phase_derivative_sees_a_jittered_phase_but_not_a_constant_offset():
+    low, high = _sine(500), 0.5 * _sine(5000)
+    t = torch.arange(low.shape[-1]).reshape(1, 1, -1)
+    jumps = (t // 480 % 2) * (math.pi / 2)  # the 5 kHz tone's phase jumps by a quarter turn every 20 ms
+    jittered = low + 0.5 * torch.sin(2 * math.pi * 5000 * t / SR + jumps)
+    plain = ComplexSTFTLoss(fft_sizes=(256, 512), sample_rate=SR, phase_max_hz=2000.0)
+    held = ComplexSTFTLoss(fft_sizes=(256, 512), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=1.0)
+    x = low + high
+    # a constant offset (here a sign flip) of the band above the limit: the differences barely see it (what they see
+    # sits at the limit, where the two tones' sidelobes meet) ...
+    flip_cost = float(held(low - high, x)) - float(plain(low - high, x))
+    assert float(held(low - high, x)) < 0.02 * float(ComplexSTFTLoss(fft_sizes=(256, 512))(low - high, x))
+    # ... a phase that jumps from frame to frame costs them over a hundred times as much
+    jitter_cost = float(held(jittered, x)) - float(plain(jittered, x))
+    assert jitter_cost > 100 * flip_cost
+    assert float(held(jittered, x)) > 3 * float(plain(jittered, x))
+
+
 def test_waveform_mse_below_max_hz_ignores_the_band_above():
     low, high = _sine(500), 0.5 * _sine(5000)
     assert float(lowpass(low + high, SR, 2000.0).sub(low).abs().max()) < 1e-3  # whole periods: exact bins
@@ -323,3 +368,14 @@ def test_mel_log_weight_setting_reaches_the_loss():
     assert equal(x, y).item() < soundstream(x, y).item()  # every log term weighs 1 instead of 4 .. 32
     with pytest.raises(ConfigError, match=r"loss\.mel_log_weight"):
         load_config("tiny", ["loss.mel_log_weight=0"])
+
+
+def test_phase_derivative_setting_reaches_the_loss():
+    from lib.config import ConfigError, load_config
+    from lib.training.objectives import LOSS_TERMS
+
+    term = LOSS_TERMS.get("complex_stft")(load_config("cpu", ["loss.phase_derivative=0.3"])).loss
+    assert term.phase_derivative == 0.3 and term.phase_bins[2048] == 171  # the cpu preset's 2 kHz limit
+    assert LOSS_TERMS.get("complex_stft")(load_config("cpu")).loss.phase_derivative == 0.0
+    with pytest.raises(ConfigError, match=r"loss\.phase_derivative"):
+        load_config("cpu", ["loss.phase_derivative=-1"])

@@ -246,13 +246,21 @@ class ComplexSTFTLoss(nn.Module):
     fixes phase where there is energy, the magnitude term keeps quiet bands from being ignored). With
     `phase_max_hz` (and `sample_rate`) the complex term sums only the bins up to that frequency (still divided by
     the number of all bins), the magnitude term keeps them all: above it only the magnitude is held to the target.
+    With `phase_derivative` > 0 the bins above `phase_max_hz` hold the phase's differences instead of the phase
+    itself: between neighbouring frames (instantaneous frequency) and neighbouring bins (group delay), as complex
+    products `D_t = H_t conj(H_{t-1})` with `H(X) = |X|^(c/2) X / |X|`, so that `|D|` is `(|X_t| |X_{t-1}|)^(c/2)`
+    and no phase is ever unwrapped (APNet, Ai & Ling 2023, holds the same two differences with anti-wrapping
+    losses): `L_n += phase_derivative * (sum |D_t(X) - D_t(Y)|^2 + sum |D_f(X) - D_f(Y)|^2)`, divided like the
+    complex term by the number of all bins and frames. A sinusoid whose phase advances at its own frequency from
+    frame to frame adds up coherently across overlapping windows; one with an arbitrary phase per frame is heard as
+    noise, which the magnitude terms do not see directly.
 
     `forward(x [B, C, T] estimate, y [B, C, T] reference) -> scalar`; `T > max(fft_sizes) // 2`.
     """
 
     def __init__(self, fft_sizes: Sequence[int] = (256, 512, 1024, 2048), compression: float = 0.3,
                  mag_weight: float = 1.0, eps: float = 1e-8, sample_rate: Optional[int] = None,
-                 phase_max_hz: Optional[float] = None):
+                 phase_max_hz: Optional[float] = None, phase_derivative: float = 0.0):
         super().__init__()
         if not fft_sizes:
             raise ValueError("fft_sizes must name at least one FFT size")
@@ -261,32 +269,44 @@ class ComplexSTFTLoss(nn.Module):
         if phase_max_hz is not None and (sample_rate is None or not 0 < phase_max_hz <= sample_rate / 2):
             raise ValueError(f"phase_max_hz must be in (0, sample_rate / 2] with a sample_rate, got {phase_max_hz} "
                              f"at sample_rate={sample_rate}")
+        if phase_derivative < 0:
+            raise ValueError(f"phase_derivative must be >= 0, got {phase_derivative}")
         self.fft_sizes, self.compression, self.mag_weight, self.eps = tuple(fft_sizes), compression, mag_weight, eps
+        self.phase_derivative = phase_derivative
         # complex-term bins per FFT size: all of them without a limit
         self.phase_bins = {n: n // 2 + 1 if phase_max_hz is None else bins_up_to(phase_max_hz, n, sample_rate)
                            for n in self.fft_sizes}
         for n in self.fft_sizes:
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
-    def _compressed(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _spectrum(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Complex STFT `[B, n // 2 + 1, frames]` and its magnitude (kept off zero by `eps`)."""
         spec = torch.stft(x, n, hop_length=n // 4, window=getattr(self, f"window_{n}"), normalized=True,
                           center=True, pad_mode="reflect", return_complex=True)
-        mag = (spec.real.square() + spec.imag.square() + self.eps).sqrt()
-        mag_c = mag.pow(self.compression)
-        return spec * (mag_c / mag), mag_c
+        return spec, (spec.real.square() + spec.imag.square() + self.eps).sqrt()
+
+    def _resolution(self, x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+        """`L_n` of the class docstring for one FFT size."""
+        (sx, ax), (sy, ay) = self._spectrum(x, n), self._spectrum(y, n)
+        mx, my = ax.pow(self.compression), ay.pow(self.compression)
+        cx, cy = sx * (mx / ax), sy * (my / ay)
+        k = self.phase_bins[n]
+        total = (cx[:, :k] - cy[:, :k]).abs().square().sum() / cx.numel() + self.mag_weight * (mx - my).square().mean()
+        if self.phase_derivative > 0 and k < cx.shape[1]:
+            # H = |X|^(c/2) e^(i phase), so that a product of two neighbours has the compressed magnitude
+            hx, hy = (cx * (mx.sqrt() / mx))[:, k:], (cy * (my.sqrt() / my))[:, k:]
+            over_time = hx[..., 1:] * hx[..., :-1].conj() - hy[..., 1:] * hy[..., :-1].conj()
+            over_bins = hx[:, 1:] * hx[:, :-1].conj() - hy[:, 1:] * hy[:, :-1].conj()
+            total = total + self.phase_derivative * (over_time.abs().square().sum()
+                                                     + over_bins.abs().square().sum()) / cx.numel()
+        return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_same_shape(x, y, "ComplexSTFTLoss")
         if x.shape[-1] <= max(self.fft_sizes) // 2:
             raise ValueError(f"ComplexSTFTLoss: length {x.shape[-1]} too short; need T > {max(self.fft_sizes) // 2}")
         x, y = _fold_channels(x, "x").float(), _fold_channels(y, "y").float()
-        total = x.new_zeros(())
-        for n in self.fft_sizes:
-            (cx, mx), (cy, my) = self._compressed(x, n), self._compressed(y, n)
-            k = self.phase_bins[n]
-            complex_term = (cx[:, :k] - cy[:, :k]).abs().square().sum() / cx.numel()
-            total = total + complex_term + self.mag_weight * (mx - my).square().mean()
-        return total / len(self.fft_sizes)
+        return sum(self._resolution(x, y, n) for n in self.fft_sizes) / len(self.fft_sizes)
 
 
 def downsampled_signal_loss(stages: Sequence[torch.Tensor], wav: torch.Tensor,

@@ -135,7 +135,8 @@ class ComplexSTFTTerm(LossTerm):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.loss = ComplexSTFTLoss(sample_rate=cfg.data.sample_rate, phase_max_hz=cfg.loss.phase_max_hz)
+        self.loss = ComplexSTFTLoss(sample_rate=cfg.data.sample_rate, phase_max_hz=cfg.loss.phase_max_hz,
+                                    phase_derivative=cfg.loss.phase_derivative)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return self.loss(ctx.recon, ctx.target)
