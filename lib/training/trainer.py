@@ -10,9 +10,8 @@ What a step does (``Trainer.train_step``):
 1. the codec reconstructs a batch of crops (quantizer dropout picks the bitrate per item; during the
    quantizer warm-up the latents bypass the quantizer, so that k-means initialises the codebooks on
    informative latents rather than on a random encoder's nearly constant output);
-2. the generator loss (mel + L1 [+ STFT] + commitment [+ adversarial + feature matching once the warm-up is
-   over]) is backpropagated with the discriminators' parameters frozen, so no generator gradient can ever
-   reach them; a gradient balancer may replace the fixed weights;
+2. the generator loss (reconstruction terms + commitment [+ adversarial + feature matching after the warm-up]) is
+   backpropagated with the discriminators frozen (``lib.training.balancer`` may weigh the reconstruction terms);
 3. the discriminators in play (all, or one drawn per window) take a step on their own loss, computed on the
    detached reconstruction.
 
@@ -49,7 +48,8 @@ from lib.training.runlog import read_log, remove_stale_temp_files, set_aside, tr
 from lib.config import Config
 from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.analysis.metrics import si_sdr
-from lib.training.losses import Balancer, mel_distance, repulsion_loss
+from lib.training.balancer import Balancer
+from lib.training.losses import mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
 from lib.training.runtime import (configure_optimizers, ema_update, frozen, init_distributed, kmeans_pools, lr_factor,
                                   pick_device, restore_kmeans_pools, seed_everything)
