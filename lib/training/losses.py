@@ -294,7 +294,7 @@ class ComplexSTFTLoss(nn.Module):
         total = (cx[:, :k] - cy[:, :k]).abs().square().sum() / cx.numel() + self.mag_weight * (mx - my).square().mean()
         if self.phase_derivative > 0 and k < cx.shape[1]:
             # H = |X|^(c/2) e^(i phase), so that a product of two neighbours has the compressed magnitude
-            hx, hy = (cx * (mx.sqrt() / mx))[:, k:], (cy * (my.sqrt() / my))[:, k:]
+            hx, hy = cx[:, k:] * mx[:, k:].rsqrt(), cy[:, k:] * my[:, k:].rsqrt()
             over_time = hx[..., 1:] * hx[..., :-1].conj() - hy[..., 1:] * hy[..., :-1].conj()
             over_bins = hx[:, 1:] * hx[:, :-1].conj() - hy[:, 1:] * hy[:, :-1].conj()
             total = total + self.phase_derivative * (over_time.abs().square().sum()
