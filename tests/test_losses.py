@@ -298,13 +298,28 @@ def test_complex_stft_phase_derivative_matches_a_hand_computation():
         over_bins = torch.polar((mag[:, 1:] * mag[:, :-1]).pow(c / 2), phase[:, 1:] - phase[:, :-1])
         return over_time, over_bins
 
+    x.requires_grad_(True)
     sx, sy = spectrum(x), spectrum(y)
     cx, cy = torch.polar(sx.abs().pow(c), sx.angle()), torch.polar(sy.abs().pow(c), sy.angle())
     (tx, fx), (ty, fy) = differences(sx), differences(sy)
     expected = ((cx - cy)[:, :k].abs().pow(2).sum() + w * ((tx - ty).abs().pow(2).sum() + (fx - fy).abs().pow(2).sum())
                 ) / cx.numel() + (cx.abs() - cy.abs()).pow(2).mean()
     loss = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=w)
-    assert float(loss(x, y)) == pytest.approx(float(expected), rel=1e-4)
+    value = loss(x, y)
+    assert float(value) == pytest.approx(float(expected), rel=1e-4)
+    # the loss expands |D(X) - D(Y)|^2 into products of neighbours; its gradient must be the direct form's (built
+    # here with the loss's eps: the angle's gradient above is singular where a bin is near zero)
+    def direct(spec):
+        h = spec[:, k:] * (spec.abs().square() + 1e-8)[:, k:].pow(c / 4 - 0.5)
+        return h[..., 1:] * h[..., :-1].conj(), h[:, 1:] * h[:, :-1].conj()
+
+    (tx, fx), (ty, fy) = direct(sx), direct(sy)
+    derivative = w * ((tx - ty).abs().square().sum() + (fx - fy).abs().square().sum()) / cx.numel()
+    only = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=w, mag_weight=0.0)
+    without = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, mag_weight=0.0)
+    (grad,), (expected_grad,) = torch.autograd.grad(only(x, y) - without(x, y), x), torch.autograd.grad(derivative, x)
+    assert float(expected_grad.norm()) > 0
+    assert float((grad - expected_grad).norm()) < 1e-4 * float(expected_grad.norm())
     with pytest.raises(ValueError, match="phase_derivative"):
         ComplexSTFTLoss(phase_derivative=-1.0)
 

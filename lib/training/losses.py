@@ -234,6 +234,24 @@ def waveform_mse(x: torch.Tensor, y: torch.Tensor, sample_rate: Optional[int] = 
     return (x - y).square().mean()
 
 
+def _neighbour_products(hx: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:
+    """`sum |D(X) - D(Y)|^2` with `D(H) = H_j conj(H_{j-1})` between neighbouring frames plus the same between
+    neighbouring bins; `hx`, `hy` `[2 (real, imaginary), B, bins, frames]`.
+
+    Expanded as `|D(X)|^2 + |D(Y)|^2 - 2 Re(D(X) conj D(Y))`, where `|D(H)|^2 = |H_j|^2 |H_{j-1}|^2` and
+    `D(X) conj D(Y) = P_j conj(P_{j-1})` with `P = H(X) conj H(Y)`: every part is a sum of products of a tensor with
+    its own neighbour, so one stacked tensor and one shifted product per direction do it all (every slice costs
+    autograd a zero-filled copy of the whole spectrum in the backward pass; the direct form took four pairs)."""
+    (xr, xi), (yr, yi) = hx, hy
+    z = torch.stack([xr.square() + xi.square(), yr.square() + yi.square(), xr * yr + xi * yi, xi * yr - xr * yi])
+    weights = z.new_tensor([1.0, 1.0, -2.0, -2.0])
+    total = z.new_zeros(())
+    for dim in (3, 2):  # frames, bins
+        m = z.shape[dim] - 1
+        total = total + (z.narrow(dim, 1, m) * z.narrow(dim, 0, m)).sum(dim=(1, 2, 3)) @ weights
+    return total
+
+
 class ComplexSTFTLoss(nn.Module):
     """Multi-resolution loss on power-compressed complex spectra (phase-aware).
 
@@ -280,25 +298,34 @@ class ComplexSTFTLoss(nn.Module):
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
     def _spectrum(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Complex STFT `[B, n // 2 + 1, frames]` and its magnitude (kept off zero by `eps`)."""
+        """The STFT as planes `[2 (real, imaginary), B, n // 2 + 1, frames]` and `|X|^2 + eps` `[B, bins, frames]`.
+
+        Planar copies: elementwise work on the interleaved views of `view_as_real` ran 3.5x slower per operation
+        than on contiguous planes (a multiply at the cpu batch's 2048-point spectrum)."""
         spec = torch.stft(x, n, hop_length=n // 4, window=getattr(self, f"window_{n}"), normalized=True,
                           center=True, pad_mode="reflect", return_complex=True)
-        return spec, (spec.real.square() + spec.imag.square() + self.eps).sqrt()
+        planes = torch.view_as_real(spec).movedim(-1, 0).contiguous()
+        return planes, planes.square().sum(0) + self.eps
 
     def _resolution(self, x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
         """`L_n` of the class docstring for one FFT size."""
-        (sx, ax), (sy, ay) = self._spectrum(x, n), self._spectrum(y, n)
-        mx, my = ax.pow(self.compression), ay.pow(self.compression)
-        cx, cy = sx * (mx / ax), sy * (my / ay)
-        k = self.phase_bins[n]
-        total = (cx[:, :k] - cy[:, :k]).abs().square().sum() / cx.numel() + self.mag_weight * (mx - my).square().mean()
-        if self.phase_derivative > 0 and k < cx.shape[1]:
-            # H = |X|^(c/2) e^(i phase), so that a product of two neighbours has the compressed magnitude
-            hx, hy = cx[:, k:] * mx[:, k:].rsqrt(), cy[:, k:] * my[:, k:].rsqrt()
-            over_time = hx[..., 1:] * hx[..., :-1].conj() - hy[..., 1:] * hy[..., :-1].conj()
-            over_bins = hx[:, 1:] * hx[:, :-1].conj() - hy[:, 1:] * hy[:, :-1].conj()
-            total = total + self.phase_derivative * (over_time.abs().square().sum()
-                                                     + over_bins.abs().square().sum()) / cx.numel()
+        (zx, px), (zy, py) = self._spectrum(x, n), self._spectrum(y, n)
+        cells = px.numel()  # the complex and derivative terms are sums divided by all bins and frames
+        # one power per spectrum (a transcendental, and so is its gradient); the other scales follow from it
+        mx, my = px.pow(self.compression / 2), py.pow(self.compression / 2)  # |X|^c
+        total = self.mag_weight * (mx - my).square().mean()
+        # one split at the limit rather than slices: autograd turns each slice into a zero-filled full-size copy
+        k, bins = self.phase_bins[n], px.shape[1]
+        (zx, zx_hi), (zy, zy_hi) = zx.split([k, bins - k], dim=2), zy.split([k, bins - k], dim=2)
+        (px, px_hi), (py, py_hi) = px.split([k, bins - k], dim=1), py.split([k, bins - k], dim=1)
+        (mx, mx_hi), (my, my_hi) = mx.split([k, bins - k], dim=1), my.split([k, bins - k], dim=1)
+        # C(X) = X |X|^(c - 1) on the bins up to the limit
+        cx, cy = zx * (mx * px.rsqrt()), zy * (my * py.rsqrt())
+        total = total + (cx - cy).square().sum() / cells
+        if self.phase_derivative > 0 and k < bins:
+            # H = X |X|^(c/2 - 1) = |X|^(c/2) e^(i phase), so that a product of two neighbours has magnitude |X|^c
+            hx, hy = zx_hi * (mx_hi / px_hi).sqrt(), zy_hi * (my_hi / py_hi).sqrt()
+            total = total + self.phase_derivative * _neighbour_products(hx, hy) / cells
         return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
