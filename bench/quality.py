@@ -242,7 +242,8 @@ class Runner:
         cfg = load_config(preset, overrides + schedule_overrides(args, load_config(preset, overrides).train.steps))
         cfg.train.device = args.device
         codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{name}-"))  # the trainer's logs; removed by close()
+        # the trainer's logs, removed by close(); a system named by a YAML path gets its file's stem
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{Path(name).stem}-"))
         self.trainer = Trainer(cfg, args.data, self.run_dir, resume=False, progress=False, codec=codec)
         self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
         self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
