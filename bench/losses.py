@@ -2,6 +2,7 @@
 
     python bench/losses.py              # 8 x 1 s at 24 kHz, 15 interleaved rounds
     python bench/losses.py --repeats 30 --batch 4
+    python bench/losses.py --quick        # 3 rounds at batch 2: a smoke run of seconds
 
 Each row times one loss module on a fresh estimate that requires a gradient (the reference does not, as in
 training), interleaved round by round with the others; the ``share`` column is its median over the median of the
@@ -42,7 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="items per batch (default: the preset's)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="3 rounds at batch 2")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.batch = 3, 2
     set_threads(args.threads)
     cfg = load_config(args.preset)
     batch = args.batch or cfg.data.batch_size
