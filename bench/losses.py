@@ -3,10 +3,14 @@
     python bench/losses.py              # 8 x 1 s at 24 kHz, 15 interleaved rounds
     python bench/losses.py --repeats 30 --batch 4
     python bench/losses.py --quick        # 3 rounds at batch 2: a smoke run of seconds
+    python bench/losses.py --train-steps  # also whole Trainer.train_step calls, phase_derivative 0 vs 1 (~3 min)
 
 Each row times one loss module on a fresh estimate that requires a gradient (the reference does not, as in
 training), interleaved round by round with the others; the ``share`` column is its median over the median of the
-``complex_stft`` term at ``phase_derivative=0``. Writes ``bench/results/losses.csv``.
+``complex_stft`` term at ``phase_derivative=0``. Writes ``bench/results/losses.csv``. With ``--train-steps``, two
+trainers of the preset on the default corpus (``phase_derivative`` 0 and 1, the quantizer on after 2 warm-up steps)
+take 8 steps each in turn for ``--repeats`` // 5 rounds after 20 unmeasured ones: the cost in a whole step
+(``bench/results/losses_steps.csv``).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine_note, markdown_table, median, set_threads, timed, write_csv  # noqa: E402
+from common import DATA, interleaved, machine_note, markdown_table, median, set_threads, timed, write_csv  # noqa: E402
 
 from lib.config import load_config  # noqa: E402
 from lib.training.losses import ComplexSTFTLoss, MultiScaleMelLoss  # noqa: E402
@@ -37,6 +41,31 @@ def loss_modules(preset: str) -> dict[str, torch.nn.Module]:
             "complex_stft, phase_derivative=1": complex_stft(1.0)}
 
 
+def step_times(preset: str, rounds: int, data: Path = DATA) -> list[dict]:
+    """Median `Trainer.train_step` seconds with `phase_derivative` 0 and 1, alternated 8 steps at a time."""
+    import tempfile
+
+    from lib.training.trainer import Trainer
+
+    if not Path(data).is_dir():
+        raise SystemExit(f"--train-steps needs the default corpus in {data} (notebook 01 or `make workbook` builds it)")
+    trainers = {}
+    for derivative in (0.0, 1.0):
+        cfg = load_config(preset, [f"loss.phase_derivative={derivative}", "train.quantizer_warmup_steps=2"])
+        tr = Trainer(cfg, data, tempfile.mkdtemp(prefix="bench-losses-"), resume=False, progress=False)
+        for _ in range(20):  # past the warm-up and the k-means pooling
+            tr.train_step(tr.batches[tr.step + tr.skipped])
+        trainers[f"train_step, phase_derivative={derivative:g}"] = tr
+
+    def task(tr):
+        return lambda: [timed(lambda: tr.train_step(tr.batches[tr.step + tr.skipped]))[0] for _ in range(8)]
+
+    times = interleaved({name: task(tr) for name, tr in trainers.items()}, repeats=rounds, warmup=0)
+    meds = {name: median([t for r in runs for t in r]) for name, runs in times.items()}
+    base = meds["train_step, phase_derivative=0"]
+    return [{"step": name, "median_s": round(m, 3), "ratio": round(m / base, 2)} for name, m in meds.items()]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu")
@@ -44,6 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="3 rounds at batch 2")
+    ap.add_argument("--train-steps", action="store_true", help="also time whole training steps (needs the corpus)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.batch = 3, 2
@@ -68,6 +98,10 @@ def main(argv=None) -> int:
              "share": round(median(t) / base, 2)} for name, t in times.items()]
     write_csv(rows, "losses")
     print(markdown_table(rows, ["loss", "batch", "median_ms", "share"]))
+    if args.train_steps:
+        steps = step_times(args.preset, max(1, args.repeats // 5))
+        write_csv(steps, "losses_steps")
+        print(markdown_table(steps, ["step", "median_s", "ratio"]))
     print(machine_note())
     return 0
 
