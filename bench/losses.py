@@ -24,21 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, interleaved, machine_note, markdown_table, median, set_threads, timed, write_csv  # noqa: E402
 
 from lib.config import load_config  # noqa: E402
-from lib.training.losses import ComplexSTFTLoss, MultiScaleMelLoss  # noqa: E402
+from lib.training.objectives import LOSS_TERMS  # noqa: E402
 
 
 def loss_modules(preset: str) -> dict[str, torch.nn.Module]:
-    """The preset's mel loss and its complex-STFT loss with and without the phase-derivative part."""
-    cfg = load_config(preset)
-    lo, sr = cfg.loss, cfg.data.sample_rate
+    """The preset's mel loss and its complex-STFT loss with and without the phase-derivative part, built by the
+    trainer's own loss-term registry."""
+    def term(name: str, derivative: float) -> torch.nn.Module:
+        return LOSS_TERMS.get(name)(load_config(preset, [f"loss.phase_derivative={derivative}"])).loss
 
-    def complex_stft(derivative: float) -> ComplexSTFTLoss:
-        return ComplexSTFTLoss(sample_rate=sr, phase_max_hz=lo.phase_max_hz, phase_derivative=derivative)
-
-    return {"mel": MultiScaleMelLoss(sr, windows=tuple(lo.mel_windows), log_distance=lo.mel_log_distance,
-                                     log_weight=lo.mel_log_weight),
-            "complex_stft, phase_derivative=0": complex_stft(0.0),
-            "complex_stft, phase_derivative=1": complex_stft(1.0)}
+    return {"mel": term("mel", 0.0), "complex_stft, phase_derivative=0": term("complex_stft", 0.0),
+            "complex_stft, phase_derivative=1": term("complex_stft", 1.0)}
 
 
 def step_times(preset: str, rounds: int, data: Path = DATA) -> list[dict]:
@@ -49,18 +45,21 @@ def step_times(preset: str, rounds: int, data: Path = DATA) -> list[dict]:
 
     if not Path(data).is_dir():
         raise SystemExit(f"--train-steps needs the default corpus in {data} (notebook 01 or `make workbook` builds it)")
-    trainers = {}
-    for derivative in (0.0, 1.0):
-        cfg = load_config(preset, [f"loss.phase_derivative={derivative}", "train.quantizer_warmup_steps=2"])
-        tr = Trainer(cfg, data, tempfile.mkdtemp(prefix="bench-losses-"), resume=False, progress=False)
-        for _ in range(20):  # past the warm-up and the k-means pooling
-            tr.train_step(tr.batches[tr.step + tr.skipped])
-        trainers[f"train_step, phase_derivative={derivative:g}"] = tr
-
     def task(tr):
         return lambda: [timed(lambda: tr.train_step(tr.batches[tr.step + tr.skipped]))[0] for _ in range(8)]
 
-    times = interleaved({name: task(tr) for name, tr in trainers.items()}, repeats=rounds, warmup=0)
+    with tempfile.TemporaryDirectory(prefix="bench-losses-") as tmp:
+        trainers = {}
+        for derivative in (0.0, 1.0):
+            cfg = load_config(preset, [f"loss.phase_derivative={derivative}", "train.quantizer_warmup_steps=2"])
+            tr = Trainer(cfg, data, Path(tmp) / f"pd{derivative:g}", resume=False, progress=False)
+            for _ in range(20):  # past the warm-up and the k-means pooling
+                tr.train_step(tr.batches[tr.step + tr.skipped])
+            trainers[f"train_step, phase_derivative={derivative:g}"] = tr
+        times = interleaved({name: task(tr) for name, tr in trainers.items()}, repeats=rounds, warmup=0)
+        for tr in trainers.values():
+            if tr.tensorboard is not None:
+                tr.tensorboard.close()
     meds = {name: median([t for r in runs for t in r]) for name, runs in times.items()}
     base = meds["train_step, phase_derivative=0"]
     return [{"step": name, "median_s": round(m, 3), "ratio": round(m / base, 2)} for name, m in meds.items()]
