@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from common import DATA, interleaved, machine_note, markdown_table, median, set_
 
 from lib.config import load_config  # noqa: E402
 from lib.training.objectives import LOSS_TERMS  # noqa: E402
+from lib.training.trainer import Trainer  # noqa: E402
 
 
 def loss_modules(preset: str) -> dict[str, torch.nn.Module]:
@@ -39,12 +41,9 @@ def loss_modules(preset: str) -> dict[str, torch.nn.Module]:
 
 def step_times(preset: str, rounds: int, data: Path = DATA) -> list[dict]:
     """Median `Trainer.train_step` seconds with `phase_derivative` 0 and 1, alternated 8 steps at a time."""
-    import tempfile
-
-    from lib.training.trainer import Trainer
-
     if not Path(data).is_dir():
         raise SystemExit(f"--train-steps needs the default corpus in {data} (notebook 01 or `make workbook` builds it)")
+
     def task(tr):
         return lambda: [timed(lambda: tr.train_step(tr.batches[tr.step + tr.skipped]))[0] for _ in range(8)]
 
