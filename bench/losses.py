@@ -57,8 +57,7 @@ def step_times(preset: str, rounds: int, data: Path = DATA) -> list[dict]:
             trainers[f"train_step, phase_derivative={derivative:g}"] = tr
         times = interleaved({name: task(tr) for name, tr in trainers.items()}, repeats=rounds, warmup=0)
         for tr in trainers.values():
-            if tr.tensorboard is not None:
-                tr.tensorboard.close()
+            tr.close()
     meds = {name: median([t for r in runs for t in r]) for name, runs in times.items()}
     base = meds["train_step, phase_derivative=0"]
     return [{"step": name, "median_s": round(m, 3), "ratio": round(m / base, 2)} for name, m in meds.items()]

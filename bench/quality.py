@@ -256,8 +256,7 @@ class Runner:
         print(f"== {name}: {self.trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
 
     def close(self) -> None:
-        if self.trainer.tensorboard is not None:
-            self.trainer.tensorboard.close()
+        self.trainer.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @property

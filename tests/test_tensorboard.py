@@ -63,6 +63,18 @@ def test_resume_purges_events_after_the_checkpoint(corpus, tmp_path):
     assert steps == [1, 2, 3, 4]  # step 3 of the first run is gone, not doubled
 
 
+def test_close_flushes_and_closes_the_event_file(corpus, tmp_path):
+    tr = Trainer(load_config("tiny", FAST + ["train.val_every=100"]), corpus, tmp_path, resume=False,
+                 progress=False, device="cpu")
+    tr.fit(steps=3)  # three train records, no validation
+    writer = tr.tensorboard.writer
+    assert writer.all_writers is not None  # still open
+    tr.close()
+    assert tr.tensorboard is None and writer.all_writers is None  # SummaryWriter.close() drops its file writers
+    assert [e.step for e in _events(tmp_path).Scalars("train/mel")] == [1, 2, 3]
+    tr.close()  # a second close is harmless
+
+
 def test_off_and_required(corpus, tmp_path, monkeypatch):
     tr = Trainer(load_config("tiny", FAST + ["train.tensorboard=false"]), corpus, tmp_path, resume=False,
                  progress=False, device="cpu")

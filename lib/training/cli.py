@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir or f"runs/{cfg.name}"
     trainer = Trainer(cfg, args.data, run_dir, resume=not args.fresh)
     trainer.fit()
+    trainer.close()
     if trainer.rank == 0:
         print(json.dumps(trainer.validate(), indent=1))
     if dist.is_initialized():

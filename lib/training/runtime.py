@@ -1,5 +1,5 @@
-"""Process-level helpers of a training run: device choice, seeding, joining a torchrun process group, freezing a
-module for a step, the generator weight EMA, the learning-rate schedule."""
+"""Process-level helpers of a training run: device choice, seeding, joining a torchrun process group, mixed
+precision, freezing a module for a step, the generator weight EMA, the learning-rate schedule."""
 from __future__ import annotations
 
 import contextlib
@@ -29,6 +29,13 @@ def seed_everything(seed: int) -> None:
 
 
 # ----------------------------------------------------------------------------- trainer
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's mixed precision: bf16 or fp16 autocast on CUDA; nothing on CPU or at fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ records (all but ``time``) and ends with the same weights as an uninterrupted on
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -51,8 +50,8 @@ from lib.analysis.metrics import si_sdr
 from lib.training.balancer import Balancer
 from lib.training.losses import mel_distance, repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
-from lib.training.runtime import (configure_optimizers, ema_update, frozen, init_distributed, kmeans_pools, lr_factor,
-                                  pick_device, restore_kmeans_pools, seed_everything)
+from lib.training.runtime import (autocast, configure_optimizers, ema_update, frozen, init_distributed, kmeans_pools,
+                                  lr_factor, pick_device, restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 
 
@@ -113,7 +112,8 @@ class Trainer:
             # Codebooks are buffers kept identical by the quantizer's own all-reduce; dropout leaves levels unused.
             self.codec_ddp = DDP(self.codec, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
             self.discs_ddp = nn.ModuleDict({k: DDP(v, device_ids=ids) for k, v in self.discs.items()})
-        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t.lr, betas=tuple(t.betas),
+                                       weight_decay=t.weight_decay)
         self.opt_d = (torch.optim.AdamW(self.discs.parameters(), lr=t.disc_lr, betas=tuple(t.betas),
                                         weight_decay=t.weight_decay) if len(self.discs) else None)
         self.ema = copy.deepcopy(self.codec).eval().requires_grad_(False) if t.ema_decay else None
@@ -153,12 +153,6 @@ class Trainer:
         self.tensorboard = open_tensorboard(t.tensorboard, self.run_dir, sr, self.step) if self.rank == 0 else None
 
     # ------------------------------------------------------------------ one step
-
-    def _autocast(self):
-        t = self.cfg.train
-        if self.device.type != "cuda" or t.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if t.precision == "bf16" else torch.float16)
 
     def choose_discriminators(self) -> None:
         """Pick the discriminators in play for this step (all, or one drawn every ``disc_window`` steps)."""
@@ -228,7 +222,7 @@ class Trainer:
         snapshot = {k: v.clone() for k, v in self.codec.quantizer.named_buffers()}
 
         # 1) generator
-        with self._autocast():
+        with autocast(self.device, self.cfg.train.precision):
             out, losses = self.generator_losses(wav, adversarial)
         self.opt_g.zero_grad(set_to_none=True)
         finite = self._agree(all(bool(torch.isfinite(v).all()) for v in losses.values()))
@@ -396,6 +390,12 @@ class Trainer:
                 break
         bar.close()
         return records
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard event file; the trainer holds no other open file between calls."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def _validate_and_log(self, callback: Callable[[dict], None] | None) -> dict:
         """Validate and log; RNG states untouched (so resumed runs match), and a failing metric is logged, not
