@@ -39,20 +39,19 @@ import yaml
 from torch import nn
 
 from lib.build import build_codec, build_discriminators
-from lib.model.codebook import codebook_stats
 from lib.training.checkpoint import (CHECKPOINT_NAME, CheckpointReadError, load_checkpoint, load_state, previous_path,
                                      rng_state, save_checkpoint, set_rng_state)
 from lib.training.checks import check_writable
 from lib.training.runlog import read_log, remove_stale_temp_files, set_aside, truncate_log
 from lib.config import Config
 from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
-from lib.analysis.metrics import si_sdr
 from lib.training.balancer import Balancer
-from lib.training.losses import mel_distance, repulsion_loss
+from lib.training.losses import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
 from lib.training.runtime import (autocast, configure_optimizers, ema_update, frozen, init_distributed, kmeans_pools,
                                   lr_factor, pick_device, restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
+from lib.training.validation import validation_metrics
 
 
 # What must agree between a checkpoint and the configuration that resumes it (the weights' shapes follow them).
@@ -310,30 +309,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
 
-    @torch.no_grad()
     def validate(self, n_q: int | None = None) -> dict[str, float]:
         """Mel distance, SI-SDR and per-level codebook usage/perplexity on the held-out clips."""
         codec = self.ema if self.ema is not None else self.codec
-        codec.eval()
-        sr = self.cfg.data.sample_rate
-        mels, sdrs, codes = [], [], []
         # Codebooks not initialised yet (warm-up, or levels still pooling frames for k-means): validate unquantized.
         warming_up = (self.step < self.cfg.train.quantizer_warmup_steps
                       or not getattr(codec.quantizer, "ready", True))
-        for wav in self.valid:
-            wav = wav.to(self.device)
-            out = codec(wav, n_q=n_q, bypass_quantizer=warming_up)
-            mels.append(float(mel_distance(out.recon, wav, sr)))
-            sdrs.append(float(si_sdr(out.recon, wav).mean()))
-            if out.codes is not None:
-                codes.append(out.codes[0])
-        result = {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs)), "quantized": not warming_up}
-        if codes:
-            k = codec.quantizer.codebook_size
-            for level, level_codes in enumerate(torch.cat(codes, dim=-1)):  # [n_q, frames]
-                stats = codebook_stats(level_codes, k)
-                result[f"usage_{level}"], result[f"perplexity_{level}"] = stats["usage"], stats["perplexity"]
-        return result
+        clips = [wav.to(self.device) for wav in self.valid]
+        return validation_metrics(codec, clips, self.cfg.data.sample_rate, n_q, bypass_quantizer=warming_up)
 
     @torch.no_grad()
     def reconstruct(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
