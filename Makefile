@@ -8,6 +8,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= cpu
 RUN    ?= runs/workbook
 STEPS  ?=
+MINUTES ?=
 DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils
 # OpenMP threads that sleep rather than spin while waiting: on a machine whose cores are shared with other work,
 # spinning made 2-thread torch 5-12x slower (see bench/README.md). Set it yourself to override.
@@ -35,7 +36,7 @@ browser-packages:
 	@sh .ci/apt-install.sh "the browser test will be skipped" chromium
 
 workbook: env data-packages
-	$(PY) -m lib.runner --preset $(PRESET) --run-dir $(RUN) --figures figures --data data/default $(if $(STEPS),--steps $(STEPS))
+	$(PY) -m lib.runner --preset $(PRESET) --run-dir $(RUN) --figures figures --data data/default $(if $(STEPS),--steps $(STEPS)) $(if $(MINUTES),--minutes $(MINUTES))
 
 test: env data-packages browser-packages
 	$(PY) -m pytest

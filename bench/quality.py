@@ -5,12 +5,14 @@ systems interleaved step by step (so that other load on the machine slows them a
 its own training steps only (evaluation pauses it). The presets' schedules (``train.steps``) are sized for 30
 minutes; a longer budget (``--long``: 2 hours) stretches each system's schedule by the same factor, so that its
 learning rate decays within the budget (``--set train.steps=N`` chooses it instead). A system whose schedule ends
-before the time budget stops there. At each checkpoint time the codec is evaluated on a held-out
-split at every rung of the bitrate ladder (n_q = 1, 2, 4, 8), speech and other sounds apart: PESQ-WB, STOI,
-SI-SDR and mel distance.
+before the time budget stops there; one whose preset has a time budget (``train.minutes``) decays on its own clock
+and stops when that is spent (a step budget, ``--steps``, turns it off). At each checkpoint time the codec is
+evaluated on a held-out split at every rung of the bitrate ladder (n_q = 1, 2, 4, 8), speech and other sounds
+apart: PESQ-WB, STOI, SI-SDR and mel distance.
 
     python bench/quality.py                          # 30 minutes per system on 2 threads, valid split
     python bench/quality.py --split test             # the reported numbers (never tune on them)
+    python bench/quality.py --split test --also-split valid   # choose on valid, report test, from one run
     python bench/quality.py --long                   # 2 hours per system
     python bench/quality.py --systems default --steps 600 --eval-steps 150 300 600   # step budget instead
 
@@ -30,7 +32,6 @@ import math
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -222,37 +223,40 @@ def level_usage(codec, clips) -> list[dict]:
 PRESET_MINUTES = 30.0  # the time budget the presets' schedules are sized for (2 CPU threads)
 
 
-def schedule_overrides(args, preset_steps: int) -> list[str]:
-    """The ``train.steps`` override for one system: the step budget (``--steps``); for a time budget longer than
-    ``PRESET_MINUTES``, the preset's schedule stretched by the same factor; none where ``--set`` names the schedule
-    or the budget is the presets' own or shorter (then the checkpoints are points along the preset's run)."""
+def schedule_overrides(args, train) -> list[str]:
+    """The schedule overrides for one system whose preset's train config is ``train``: a step budget (``--steps``)
+    without the preset's time budget (``train.minutes``); for a time budget longer than ``PRESET_MINUTES``, the
+    preset's schedule stretched by the same factor (and its time budget, if it has one, set to the race's); none
+    where ``--set`` names the schedule or the race's budget is the presets' own or shorter (then the checkpoints
+    are points along the preset's run, cut by the race's clock)."""
     if args.steps:
-        return [f"train.steps={args.steps}"]
+        return [f"train.steps={args.steps}", "train.minutes=null"]
     if any(s.split("=", 1)[0].strip() == "train.steps" for s in args.set) or args.minutes <= PRESET_MINUTES:
         return []
-    return [f"train.steps={math.ceil(preset_steps * args.minutes / PRESET_MINUTES)}"]
+    stretched = [f"train.steps={math.ceil(train.steps * args.minutes / PRESET_MINUTES)}"]
+    return stretched + ([f"train.minutes={args.minutes}"] if train.minutes is not None else [])
 
 
 class Runner:
     """One system in the race: its trainer, its own training clock (evaluation excluded) and its checkpoint marks."""
 
-    def __init__(self, name: str, args, clips):
+    def __init__(self, name: str, args, clips, extra_clips=()):
         preset, overrides = SYSTEMS.get(name, (name, []))
         overrides = overrides + list(args.set)
-        cfg = load_config(preset, overrides + schedule_overrides(args, load_config(preset, overrides).train.steps))
+        cfg = load_config(preset, overrides + schedule_overrides(args, load_config(preset, overrides).train))
         cfg.train.device = args.device
         codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
         # the trainer's logs, removed by close(); a system named by a YAML path gets its file's stem
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{Path(name).stem}-"))
         self.trainer = Trainer(cfg, args.data, self.run_dir, resume=False, progress=False, codec=codec)
         self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
+        self.extra_clips = list(extra_clips)  # another split scored at every mark (``--also-split``)
         self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
         self.n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q] + ([0] if args.ceiling else [])
         self.rows: list[dict] = []
         self.levels: list[dict] = []  # per-level code statistics after the last evaluation
         self.bands: list[dict] = []  # per-band output/input energy after the last evaluation
         self.swaps: list[dict] = []  # per-band magnitude/phase hybrids' scores after the last evaluation
-        self.clock = 0.0
         print(f"== {name}: {self.trainer.codec.num_parameters() / 1e6:.2f} M parameters", flush=True)
 
     def close(self) -> None:
@@ -263,15 +267,19 @@ class Runner:
     def done(self) -> bool:
         return not self.marks
 
+    @property
+    def clock(self) -> float:
+        """Seconds of this system's training steps so far (the trainer's own clock, evaluation excluded)."""
+        return self.trainer.train_seconds
+
     def step(self) -> None:
         """One training step on the system's own clock; an evaluation when the clock passes the next mark."""
         tr = self.trainer
-        t0 = time.perf_counter()
         tr.train_step(tr.batches[tr.step + tr.skipped])  # a skipped step moves on to the next batch
-        self.clock += time.perf_counter() - t0
-        if (tr.step if self.args.steps else self.clock) >= self.marks[0] or tr.step >= tr.cfg.train.steps:
+        ended = tr.step >= tr.cfg.train.steps or tr.out_of_time  # the system's schedule ended before the race's
+        if (tr.step if self.args.steps else self.clock) >= self.marks[0] or ended:
             self.marks.pop(0)
-            if tr.step >= tr.cfg.train.steps:  # the preset's schedule ended before the time budget
+            if ended:
                 self.marks = []
             self.evaluate()
 
@@ -279,8 +287,11 @@ class Runner:
         tr, args = self.trainer, self.args
         codec = tr.ema if tr.ema is not None else tr.codec
         codec = codec.cpu() if args.device != "cpu" else codec
-        for r in evaluate(codec, self.clips, self.cfg.data.sample_rate, self.n_qs, pesq=not args.no_pesq):
-            self.rows.append({"system": self.name, "minutes": round(self.clock / 60, 2), "step": tr.step, **r})
+        for split, clips in ((args.split, self.clips), (getattr(args, "also_split", None), self.extra_clips)):
+            for r in (evaluate(codec, clips, self.cfg.data.sample_rate, self.n_qs, pesq=not args.no_pesq)
+                      if clips else []):
+                self.rows.append({"system": self.name, "minutes": round(self.clock / 60, 2), "step": tr.step,
+                                  "split": split, **r})
         if not self.marks:  # the last evaluation: how the codes use each level
             self.levels = [{"system": self.name, "step": tr.step, **r} for r in level_usage(codec, self.clips)]
             bands, swaps = band_diagnostics(codec, self.clips, self.cfg.data.sample_rate, pesq=not args.no_pesq)
@@ -288,21 +299,26 @@ class Runner:
             self.swaps = [{"system": self.name, "step": tr.step, **r} for r in swaps]
         codec.to(tr.device)
         top = max(self.n_qs)
-        b = next(r for r in self.rows[::-1] if r["n_q"] == top and r["kind"] == "speech")
-        print(f"  {self.name} step {tr.step} ({self.clock / 60:.1f} min): speech@{b['kbps']}kbps PESQ "
-              f"{b['pesq_wb']:.2f} STOI {b['stoi']:.3f} SI-SDR {b['si_sdr']:.1f} mel {b['mel_distance']:.3f}",
-              flush=True)
-        if 0 in self.n_qs:
-            u = next(r for r in self.rows[::-1] if r["n_q"] == 0 and r["kind"] == "speech")
-            print(f"  {self.name} unquantized: PESQ {u['pesq_wb']:.2f} STOI {u['stoi']:.3f} SI-SDR {u['si_sdr']:.1f} "
-                  f"mel {u['mel_distance']:.3f}", flush=True)
+        for split in dict.fromkeys(r["split"] for r in self.rows if r["step"] == tr.step):
+            mine = [r for r in self.rows if r["kind"] == "speech" and r["split"] == split and r["step"] == tr.step]
+            if not mine:
+                continue
+            b = next(r for r in mine if r["n_q"] == top)
+            print(f"  {self.name} step {tr.step} ({self.clock / 60:.1f} min), {split}: speech@{b['kbps']}kbps PESQ "
+                  f"{b['pesq_wb']:.2f} STOI {b['stoi']:.3f} SI-SDR {b['si_sdr']:.1f} mel {b['mel_distance']:.3f}",
+                  flush=True)
+            if 0 in self.n_qs:
+                u = next(r for r in mine if r["n_q"] == 0)
+                print(f"  {self.name} unquantized: PESQ {u['pesq_wb']:.2f} STOI {u['stoi']:.3f} "
+                      f"SI-SDR {u['si_sdr']:.1f} mel {u['mel_distance']:.3f}", flush=True)
 
-
-def race(args, clips) -> list[dict]:
-    """Interleaved: every system takes one step in turn, so that whatever else the machine does slows all alike."""
+def race(args, clips, extra_clips=()) -> list[dict]:
+    """Interleaved: every system takes one step in turn, so that whatever else the machine does slows all alike.
+    ``clips`` are the ``--split``'s, on which the per-level and per-band diagnostics are read too; ``extra_clips``
+    (``--also-split``) are scored at every mark as well, their rows marked with their split."""
     runners: list[Runner] = []
     try:
-        runners.extend(Runner(name, args, clips) for name in args.systems)
+        runners.extend(Runner(name, args, clips, extra_clips) for name in args.systems)
         while not all(r.done for r in runners):
             for r in runners:
                 if not r.done:
@@ -335,6 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument("--systems", nargs="+", default=["default", "seanet", "encodec"])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--split", default="valid", choices=["valid", "test"])
+    ap.add_argument("--also-split", default=None, choices=["valid", "test"],
+                    help="score this split too at every mark (e.g. choose on valid, report test from one run)")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--eval-minutes", type=float, nargs="+", default=None)
     ap.add_argument("--long", action="store_true", help="2 hours per system, evaluated every 15 minutes")
@@ -345,14 +363,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every system")
-    ap.add_argument("--out", default="quality")
+    ap.add_argument("--out", default=None, help="name of the CSVs and figure (default: quality; quick with --quick)")
     ap.add_argument("--ceiling", action="store_true", help="also evaluate the unquantized latents (n_q = 0)")
     ap.add_argument("--no-pesq", action="store_true", help="skip PESQ (where the pesq package is missing)")
     args = ap.parse_args(argv)
     if args.long:
         args.minutes = 120.0
-    if args.quick:
+    if args.quick:  # its own files: a smoke run must not overwrite the race's
         args.minutes, args.eval_minutes, args.clip_seconds = 2.0, [1.0, 2.0], 3.0
+    args.out = args.out or ("quick" if args.quick else "quality")
     if args.eval_minutes is None:
         step = 15 if args.long else 5
         args.eval_minutes = [m for m in range(step, int(args.minutes) + 1, step)] or [args.minutes]
@@ -361,12 +380,14 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     clips = held_out(args.data, args.split, 24000, args.clip_seconds)
     print(f"{len(clips)} {args.split} clips ({sum(k == 'speech' for _, k, _ in clips)} speech)", flush=True)
-    rows = race(args, clips)
+    extra = held_out(args.data, args.also_split, 24000, args.clip_seconds) if args.also_split else []
+    rows = race(args, clips, extra)
     write_csv(rows, args.out)
-    final = [r for r in rows if r["kind"] == "speech"]
+    final = [r for r in rows if r["kind"] == "speech" and r["split"] == args.split]
     print(markdown_table(final, ["system", "minutes", "step", "n_q", "kbps", "pesq_wb", "stoi", "si_sdr",
                                  "mel_distance"]))
-    race_figure(rows).savefig(REPO / "figures" / f"bench_{args.out}.png", dpi=110, bbox_inches="tight")
+    figure = race_figure([r for r in rows if r["split"] == args.split])
+    figure.savefig(REPO / "figures" / f"bench_{args.out}.png", dpi=110, bbox_inches="tight")
     return 0
 
 

@@ -150,6 +150,10 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     steps: int = 2000
+    # A budget of training time (the steps' own, validation and checkpoints excluded): the run ends at train.steps
+    # or after this many minutes, whichever comes first, and the cosine decay follows whichever is further along,
+    # so that a slower machine still ends its run decayed. null = steps only (the run is then reproducible exactly).
+    minutes: float | None = None
     lr: float = 3e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     disc_lr: float = 3e-4
@@ -369,6 +373,7 @@ def _check_ranges(cfg: Config) -> None:
         ("train.disc_window", t.disc_window, t.disc_window >= 1, ">= 1"),
         ("train.quantizer_warmup_steps", t.quantizer_warmup_steps, t.quantizer_warmup_steps >= 0, ">= 0"),
         ("train.adv_warmup_steps", t.adv_warmup_steps, t.adv_warmup_steps >= 0, ">= 0"),
+        ("train.minutes", t.minutes, t.minutes is None or t.minutes > 0, "> 0 or null (steps only)"),
     ]:
         if not ok:
             raise ConfigError(f"{key}: must be {want}, got {value!r}")

@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/default")
     ap.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 01 02")
     ap.add_argument("--steps", type=int, default=None, help="training steps for notebook 02 (default: the preset's)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="a budget of training minutes for notebook 02 (default: the preset's train.minutes)")
     args = ap.parse_args(argv)
-    extra = {"steps": args.steps} if args.steps is not None else None
+    extra = {k: v for k, v in (("steps", args.steps), ("minutes", args.minutes)) if v is not None} or None
     run_all(args.preset, args.run_dir, args.figures, args.data, args.only, extra)
     return 0
 

@@ -120,16 +120,24 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
     monkeypatch.setattr(quality, "write_csv", lambda rows, name: written.__setitem__(name, list(rows)))
     mkdtemp = quality.tempfile.mkdtemp
     monkeypatch.setattr(quality.tempfile, "mkdtemp", lambda **kw: made.append(mkdtemp(**kw)) or made[-1])
-    args = Namespace(systems=["tiny"], data=str(corpus), steps=2, eval_steps=[1, 2], device="cpu", ceiling=True,
-                     no_pesq=True, out="race", set=["data.batch_size=2", "model.quantizer.n_q=2",
-                                                    "train.quantizer_warmup_steps=0", "train.stft_n_ffts=[256]"])
+    args = Namespace(systems=["tiny"], data=str(corpus), split="valid", also_split="test", steps=2, eval_steps=[1, 2],
+                     device="cpu", ceiling=True, no_pesq=True, out="race",
+                     set=["data.batch_size=2", "model.quantizer.n_q=2", "train.quantizer_warmup_steps=0",
+                          "train.stft_n_ffts=[256]"])
     clips = [("speech/a", "speech", torch.randn(1, 1, 12000) * 0.1), ("other/b", "other", torch.randn(1, 1, 12000))]
-    rows = quality.race(args, clips)
+    extra = [("speech/c", "speech", torch.randn(1, 1, 12000) * 0.1)]
+    every = quality.race(args, clips, extra)
+    rows = [r for r in every if r["split"] == "valid"]
+    # the other split, scored at the same marks: its rows apart, its numbers its own clip's
+    other = [r for r in every if r["split"] == "test"]
+    assert [(r["step"], r["n_q"], r["kind"]) for r in other] == [(s, q, "speech") for s in (1, 2) for q in (1, 2, 0)]
+    speech = [r for r in rows if r["kind"] == "speech"]
+    assert all(o["mel_distance"] != r["mel_distance"] for o, r in zip(other, speech))
     # one row per (mark, n_q in 1, 2, 0, kind): the ladder plus the unquantized ceiling, speech and other apart
     assert sorted({(r["step"], r["n_q"]) for r in rows}) == [(s, q) for s in (1, 2) for q in (0, 1, 2)]
     assert len(rows) == 2 * 3 * 2 and {r["kind"] for r in rows} == {"speech", "other"}
     assert all(math.isfinite(r["mel_distance"]) and math.isnan(r["pesq_wb"]) for r in rows)
-    assert written["race"] == rows  # the table is rewritten after each evaluation: nothing lost if cut short
+    assert written["race"] == every  # the table is rewritten after each evaluation: nothing lost if cut short
     assert [r["level"] for r in written["race_levels"]] == [0, 1]
     bands = written["race_bands"]  # one row per kind, a level in dB per band, after the last evaluation
     assert [(r["kind"], r["clips"], r["step"]) for r in bands] == [("speech", 1, 2), ("other", 1, 2)]
@@ -142,16 +150,19 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
     assert len(made) == 1 and not Path(made[0]).exists()  # the trainer's folder is removed at the end
 
 
-@pytest.mark.parametrize("minutes, steps, sets, expected", [
-    (120.0, None, [], ["train.steps=18000"]),  # --long: 4 x the 30-minute schedule
-    (30.0, None, [], []),  # the presets' own budget: their own schedule
-    (10.0, None, [], []),  # shorter: checkpoints along the preset's run
-    (120.0, None, ["train.steps = 20500"], []),  # named by --set: left to it
-    (120.0, 600, [], ["train.steps=600"]),  # a step budget
+@pytest.mark.parametrize("minutes, steps, sets, budget, expected", [
+    (120.0, None, [], None, ["train.steps=18000"]),  # --long: 4 x the 30-minute schedule
+    (120.0, None, [], 30.0, ["train.steps=18000", "train.minutes=120.0"]),  # and the preset's time budget with it
+    (30.0, None, [], None, []),  # the presets' own budget: their own schedule
+    (30.0, None, [], 30.0, []),  # ... and their own time budget
+    (10.0, None, [], None, []),  # shorter: checkpoints along the preset's run
+    (120.0, None, ["train.steps = 20500"], None, []),  # named by --set: left to it
+    (120.0, 600, [], None, ["train.steps=600", "train.minutes=null"]),  # a step budget, never cut by a clock
+    (120.0, 600, [], 30.0, ["train.steps=600", "train.minutes=null"]),
 ])
-def test_a_longer_time_budget_stretches_the_schedule(minutes, steps, sets, expected):
+def test_a_longer_time_budget_stretches_the_schedule(minutes, steps, sets, budget, expected):
     args = Namespace(minutes=minutes, steps=steps, set=sets)
-    assert quality.schedule_overrides(args, 4500) == expected
+    assert quality.schedule_overrides(args, Namespace(steps=4500, minutes=budget)) == expected
 
 
 @pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="espeak-ng is not installed")

@@ -40,6 +40,7 @@ def test_overrides_dotted_strings_and_nested_dicts():
     (["data.segment_seconds=0.001"], "shorter than one frame"),
     (["model.quantizer.decay=1.5"], "decay must be in (0, 1)"),
     (["model.spectral.head=magphase"], "model.spectral.head='magphase'"),
+    (["train.minutes=0"], "train.minutes: must be > 0 or null"),
 ])
 def test_bad_values_name_the_key(overrides, fragment):
     with pytest.raises(ConfigError) as e:

@@ -7,6 +7,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 
 from lib.config import load_config
 from lib.data.corpus import build_default_corpus
@@ -180,9 +181,11 @@ def test_short_run_lowers_validation_mel_distance(corpus, tmp_path):
 
 def test_script_entry_writes_checkpoint_log_and_config(corpus, tmp_path):
     run = tmp_path / "cli"
-    assert main(["--preset", "tiny", "--data", str(corpus), "--run-dir", str(run), "--steps", "2",
+    assert main(["--preset", "tiny", "--data", str(corpus), "--run-dir", str(run), "--steps", "2", "--minutes", "60",
                  "--set", "train.val_every=2", "data.batch_size=2"]) == 0
     assert (run / "checkpoint.pt").is_file() and (run / "config.yaml").is_file()
+    train = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert (train["steps"], train["minutes"]) == (2, 60.0)
     kinds = [r["kind"] for r in read_log(run / "log.jsonl")]
     assert "val" in kinds
 

@@ -3,6 +3,8 @@ without its fix: SOM annealing that ends inside the run, k-means on enough frame
 their own residuals, validation only on initialised codebooks, a quantizer-dropout probability, a learning-rate
 schedule with weight decay in the config, and an objective that fixes the waveform."""
 import math
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from lib.config import load_config
 from lib.data.corpus import build_default_corpus
 from lib.model.quantize import ResidualVQ, VectorQuantizer
 from lib.training.objectives import StepContext
+from lib.training.runtime import lr_factor
 from lib.training.trainer import Trainer
 
 
@@ -108,6 +111,46 @@ def test_learning_rate_schedule_and_weight_decay_come_from_the_config(corpus, tm
     tr.train_step(tr.batches[0])
     assert tr.opt_g.param_groups[0]["lr"] == pytest.approx(0.001)
     assert tr.opt_g.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_a_time_budget_decays_the_learning_rate_on_the_clock():
+    """``train.minutes``: the cosine follows whichever of steps and training time is further along."""
+    cfg = load_config("tiny", ["train.lr_schedule=cosine", "train.lr_warmup_steps=10", "train.lr_min_ratio=0.1",
+                               "train.steps=110", "train.minutes=2"])
+    t = cfg.train
+    assert lr_factor(t, 60, seconds=0.0) == pytest.approx(0.55)  # half the steps, no time spent: the steps lead
+    assert lr_factor(t, 10, seconds=60.0) == pytest.approx(0.55)  # half the time at the first step after warm-up
+    assert lr_factor(t, 60, seconds=90.0) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(0.75 * math.pi)))
+    assert lr_factor(t, 20, seconds=500.0) == pytest.approx(0.1)  # past the budget: the floor
+    assert lr_factor(t, 5, seconds=500.0) == pytest.approx(0.6)  # the warm-up counts steps
+    t.minutes = None
+    assert lr_factor(t, 10, seconds=1e6) == pytest.approx(1.0)  # no budget: the clock is ignored
+
+
+def test_a_time_budget_ends_the_run_decayed_checkpointed_and_validated(corpus, tmp_path, monkeypatch):
+    """Every step takes one second on a fake clock; a 5-second budget ends a 100-step run after step 5, with its
+    checkpoint and validation, and the clock carries over a resume (which then has nothing left to do)."""
+    import lib.training.trainer as trainer_module
+
+    ticks = iter(range(10**6))  # train_step reads the clock twice: each step lasts exactly one second
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks)),
+                                                                time=time.time))
+    over = ["train.steps=100", "train.minutes=0.08333333", "train.lr_schedule=cosine", "train.lr_warmup_steps=0",
+            "train.log_every=2", "train.val_every=50", "train.ckpt_every=50", "train.discriminators=[]",
+            "data.batch_size=2", "train.quantizer_warmup_steps=0"]
+    tr = Trainer(load_config("tiny", over), corpus, tmp_path, progress=False)
+    records = tr.fit()
+    assert tr.step == 5 and tr.train_seconds == pytest.approx(5.0) and tr.out_of_time
+    assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 5]
+    assert [r["step"] for r in records if r["kind"] == "val"] == [5]
+    assert tr.lr_factor() == pytest.approx(tr.cfg.train.lr_min_ratio)  # decayed at the end of the budget
+    again = Trainer(load_config("tiny", over), corpus, tmp_path, progress=False)  # resumes the checkpoint
+    assert again.step == 5 and again.train_seconds == pytest.approx(5.0)
+    assert again.fit() == [] and again.step == 5
+    longer = Trainer(load_config("tiny", over[:1] + ["train.minutes=0.125"] + over[2:]), corpus, tmp_path,
+                     progress=False)  # a larger budget on resume: the run goes on to 7.5 s of training
+    longer.fit()
+    assert longer.step == 8
 
 
 def _harmonic_folder(root):

@@ -17,11 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/default", help="dataset folder (made by notebook 01)")
     ap.add_argument("--run-dir", default=None, help="where checkpoints and logs go (default runs/<preset>)")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="a budget of training minutes: the run ends decayed at the steps or this, whichever is first")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. model.dim=32")
     ap.add_argument("--fresh", action="store_true",
                     help="start afresh; a previous run in run-dir is moved to <run-dir>.old<k> first")
     args = ap.parse_args(argv)
-    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else []) + (
+        [f"train.minutes={args.minutes}"] if args.minutes is not None else [])
     cfg = load_config(args.preset, overrides)
     run_dir = args.run_dir or f"runs/{cfg.name}"
     trainer = Trainer(cfg, args.data, run_dir, resume=not args.fresh)

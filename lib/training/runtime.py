@@ -74,15 +74,28 @@ def init_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def lr_factor(t, step: int) -> float:
-    """Learning-rate multiplier at ``step`` for the train config ``t``: a linear warm-up over
-    ``t.lr_warmup_steps``, then constant or a cosine decay to ``t.lr_min_ratio`` at ``t.steps``."""
+def lr_factor(t, step: int, seconds: float = 0.0) -> float:
+    """Learning-rate multiplier at ``step`` for the train config ``t``, after ``seconds`` of training: a linear
+    warm-up over ``t.lr_warmup_steps``, then constant or a cosine decay to ``t.lr_min_ratio`` at ``t.steps`` or,
+    with a time budget (``t.minutes``), at whichever of the two the run reaches first."""
     if step < t.lr_warmup_steps:
         return (step + 1) / t.lr_warmup_steps
     if t.lr_schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - t.lr_warmup_steps) / max(1, t.steps - t.lr_warmup_steps))
+    progress = (step - t.lr_warmup_steps) / max(1, t.steps - t.lr_warmup_steps)
+    if t.minutes:
+        progress = max(progress, seconds / (60 * t.minutes))
+    progress = min(1.0, progress)
     return t.lr_min_ratio + (1 - t.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def rank0_value(value: float, world: int, device: torch.device) -> float:
+    """``value`` as rank 0 holds it: decisions taken on a clock (``train.minutes``) must agree across ranks."""
+    if world == 1:
+        return value
+    x = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(x, 0)
+    return float(x)
 
 
 def configure_optimizers(pairs, t, factor: float) -> None:

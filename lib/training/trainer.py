@@ -16,7 +16,8 @@ What a step does (``Trainer.train_step``):
    detached reconstruction.
 
 Non-finite losses or gradients skip the step (codebook buffers restored) and are counted; too many in a row
-stop the run with a message; a skipped step takes the next batch and the run still ends at ``train.steps``.
+stop the run with a message; a skipped step takes the next batch and the run still ends at ``train.steps`` (or
+when ``train.minutes`` of training steps are spent, if that comes first).
 Checkpoints are atomic, keep the one before (``checkpoint.prev.pt``) and hold everything needed to continue
 exactly, including the partial averages of the next log record: an interrupted and resumed run writes the same
 records (all but ``time``) and ends with the same weights as an uninterrupted one.
@@ -49,7 +50,7 @@ from lib.training.balancer import Balancer
 from lib.training.losses import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
 from lib.training.runtime import (autocast, configure_optimizers, ema_update, frozen, init_distributed, kmeans_pools,
-                                  lr_factor, pick_device, restore_kmeans_pools, seed_everything)
+                                  lr_factor, pick_device, rank0_value, restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
 
@@ -138,6 +139,7 @@ class Trainer:
         self.step = 0
         self.bad_in_row = 0
         self.skipped = 0
+        self.train_seconds = 0.0  # time spent in train_step: the clock of the time budget (train.minutes)
         self.disc_loss_ema = {name: 1.0 for name in self.discs}
         self.active: list[str] = list(self.discs)
         self.tied_n_q: int | None = None
@@ -211,7 +213,18 @@ class Trainer:
         return out
 
     def train_step(self, wav: torch.Tensor) -> StepResult:
-        """One generator step and (after the warm-up) one discriminator step on a batch ``[B, C, T]``."""
+        """One generator step and (after the warm-up) one discriminator step on a batch ``[B, C, T]``, timed."""
+        t0 = time.perf_counter()
+        result = self._step(wav)
+        self.train_seconds = rank0_value(self.train_seconds + time.perf_counter() - t0, self.world, self.device)
+        return result
+
+    @property
+    def out_of_time(self) -> bool:
+        """Whether the time budget (``train.minutes``) is spent."""
+        return self.cfg.train.minutes is not None and self.train_seconds >= 60 * self.cfg.train.minutes
+
+    def _step(self, wav: torch.Tensor) -> StepResult:
         t = self.cfg.train
         wav = wav.to(self.device)
         self.choose_discriminators()
@@ -261,9 +274,8 @@ class Trainer:
         logs |= {f"replaced_{i}": float(s["dead_codes"]) for i, s in enumerate(out.stats) if "dead_codes" in s}  # churn
         return StepResult(self.step, logs)
 
-    def lr_factor(self, step: int | None = None) -> float:
-        """Learning-rate multiplier at ``step`` (default: the current one); see ``runtime.lr_factor``."""
-        return lr_factor(self.cfg.train, self.step if step is None else step)
+    def lr_factor(self, step: int | None = None) -> float:  # at ``step`` (default: now) after the time so far
+        return lr_factor(self.cfg.train, self.step if step is None else step, self.train_seconds)
 
     def _set_lr(self) -> None:
         """Apply the schedule and the configured rates, betas and weight decay (also after a resume that changed
@@ -329,7 +341,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self, steps: int | None = None, callback: Callable[[dict], None] | None = None) -> list[dict]:
-        """Train until ``steps`` (default ``train.steps``); log, validate and checkpoint on schedule.
+        """Train until ``steps`` (default ``train.steps``) or the time budget (``train.minutes``) ends; log, validate
+        and checkpoint on schedule.
 
         ``callback`` receives every log record (dicts with ``kind`` = ``train`` or ``val``), e.g. to draw a live
         loss plot in a notebook. Returns the records of this call.
@@ -342,7 +355,7 @@ class Trainer:
         if self._pending_validation:  # a run killed between its checkpoint and that step's validation
             self._pending_validation = False
             records.append(self._validate_and_log(callback))
-        if self.step >= total:
+        if self.step >= total or self.out_of_time:
             return records
         # Batch index = attempts so far (steps + skipped steps): a skipped step takes the next batch, never the
         # same bad one again. Own generator: creating a loader must not draw from the global RNG.
@@ -359,17 +372,18 @@ class Trainer:
             bar.update(1)
             for k, v in res.losses.items():
                 self.running.setdefault(k, []).append(v)
-            if self.step % t.log_every == 0 or self.step == total:
+            last = self.step >= total or self.out_of_time
+            if self.step % t.log_every == 0 or last:
                 rec = {"kind": "train", "step": self.step, "time": time.time() - t0, "skipped": self.skipped,
                        **{k: float(np.mean(v)) for k, v in self.running.items()}}
                 self.running = {}
                 records.append(self._log(rec, callback))
                 bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("mel", "commitment", "adversarial") if k in rec})
-            if self.step % t.ckpt_every == 0 or self.step == total:
+            if self.step % t.ckpt_every == 0 or last:
                 self.save()  # before the validation: a checkpoint never waits on a metric
-            if self.step % t.val_every == 0 or self.step == total:
+            if self.step % t.val_every == 0 or last:
                 records.append(self._validate_and_log(callback))
-            if self.step >= total:
+            if last:
                 break
         bar.close()
         return records
@@ -407,7 +421,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state(self) -> dict:
-        extra = {"bad_in_row": self.bad_in_row, "skipped": self.skipped, "disc_loss_ema": self.disc_loss_ema,
+        extra = {"bad_in_row": self.bad_in_row, "skipped": self.skipped, "train_seconds": self.train_seconds,
+                 "disc_loss_ema": self.disc_loss_ema,
                  "active": self.active, "tied_n_q": self.tied_n_q, "running": self.running,
                  "kmeans_pools": kmeans_pools(self.codec),
                  "balancer": self.balancer.state_dict() if self.balancer is not None else None,
@@ -470,6 +485,7 @@ class Trainer:
             self.opt_d.load_state_dict(state["optimizers"]["d"])
         e = state["extra"]
         self.step, self.bad_in_row, self.skipped = state["step"], e["bad_in_row"], e["skipped"]
+        self.train_seconds = float(e.get("train_seconds", 0.0))  # absent from checkpoints before the time budget
         self.disc_loss_ema, self.active, self.tied_n_q = dict(e["disc_loss_ema"]), list(e["active"]), e["tied_n_q"]
         self.running = {k: list(v) for k, v in e.get("running", {}).items()}
         restore_kmeans_pools(self.codec, e.get("kmeans_pools", {}))
@@ -480,4 +496,5 @@ class Trainer:
         if self.rank == 0:
             truncate_log(self.log_path, self.step)
         validated = any(r["kind"] == "val" and r["step"] == self.step for r in read_log(self.log_path))
-        self._pending_validation = (self.step % t.val_every == 0 or self.step == t.steps) and not validated
+        last = self.step == t.steps or self.out_of_time
+        self._pending_validation = (self.step % t.val_every == 0 or last) and not validated
