@@ -312,6 +312,7 @@ class Runner:
                 print(f"  {self.name} unquantized: PESQ {u['pesq_wb']:.2f} STOI {u['stoi']:.3f} "
                       f"SI-SDR {u['si_sdr']:.1f} mel {u['mel_distance']:.3f}", flush=True)
 
+
 def race(args, clips, extra_clips=()) -> list[dict]:
     """Interleaved: every system takes one step in turn, so that whatever else the machine does slows all alike.
     ``clips`` are the ``--split``'s, on which the per-level and per-band diagnostics are read too; ``extra_clips``

@@ -40,6 +40,7 @@ if os.environ.get("BENCH_THREADS_POLICY") in POLICIES:  # a worker: exactly its 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, machine_note, markdown_table, median, write_csv  # noqa: E402
+
 NEIGHBOUR = "while True: pass"
 
 

@@ -196,22 +196,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, corpus: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, corpus: str, out: str, extra: list[str]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), WORKBOOK_DIST_TIMEOUT="60")
     torch.set_num_threads(1)
-    cfg = load_config("tiny", FAST + ["train.adv_warmup_steps=1", "model.quantizer.som=true"])
+    cfg = load_config("tiny", FAST + ["train.adv_warmup_steps=1", "model.quantizer.som=true"] + extra)
     tr = Trainer(cfg, corpus, os.path.join(out, "run"), resume=False, progress=False, device="cpu")
-    tr.fit(3)
+    tr.fit(3 if not extra else 50)
     torch.save({"codebooks": tr.codec.quantizer.codebooks, "params": [p.detach() for p in tr.codec.parameters()],
-                "batch": tr.batches[0]}, os.path.join(out, f"rank{rank}.pt"))
+                "batch": tr.batches[0], "step": tr.step}, os.path.join(out, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 
 
+# With a time budget (1.5 s) each rank's own clock would give it its own learning rate and its own last step
+# (a rank waiting for a peer that stopped hangs): rank 0's clock must decide for both.
 @pytest.mark.slow
-def test_two_process_gloo_ddp_keeps_codebooks_identical(corpus, tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(corpus), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("extra", [[], ["train.minutes=0.025", "train.lr_warmup_steps=0"]], ids=["steps", "clock"])
+def test_two_process_gloo_ddp_keeps_codebooks_identical(corpus, tmp_path, extra):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(corpus), str(tmp_path), extra), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert not torch.equal(r0["batch"], r1["batch"])  # each rank trains on its own data
     assert torch.equal(r0["codebooks"], r1["codebooks"])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(r0["params"], r1["params"]))
+    assert r0["step"] == r1["step"] and (r0["step"] == 3 if not extra else 1 < r0["step"] < 50)

@@ -16,8 +16,7 @@ What a step does (``Trainer.train_step``):
    detached reconstruction.
 
 Non-finite losses or gradients skip the step (codebook buffers restored) and are counted; too many in a row
-stop the run with a message; a skipped step takes the next batch and the run still ends at ``train.steps`` (or
-when ``train.minutes`` of training steps are spent, if that comes first).
+stop the run with a message; a skipped step takes the next batch, and the run ends at ``train.steps`` all the same.
 Checkpoints are atomic, keep the one before (``checkpoint.prev.pt``) and hold everything needed to continue
 exactly, including the partial averages of the next log record: an interrupted and resumed run writes the same
 records (all but ``time``) and ends with the same weights as an uninterrupted one.
@@ -216,12 +215,13 @@ class Trainer:
         """One generator step and (after the warm-up) one discriminator step on a batch ``[B, C, T]``, timed."""
         t0 = time.perf_counter()
         result = self._step(wav)
-        self.train_seconds = rank0_value(self.train_seconds + time.perf_counter() - t0, self.world, self.device)
+        self.train_seconds += time.perf_counter() - t0
+        if self.cfg.train.minutes is not None:  # the clock decides the rate and the end: one clock for every rank
+            self.train_seconds = rank0_value(self.train_seconds, self.world, self.device)
         return result
 
     @property
-    def out_of_time(self) -> bool:
-        """Whether the time budget (``train.minutes``) is spent."""
+    def out_of_time(self) -> bool:  # whether the time budget (train.minutes) is spent
         return self.cfg.train.minutes is not None and self.train_seconds >= 60 * self.cfg.train.minutes
 
     def _step(self, wav: torch.Tensor) -> StepResult:
