@@ -16,12 +16,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# `common` before torch: it sets OMP_WAIT_POLICY, which libgomp reads only when torch loads it.
 from common import markdown_table, set_threads  # noqa: E402
+import torch  # noqa: E402
 from lib.data import corpus  # noqa: E402
 from lib.data.audio import load_audio, save_audio  # noqa: E402
 

@@ -19,10 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# `common` before torch: it sets OMP_WAIT_POLICY, which libgomp reads only when torch loads it.
 from common import DATA, interleaved, machine_note, markdown_table, median, set_threads, timed, write_csv  # noqa: E402
+
+import torch  # noqa: E402
 
 from lib.config import load_config  # noqa: E402
 from lib.training.objectives import LOSS_TERMS  # noqa: E402

@@ -35,11 +35,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# `common` before torch: it sets OMP_WAIT_POLICY, which libgomp reads only when torch loads it.
 from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from lib.analysis.metrics import (BAND_EDGES_HZ, SWAP_PARTS, band_energy_db, envelope_swap, evaluate_all,  # noqa: E402
                                   pesq_wb, spectral_swap, stoi)
