@@ -15,6 +15,7 @@ apart: PESQ-WB, STOI, SI-SDR and mel distance.
     python bench/quality.py --split test --also-split valid   # choose on valid, report test, from one run
     python bench/quality.py --long                   # 2 hours per system
     python bench/quality.py --systems default --steps 600 --eval-steps 150 300 600   # step budget instead
+    python bench/quality.py --score runs/a/checkpoint.pt runs/b/checkpoint.pt --ceiling   # trained runs, no race
 
 Systems: ``default`` (the ``cpu`` preset), ``seanet`` (the SEANet codec of the ``cpu_seanet`` preset),
 ``encodec`` (EnCodec's 24 kHz SEANet + LSTM and its RVQ from the ``encodec`` package, random init, behind the
@@ -225,6 +226,12 @@ def level_usage(codec, clips) -> list[dict]:
 PRESET_MINUTES = 30.0  # the time budget the presets' schedules are sized for (2 CPU threads)
 
 
+def ladder(n_q: int, ceiling: bool) -> list[int]:
+    """The rungs scored for a codec of ``n_q`` levels: 1, 2, 4, ... up to ``n_q``, and 0 (unquantized) with
+    ``ceiling``."""
+    return [n for n in (1, 2, 4, 8, 16, 32) if n <= n_q] + ([0] if ceiling else [])
+
+
 def schedule_overrides(args, train) -> list[str]:
     """The schedule overrides for one system whose preset's train config is ``train``: a step budget (``--steps``)
     without the preset's time budget (``train.minutes``); for a time budget longer than ``PRESET_MINUTES``, the
@@ -254,7 +261,7 @@ class Runner:
         self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
         self.extra_clips = list(extra_clips)  # another split scored at every mark (``--also-split``)
         self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
-        self.n_qs = [n for n in (1, 2, 4, 8, 16, 32) if n <= cfg.model.quantizer.n_q] + ([0] if args.ceiling else [])
+        self.n_qs = ladder(cfg.model.quantizer.n_q, args.ceiling)
         self.rows: list[dict] = []
         self.levels: list[dict] = []  # per-level code statistics after the last evaluation
         self.bands: list[dict] = []  # per-band output/input energy after the last evaluation
@@ -349,6 +356,25 @@ def race(args, clips, extra_clips=()) -> list[dict]:
     return [row for r in runners for row in r.rows]
 
 
+def score(args) -> tuple[list[dict], list[dict]]:
+    """Trained checkpoints (``--score``) scored on ``--split`` without training: the race's rows at every rung of
+    each one's ladder (``system`` is the checkpoint's path) and its code use per level. The generator weight EMA is
+    scored where the run kept one, as in the race."""
+    from lib.training.checkpoint import load_codec
+
+    rows, levels, clips_at = [], [], {}  # clips loaded once per sample rate
+    for path in args.score:
+        codec, cfg = load_codec(path)
+        sr = cfg.data.sample_rate
+        if sr not in clips_at:
+            clips_at[sr] = held_out(args.data, args.split, sr, args.clip_seconds)
+        for r in evaluate(codec, clips_at[sr], sr, ladder(cfg.model.quantizer.n_q, args.ceiling),
+                          pesq=not args.no_pesq):
+            rows.append({"system": str(path), "split": args.split, **r})
+        levels += [{"system": str(path), **r} for r in level_usage(codec, clips_at[sr])]
+    return rows, levels
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", nargs="+", default=["default", "seanet", "encodec"])
@@ -369,7 +395,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="name of the CSVs and figure (default: quality; quick with --quick)")
     ap.add_argument("--ceiling", action="store_true", help="also evaluate the unquantized latents (n_q = 0)")
     ap.add_argument("--no-pesq", action="store_true", help="skip PESQ (where the pesq package is missing)")
+    ap.add_argument("--score", nargs="+", metavar="CHECKPOINT",
+                    help="score trained checkpoints on --split instead of racing (writes {out}.csv, default scores)")
     args = ap.parse_args(argv)
+    if args.score:
+        missing = [c for c in args.score if not Path(c).is_file()]
+        if missing:
+            ap.error(f"--score: no such checkpoint: {', '.join(missing)}")
+        set_threads(args.threads)
+        rows, levels = score(args)
+        out = args.out or "scores"
+        write_csv(rows, out)
+        write_csv(levels, f"{out}_levels")
+        print(markdown_table(rows, ["system", "split", "kind", "n_q", "kbps", "pesq_wb", "stoi", "si_sdr",
+                                    "mel_distance"]))
+        print(markdown_table(levels, ["system", "level", "frames", "codes_used", "usage", "perplexity"]))
+        return 0
     if args.long:
         args.minutes = 120.0
     if args.quick:  # its own files: a smoke run must not overwrite the race's

@@ -188,3 +188,33 @@ def test_extra_speech_scoring_without_a_clip_folder_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         extra_speech.main(["some/checkpoint.pt"])
     assert "need --clips DIR" in capsys.readouterr().err
+
+
+def test_score_mode_scores_saved_checkpoints_without_training(tmp_path, monkeypatch, capsys):
+    from lib.training.checkpoint import save_checkpoint
+
+    cfg = load_config("tiny", ["model.quantizer.n_q=2"])
+    torch.manual_seed(0)
+    codec = build_codec(cfg).eval()
+    path = save_checkpoint(tmp_path / "a.pt", config=cfg.to_dict(), step=3, model={"codec": codec.state_dict()})
+    clips = [("speech/a", "speech", torch.randn(1, 1, 12000) * 0.1), ("other/b", "other", torch.randn(1, 1, 12000))]
+    asked, written = [], {}
+    monkeypatch.setattr(quality, "held_out", lambda data, split, sr, seconds: asked.append((split, sr)) or clips)
+    monkeypatch.setattr(quality, "write_csv", lambda rows, name: written.__setitem__(name, list(rows)))
+    monkeypatch.setattr(quality, "set_threads", lambda n: None)
+    assert quality.main(["--score", str(path), str(path), "--split", "test", "--ceiling", "--no-pesq"]) == 0
+    assert asked == [("test", cfg.data.sample_rate)]  # the clips are read once for both checkpoints
+    rows = written["scores"]
+    assert [(r["n_q"], r["kind"]) for r in rows[:6]] == [(q, k) for q in (1, 2, 0) for k in ("speech", "other")]
+    assert len(rows) == 12 and {r["system"] for r in rows} == {str(path)} and {r["split"] for r in rows} == {"test"}
+    direct = evaluate(codec, clips, cfg.data.sample_rate, [1, 2, 0], pesq=False)  # the saved weights, not new ones
+    assert [r["mel_distance"] for r in rows[:6]] == pytest.approx([r["mel_distance"] for r in direct])
+    assert [r["level"] for r in written["scores_levels"]] == [0, 1, 0, 1]
+    assert "| system | split |" in capsys.readouterr().out
+
+
+def test_score_mode_names_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--score", str(tmp_path / "nothing.pt")])
+    err = capsys.readouterr().err
+    assert "no such checkpoint" in err and "nothing.pt" in err
