@@ -47,6 +47,8 @@ class QuantizerConfig:
     kmeans_iters: int = 10
     dead_code_threshold: float = 2.0
     cosine: bool = False
+    normalized_search: bool = False  # nearest code by cosine, values keep their magnitude (DAC's lookup)
+    code_gradient: bool = False  # straight-through in code space: the in-projection learns from the reconstruction
     # Fraction of batch items that draw their own number of levels in [1, n_q] (true = all, false = none);
     # the other items use every level, so the decoder keeps seeing the full bitrate (DAC uses 0.5).
     quantizer_dropout: float | bool = 1.0
@@ -445,6 +447,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.quantizer: need n_q >= 1 and codebook_size >= 2, got {q.n_q}, {q.codebook_size}")
     if q.codebook_dim is not None and not 0 < q.codebook_dim <= m.dim:
         raise ConfigError(f"model.quantizer.codebook_dim={q.codebook_dim} must be in 1..model.dim={m.dim}")
+    if q.code_gradient and (q.codebook_dim is None or q.codebook_dim == m.dim):
+        raise ConfigError(f"model.quantizer.code_gradient needs codebook_dim < model.dim={m.dim}, "
+                          f"got codebook_dim={q.codebook_dim}")
     if q.som and q.som_shape is not None:
         if len(q.som_shape) != 2 or math.prod(q.som_shape) != q.codebook_size:
             raise ConfigError(f"model.quantizer.som_shape={q.som_shape} does not hold "

@@ -248,6 +248,47 @@ def test_factorised_and_cosine_codes():
     assert x.grad.abs().sum() > 0
 
 
+def test_code_gradient_reaches_the_in_projection_and_x_through_each_level():
+    torch.manual_seed(0)
+    data = torch.randn(4, 16, 24)
+    upstream = torch.randn_like(data)
+    in_grads = {}
+    for flag in (False, True):
+        torch.manual_seed(1)
+        rvq = ResidualVQ(16, 2, 8, codebook_dim=4, code_gradient=flag, kmeans_frames_per_code=0)
+        rvq.train()(data)  # k-means init of both levels
+        rvq.eval()
+        x = data.clone().requires_grad_(True)
+        out = rvq(x)
+        assert torch.allclose(out.quantized, rvq.decode(rvq.encode(data)), atol=1e-6)  # the value is the codes'
+        out.quantized.backward(upstream)  # no commitment loss: the reconstruction's gradient alone
+        in_grads[flag] = rvq.levels[0].in_proj.weight.grad
+        if flag:  # d q_i / d x = W_out_i W_in_i for every level (the residual's previous levels are detached)
+            expected = sum(torch.einsum("dc,ed,bet->bct", lv.in_proj.weight[:, :, 0], lv.out_proj.weight[:, :, 0],
+                                        upstream) for lv in rvq.levels)
+            assert torch.allclose(x.grad, expected, atol=1e-5)
+        else:
+            assert torch.equal(x.grad, upstream)  # one identity straight-through on the sum
+    assert in_grads[False] is None  # without it the in-projection learns from the commitment loss only
+    assert in_grads[True].abs().sum() > 0
+    with pytest.raises(ValueError, match="code_gradient needs factorised codes"):
+        VectorQuantizer(8, 4, code_gradient=True)
+
+
+def test_normalized_search_picks_by_angle_and_keeps_magnitudes():
+    embed = torch.tensor([[10.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.1]])
+    x = torch.tensor([[[1.0, 0.1], [0.9, 0.0], [0.0, 0.2]]])  # [1, 3, 2]: two frames
+    chosen = {}
+    for flag in (False, True):
+        vq = VectorQuantizer(3, 3, kmeans_init=False, normalized_search=flag).eval()
+        vq.embed.copy_(embed)
+        q, codes = vq.quantize(x)
+        chosen[flag] = codes[0].tolist()
+        assert torch.equal(q[0].t(), embed[codes[0]])  # values are the stored codes, magnitudes kept
+    # frame 0 points nearer code 0 (cosine 0.74 against 0.67) but lies nearer code 1 (distance^2 1.01 against 81.8)
+    assert chosen == {False: [1, 2], True: [0, 2]}
+
+
 def test_bad_input_errors():
     vq = VectorQuantizer(4, 8)
     with pytest.raises(ValueError, match="x must be"):

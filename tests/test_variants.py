@@ -17,6 +17,8 @@ VARIANTS = {
                           "model.energy.n_steps=2", "model.energy.head_dim=8"],
     "ema_codebooks": ["model.quantizer.som=false"],
     "factorised_cosine": ["model.quantizer.codebook_dim=4", "model.quantizer.cosine=true"],
+    "factorised_code_gradient": ["model.quantizer.codebook_dim=4", "model.quantizer.normalized_search=true",
+                                 "model.quantizer.code_gradient=true"],
     "spectral_fsq": ["model.encoder=stft", "model.decoder=istft", "model.spectral.hidden=32",
                      "model.spectral.encoder_blocks=1", "model.spectral.decoder_blocks=2",
                      "model.quantizer.kind=fsq", "model.quantizer.som=false", "model.quantizer.fsq_levels=[5, 3]"],

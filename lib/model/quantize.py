@@ -82,6 +82,12 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: codes whose EMA cluster size falls below this are replaced by random
             vectors of the current batch (0 disables replacement).
         cosine: l2-normalise inputs (in code space) and codes; nearest = largest cosine.
+        normalized_search: choose the code of largest cosine between the code-space input and the code, but keep
+            the codes' magnitudes as their values (DAC's l2-normalised lookup); `cosine` normalises the values too.
+        code_gradient: straight-through in code space, q = out_proj(z + sg(e - z)), so that the in-projection and
+            the encoder learn from the reconstruction through each level (DAC's factorised codes; needs
+            `codebook_dim < dim`). Off: the projections see the reconstruction only through the out-projection and
+            the caller applies one identity straight-through estimator to the sum of the levels.
         som: a `lib.model.som.SOMGrid`; the one-hot assignments are blurred by `som.kernel(sigma)` before
             the EMA step (batch Kohonen update). At sigma 0 this is plain EMA VQ.
 
@@ -102,9 +108,13 @@ class VectorQuantizer(nn.Module):
         cosine: bool = False,
         som: SOMGrid | None = None,
         kmeans_frames_per_code: float = 0.0,
+        normalized_search: bool = False,
+        code_gradient: bool = False,
     ) -> None:
         super().__init__()
         codebook_dim = dim if codebook_dim is None else codebook_dim
+        if code_gradient and codebook_dim == dim:
+            raise ValueError(f"code_gradient needs factorised codes (codebook_dim < dim={dim}), got {codebook_dim}")
         if dim < 1 or codebook_size < 1 or codebook_dim < 1:
             raise ValueError(
                 f"dim, codebook_size and codebook_dim must be >= 1, got {dim}, {codebook_size}, {codebook_dim}"
@@ -133,6 +143,8 @@ class VectorQuantizer(nn.Module):
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
         self.cosine = cosine
+        self.normalized_search = normalized_search
+        self.code_gradient = code_gradient
         self.som = som
         self.projected = codebook_dim != dim
         self.in_proj = nn.Conv1d(dim, codebook_dim, 1) if self.projected else nn.Identity()
@@ -152,7 +164,8 @@ class VectorQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
-            f"decay={self.decay}, cosine={self.cosine}, dead_code_threshold={self.dead_code_threshold}, "
+            f"decay={self.decay}, cosine={self.cosine}, normalized_search={self.normalized_search}, "
+            f"code_gradient={self.code_gradient}, dead_code_threshold={self.dead_code_threshold}, "
             f"som={self.som is not None}"
         )
 
@@ -167,6 +180,12 @@ class VectorQuantizer(nn.Module):
         """`[B, d, T] -> [B*T, d]` float32, detached (codebook search and EMA never need gradients)."""
         return z.detach().float().transpose(1, 2).reshape(-1, self.codebook_dim)
 
+    def _search(self, z_flat: Tensor) -> Tensor:
+        """Nearest code `[N]` of each code-space vector `[N, d]`."""
+        if self.normalized_search:
+            return nearest_codes(F.normalize(z_flat, dim=1), F.normalize(self.embed, dim=1), cosine=True)
+        return nearest_codes(z_flat, self.embed, self.cosine)
+
     def _lookup(self, codes: Tensor) -> Tensor:
         """`[B, T]` valid codes -> code vectors `[B, d, T]` (a copy, safe from later EMA writes)."""
         return self.embed[codes].transpose(1, 2)
@@ -180,7 +199,7 @@ class VectorQuantizer(nn.Module):
         """
         check_latents(x, self.dim)
         with torch.no_grad():
-            codes = nearest_codes(self._flat(self.to_code_space(x)), self.embed, self.cosine)
+            codes = self._search(self._flat(self.to_code_space(x)))
         codes = codes.view(x.shape[0], x.shape[2])
         return self.dequantize(codes).to(x.dtype), codes
 
@@ -204,7 +223,7 @@ class VectorQuantizer(nn.Module):
         q, codes, commit_loss, stats = self.quantize_level(x, None)
         # Straight-through x + sg(q - x), written so that the value is exactly q and the
         # out-projection (if any) still receives gradients through q.
-        quantized = q + (x - x.detach())
+        quantized = q if self.code_gradient else q + (x - x.detach())
         return VQOutput(quantized, codes, commit_loss, stats)
 
     def quantize_level(self, x: Tensor, active: Tensor | None) -> tuple[Tensor, Tensor, Tensor, dict]:
@@ -214,7 +233,8 @@ class VectorQuantizer(nn.Module):
             x: `[B, D, T]`; the search uses it detached, the commitment loss keeps its gradient.
             active: `[B]` bool, the items this level serves (quantizer dropout), or None for all.
                 Inactive items get codes but neither update the codebook nor enter loss/stats.
-        Returns: q `[B, D, T]` (code vectors; gradient only to the out-projection), codes `[B, T]`,
+        Returns: q `[B, D, T]` (code vectors; gradient only to the out-projection, or with `code_gradient` also
+            straight through the code space to the in-projection and x), codes `[B, T]`,
             commit loss (scalar, over active items; 0 if none), stats dict (over active items).
         """
         batch, _, length = x.shape
@@ -225,9 +245,12 @@ class VectorQuantizer(nn.Module):
             if pooled is None:  # still pooling frames: this level contributes nothing yet
                 return self._off(x)
             self._init_codebook(pooled)
-        codes = nearest_codes(z_flat, self.embed, self.cosine).view(batch, length)
+        codes = self._search(z_flat).view(batch, length)
         code_vectors = self._lookup(codes)  # [B, d, T], the codebook before this step's update
-        q = self.out_proj(code_vectors).to(x.dtype)
+        if self.code_gradient:  # value out_proj(e), gradient through z to the in-projection and the encoder
+            q = self.out_proj(z + (code_vectors.to(z.dtype) - z).detach()).to(x.dtype)
+        else:
+            q = self.out_proj(code_vectors).to(x.dtype)
 
         per_frame = (z.float() - code_vectors).pow(2).mean(dim=1)  # [B, T]
         quant_err = (x.detach().float() - q.detach().float()).pow(2).mean(dim=1)  # [B, T]
@@ -396,7 +419,8 @@ class ResidualVQ(LevelStack):
         return cls(m.dim, q.n_q, q.codebook_size, quantizer_dropout=q.quantizer_dropout,
                    codebook_dim=q.codebook_dim, decay=q.decay, kmeans_init=q.kmeans_init,
                    kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som,
-                   kmeans_frames_per_code=q.kmeans_frames_per_code)
+                   kmeans_frames_per_code=q.kmeans_frames_per_code, normalized_search=q.normalized_search,
+                   code_gradient=q.code_gradient)
 
     @property
     def ready(self) -> bool:
@@ -443,8 +467,10 @@ class ResidualVQ(LevelStack):
             codes.append(level_codes)
             stats.append(level_stats)
 
-        # One straight-through estimator on the sum: value sum(q), gradient w.r.t. x the identity.
-        quantized = quantized + (x - x.detach())
+        # One straight-through estimator on the sum: value sum(q), gradient w.r.t. x the identity (with code-space
+        # gradients each level already carries its own).
+        if not self.levels[0].code_gradient:
+            quantized = quantized + (x - x.detach())
         commit_loss = torch.stack(losses).mean() if losses else x.new_zeros(())
         out_n_q = item_n_q if item_n_q is not None else n_levels
         return RVQOutput(quantized, torch.stack(codes, dim=1), commit_loss, out_n_q, stats)
