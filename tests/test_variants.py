@@ -26,8 +26,8 @@ VARIANTS = {
                      "model.spectral.n_fft=1280", "model.quantizer.som=false"],
     "seanet_fsq": ["model.quantizer.kind=fsq", "model.quantizer.som=false"],
 }
-STREAMABLE = {"conv", "multires_blocks", "wavelet_upsampler", "ema_codebooks", "spectral_fsq", "spectral_rvq",
-              "seanet_fsq"}
+STREAMABLE = {"conv", "multires_blocks", "wavelet_upsampler", "ema_codebooks", "factorised_code_gradient",
+              "spectral_fsq", "spectral_rvq", "seanet_fsq"}
 # k-means on the first batch alone: these tests take a few steps, too few to pool one frame per code.
 FIRST_BATCH_INIT = ["model.quantizer.kmeans_frames_per_code=0"]
 
