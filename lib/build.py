@@ -13,7 +13,7 @@ from lib.model.registries import BOTTLENECKS, DECODERS, DISCRIMINATORS, ENCODERS
 
 
 def build_quantizer(cfg: Config) -> nn.Module:
-    """The ``model.quantizer.kind`` quantizer (a :class:`lib.model.quantize.Quantizer`)."""
+    """The ``model.quantizer.kind`` quantizer (a :class:`lib.model.codebook.Quantizer`)."""
     return QUANTIZERS.get(cfg.model.quantizer.kind).from_config(cfg)
 
 

@@ -1,7 +1,7 @@
 """Codebook tools shared by the quantizers and by everything that measures a codebook.
 
-* ``VQOutput``, ``RVQOutput``, :func:`check_latents`, :class:`LevelStack`: what every quantizer returns and
-  accepts, and what the residual ones share (levels, bitrate, quantizer dropout).
+* :class:`Quantizer`, ``VQOutput``, ``RVQOutput``, :func:`check_latents`, :class:`LevelStack`: what every quantizer
+  is, returns and accepts, and what the residual ones share (levels, bitrate, quantizer dropout).
 * :func:`codebook_stats`: usage, perplexity and codes used of a set of code indices: the one definition used by
   the quantizers' per-batch stats, the trainer's validation log, the codebook maps, the image-patch demo and the
   benchmarks.
@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,42 @@ class RVQOutput(NamedTuple):
     commit_loss: Tensor  # scalar, mean over the levels used
     n_q: int | Tensor  # int, or LongTensor [B] of per-item levels under quantizer dropout
     stats: list  # one stats dict per level
+
+
+@runtime_checkable
+class Quantizer(Protocol):
+    """What the rest of the package relies on from a quantizer (registered in ``QUANTIZERS`` under
+    ``model.quantizer.kind`` and built by its ``from_config(cfg)``). Latents ``[B, D, T]``, codes ``[B, n_q, T]``.
+
+    Required (the codec, the trainer, the bitrate ladder):
+        ``dim``, ``n_q``, ``codebook_size``: latent channels, levels, codes per level.
+        ``forward(x, n_q=None) -> RVQOutput``: ``quantized`` (straight-through), ``codes``, ``commit_loss``
+            (scalar; zero for a quantizer without one), ``n_q`` (int, or per-item LongTensor ``[B]`` under
+            quantizer dropout), ``stats`` (one dict per level with ``usage`` and ``perplexity``, see
+            :func:`lib.model.codebook.codebook_stats`). Training mode may update buffers: the trainer snapshots
+            ``named_buffers()`` and restores them after a non-finite step.
+        ``encode(x, n_q=None) -> codes`` and ``decode(codes) -> [B, D, T]`` (no updates; ``decode`` accepts the
+            first ``n <= n_q`` levels).
+        ``bits_per_frame(n_q=None) -> float``: the codec's bitrate is this times the frame rate.
+    Optional, used by the codebook maps (``lib.analysis.maps``):
+        ``levels``: per-level codebooks, each with ``embed [K, d]``, ``codebook_size``, ``codebook_dim``, ``som``
+        (a :class:`lib.model.som.SOMGrid` or None), ``to_code_space(x) -> [B, d, T]`` and
+        ``quantize(x) -> (q [B, D, T], codes [B, T])``.
+    Optional, used by the ``.vqc`` format (``lib.bitstream.vqc``): ``alphabet_sizes`` (codes per level, default
+        ``[codebook_size] * n_q``); ``radices``: FSQ levels per dimension, whose mixed-radix index is the code.
+    """
+
+    dim: int
+    n_q: int
+    codebook_size: int
+
+    def forward(self, x: Tensor, n_q: int | None = None) -> RVQOutput: ...
+
+    def encode(self, x: Tensor, n_q: int | None = None) -> Tensor: ...
+
+    def decode(self, codes: Tensor) -> Tensor: ...
+
+    def bits_per_frame(self, n_q: int | None = None) -> float: ...
 
 
 def check_latents(x: Tensor, dim: int) -> None:

@@ -248,7 +248,7 @@ class Codec(nn.Module):
 
     Args:
         encoder: ``[B, C, T] -> [B, D, F]`` with attributes ``channels``, ``dim``, ``hop_length`` (a SEANetEncoder or an STFTEncoder).
-        quantizer: a :class:`lib.model.quantize.Quantizer` (``forward(x, n_q)``, ``encode(x, n_q)``,
+        quantizer: a :class:`lib.model.codebook.Quantizer` (``forward(x, n_q)``, ``encode(x, n_q)``,
             ``decode(codes)``, ``n_q``, ``codebook_size``); may be None when ``continuous``.
         decoder: ``[B, D, F] -> [B, C, F * hop]`` with the same ``channels``, ``dim``, ``hop_length``.
         sample_rate: audio sample rate in Hz.

@@ -2,7 +2,7 @@
 
 | registry         | config key                  | an entry is                                                      |
 |------------------|-----------------------------|------------------------------------------------------------------|
-| `QUANTIZERS`     | `model.quantizer.kind`      | a class with `from_config(cfg)`; see `lib.model.quantize.Quantizer` |
+| `QUANTIZERS`     | `model.quantizer.kind`      | a class with `from_config(cfg)`; see `lib.model.codebook.Quantizer` |
 | `ENCODERS`       | `model.encoder`             | a class with `from_config(cfg)`: `[B, C, T] -> [B, D, ceil(T / hop)]` |
 | `DECODERS`       | `model.decoder`             | a class with `from_config(cfg)`: `[B, D, F] -> [B, C, F * hop]`   |
 | `BOTTLENECKS`    | `model.bottleneck`          | a class with `from_config(cfg)`: `[B, D, F] -> [B, D, F]` ("none" = no entry) |
