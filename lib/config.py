@@ -49,6 +49,7 @@ class QuantizerConfig:
     cosine: bool = False
     normalized_search: bool = False  # nearest code by cosine, values keep their magnitude (DAC's lookup)
     code_gradient: bool = False  # straight-through in code space: the in-projection learns from the reconstruction
+    beam_width: int = 1  # residual search: 1 = greedy, more = keep that many partial sums per frame (kind rvq)
     # Fraction of batch items that draw their own number of levels in [1, n_q] (true = all, false = none);
     # the other items use every level, so the decoder keeps seeing the full bitrate (DAC uses 0.5).
     quantizer_dropout: float | bool = 1.0
@@ -450,6 +451,11 @@ def validate(cfg: Config) -> None:
     if q.code_gradient and (q.codebook_dim is None or q.codebook_dim == m.dim):
         raise ConfigError(f"model.quantizer.code_gradient needs codebook_dim < model.dim={m.dim}, "
                           f"got codebook_dim={q.codebook_dim}")
+    if isinstance(q.beam_width, bool) or not isinstance(q.beam_width, int) or q.beam_width < 1:
+        raise ConfigError(f"model.quantizer.beam_width must be an integer >= 1, got {q.beam_width!r}")
+    if q.beam_width > 1 and (q.codebook_dim not in (None, m.dim) or q.cosine or q.normalized_search):
+        raise ConfigError("model.quantizer.beam_width > 1 needs Euclidean codes in the latent space "
+                          "(no codebook_dim, cosine or normalized_search)")
     if q.som and q.som_shape is not None:
         if len(q.som_shape) != 2 or math.prod(q.som_shape) != q.codebook_size:
             raise ConfigError(f"model.quantizer.som_shape={q.som_shape} does not hold "

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lib.model.codebook import beam_search_codes, nearest_codes
 from lib.model.quantize import ResidualVQ, VectorQuantizer, kmeans
 
 
@@ -287,6 +288,58 @@ def test_normalized_search_picks_by_angle_and_keeps_magnitudes():
         assert torch.equal(q[0].t(), embed[codes[0]])  # values are the stored codes, magnitudes kept
     # frame 0 points nearer code 0 (cosine 0.74 against 0.67) but lies nearer code 1 (distance^2 1.01 against 81.8)
     assert chosen == {False: [1, 2], True: [0, 2]}
+
+
+def test_beam_search_finds_the_pair_greedy_search_misses():
+    # x = 1: greedy takes 1.1 (nearest), then -0.5 for the residual -0.1, ending 0.4 away; 0.6 + 0.4 is exact
+    books = [torch.tensor([[0.6], [1.1]]), torch.tensor([[0.4], [-0.5]])]
+    x = torch.tensor([[1.0]])
+    assert beam_search_codes(x, books, 1).tolist() == [[1, 1]]
+    assert beam_search_codes(x, books, 2).tolist() == [[0, 0]]
+
+
+def test_beam_search_is_greedy_at_width_one_and_exhaustive_when_wide():
+    torch.manual_seed(0)
+    books = [torch.randn(4, 3) / (i + 1) for i in range(3)]
+    x = torch.randn(200, 3)
+    residual, greedy = x.clone(), []
+    for book in books:
+        greedy.append(nearest_codes(residual, book))
+        residual = residual - book[greedy[-1]]
+    assert torch.equal(beam_search_codes(x, books, 1), torch.stack(greedy, dim=1))
+    # every one of the 4^3 sums, against a beam wide enough (16 = 4^2) never to prune
+    combos = torch.cartesian_prod(*[torch.arange(4)] * 3)  # [64, 3]
+    sums = sum(book[combos[:, i]] for i, book in enumerate(books))  # [64, 3]
+    best = combos[torch.cdist(x, sums).argmin(dim=1)]
+    assert torch.equal(beam_search_codes(x, books, 16), best)
+    greedy_err = (x - sum(b[c] for b, c in zip(books, greedy))).pow(2).sum(1)
+    beam_err = (x - sums[torch.cdist(x, sums).argmin(dim=1)]).pow(2).sum(1)
+    assert (beam_err <= greedy_err + 1e-6).all() and beam_err.mean() < 0.9 * greedy_err.mean()
+
+
+def test_residual_vq_with_a_beam_trains_and_encodes_on_the_beam_codes():
+    torch.manual_seed(0)
+    data = torch.randn(4, 8, 50)
+    errors = {}  # width -> [error of its codes, error of greedy codes], same codebooks
+    for width in (1, 4):
+        torch.manual_seed(1)
+        rvq = ResidualVQ(8, 3, 16, quantizer_dropout=0.0, beam_width=width, kmeans_frames_per_code=0)
+        rvq.train()(data)  # k-means init, level by level
+        planned = beam_search_codes(data.transpose(1, 2).reshape(-1, 8), [lv.embed for lv in rvq.levels], width)
+        out = rvq.train()(data)  # the EMA step learns from the codes the beam chose before it
+        assert torch.equal(out.codes, planned.view(4, 50, 3).transpose(1, 2))
+        rvq.eval()
+        codes = rvq.encode(data)
+        assert torch.equal(rvq(data).codes, codes)  # eval forward and encode agree
+        assert torch.equal(rvq.encode(data, n_q=2), rvq._beam_codes(data, 2))  # searched for 2 levels, not cut
+        rvq.beam_width = 1  # the same codebooks searched greedily
+        errors[width] = [(data - rvq.decode(c)).pow(2).mean().item() for c in (codes, rvq.encode(data))]
+    assert errors[1][0] == errors[1][1]
+    assert errors[4][0] < 0.98 * errors[4][1]  # the beam's sums lie nearer the latents than greedy search's
+    with pytest.raises(ValueError, match="beam_width > 1 needs Euclidean codes"):
+        ResidualVQ(8, 2, 16, beam_width=2, codebook_dim=4)
+    with pytest.raises(ValueError, match="beam_width must be an integer >= 1"):
+        ResidualVQ(8, 2, 16, beam_width=0)
 
 
 def test_bad_input_errors():

@@ -19,6 +19,7 @@ VARIANTS = {
     "factorised_cosine": ["model.quantizer.codebook_dim=4", "model.quantizer.cosine=true"],
     "factorised_code_gradient": ["model.quantizer.codebook_dim=4", "model.quantizer.normalized_search=true",
                                  "model.quantizer.code_gradient=true"],
+    "beam_search": ["model.quantizer.beam_width=3"],
     "spectral_fsq": ["model.encoder=stft", "model.decoder=istft", "model.spectral.hidden=32",
                      "model.spectral.encoder_blocks=1", "model.spectral.decoder_blocks=2",
                      "model.quantizer.kind=fsq", "model.quantizer.som=false", "model.quantizer.fsq_levels=[5, 3]"],
@@ -26,7 +27,7 @@ VARIANTS = {
                      "model.spectral.n_fft=1280", "model.quantizer.som=false"],
     "seanet_fsq": ["model.quantizer.kind=fsq", "model.quantizer.som=false"],
 }
-STREAMABLE = {"conv", "multires_blocks", "wavelet_upsampler", "ema_codebooks", "factorised_code_gradient",
+STREAMABLE = {"conv", "beam_search", "multires_blocks", "wavelet_upsampler", "ema_codebooks", "factorised_code_gradient",
               "spectral_fsq", "spectral_rvq", "seanet_fsq"}
 # k-means on the first batch alone: these tests take a few steps, too few to pool one frame per code.
 FIRST_BATCH_INIT = ["model.quantizer.kmeans_frames_per_code=0"]

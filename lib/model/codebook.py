@@ -5,14 +5,15 @@
 * :func:`codebook_stats`: usage, perplexity and codes used of a set of code indices: the one definition used by
   the quantizers' per-batch stats, the trainer's validation log, the codebook maps, the image-patch demo and the
   benchmarks.
-* :func:`nearest_codes`, :func:`kmeans`: the codebook search and its k-means initialisation.
+* :func:`nearest_codes`, :func:`beam_search_codes`, :func:`kmeans`: the codebook search (one level; all levels of a
+  residual quantizer at once) and its k-means initialisation.
 * ``distributed_*``: the all-reduce / broadcast steps that keep codebooks identical across DDP ranks (no-ops
   outside torch.distributed).
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -180,6 +181,40 @@ def nearest_codes(vectors: Tensor, codebook: Tensor, cosine: bool = False) -> Te
             vectors.pow(2).sum(dim=1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(dim=1)[None, :]
         )
         return sq_dist.argmin(dim=1)
+
+
+def beam_search_codes(vectors: Tensor, codebooks: Sequence[Tensor], beam: int) -> Tensor:
+    """Residual codes, one per level, whose sum is nearest each vector, searched with a beam.
+
+    Greedy residual search (``beam=1``) takes each level's nearest code to what the levels before left over; a
+    code that is nearest now can leave a residual the next levels fit badly. The beam keeps the ``beam`` partial
+    sums of smallest error after each level, extends each by every code of the next level, and returns the codes
+    of the best full sum. The codes stay valid for any decoder of the same codebooks.
+
+    Args:
+        vectors: ``[N, d]``; codebooks: one ``[K, d]`` per level (Euclidean codes in the vectors' space).
+        beam: hypotheses kept per vector, >= 1.
+    Returns: ``[N, n_levels]`` long.
+    """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    dtype = codebooks[0].dtype
+    residual = vectors.to(dtype)[:, None, :]  # [N, h, d]: what each hypothesis leaves over
+    error = residual.pow(2).sum(-1)  # [N, h]
+    codes = residual.new_zeros(vectors.shape[0], 1, 0, dtype=torch.long)  # [N, h, levels so far]
+    with torch.autocast(device_type=vectors.device.type, enabled=False):  # see nearest_codes
+        for codebook in codebooks:
+            # ||r - e||^2 for every hypothesis and code: [N, h, K]
+            n, h, size = residual.shape[0], residual.shape[1], codebook.shape[0]
+            cross = torch.addmm(codebook.pow(2).sum(dim=1), residual.reshape(n * h, -1), codebook.t(), alpha=-2)
+            sq_dist = cross.view(n, h, size) + error[..., None]
+            _, pick = sq_dist.flatten(1).topk(min(beam, sq_dist[0].numel()), dim=1, largest=False)
+            parent, code = pick // size, pick % size  # [N, h']
+            residual = residual.gather(1, parent[..., None].expand(-1, -1, residual.shape[-1])) - codebook[code]
+            codes = torch.cat([codes.gather(1, parent[..., None].expand(-1, -1, codes.shape[-1])), code[..., None]],
+                              dim=-1)
+            error = residual.pow(2).sum(-1)
+    return codes[:, 0]  # topk sorts ascending: hypothesis 0 has the smallest error
 
 
 def kmeans(samples: Tensor, num_clusters: int, iters: int = 10, cosine: bool = False) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lib.model.codebook import (LevelStack, Quantizer, RVQOutput, VQOutput, all_reduce_sum,  # noqa: F401
-                                broadcast_from_rank0, check_latents, codebook_stats, kmeans, nearest_codes, rank)
+                                beam_search_codes, broadcast_from_rank0, check_latents, codebook_stats, kmeans,
+                                nearest_codes, rank)
 from lib.model.registries import QUANTIZERS
 from lib.model.som import SOMGrid
 
@@ -188,13 +189,15 @@ class VectorQuantizer(nn.Module):
         quantized = q if self.code_gradient else q + (x - x.detach())
         return VQOutput(quantized, codes, commit_loss, stats)
 
-    def quantize_level(self, x: Tensor, active: Tensor | None) -> tuple[Tensor, Tensor, Tensor, dict]:
+    def quantize_level(self, x: Tensor, active: Tensor | None,
+                       codes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, dict]:
         """One quantisation step shared by `forward` and `ResidualVQ` (EMA update in training mode).
 
         Args:
             x: `[B, D, T]`; the search uses it detached, the commitment loss keeps its gradient.
             active: `[B]` bool, the items this level serves (quantizer dropout), or None for all.
                 Inactive items get codes but neither update the codebook nor enter loss/stats.
+            codes: `[B, T]` chosen by the caller (the residual VQ's beam search) instead of the nearest codes.
         Returns: q `[B, D, T]` (code vectors; gradient only to the out-projection, or with `code_gradient` also
             straight through the code space to the in-projection and x), codes `[B, T]`,
             commit loss (scalar, over active items; 0 if none), stats dict (over active items).
@@ -207,7 +210,7 @@ class VectorQuantizer(nn.Module):
             if pooled is None:  # still pooling frames: this level contributes nothing yet
                 return self._off(x)
             self._init_codebook(pooled)
-        codes = self._search(z_flat).view(batch, length)
+        codes = (self._search(z_flat) if codes is None else codes.reshape(-1)).view(batch, length)
         code_vectors = self._lookup(codes)  # [B, d, T], the codebook before this step's update
         if self.code_gradient:  # value out_proj(e), gradient through z to the in-projection and the encoder
             q = self.out_proj(z + (code_vectors.to(z.dtype) - z).detach()).to(x.dtype)
@@ -357,14 +360,27 @@ class ResidualVQ(LevelStack):
             levels uniformly in [1, n_q] (DAC-style); a float in [0, 1] applies that to this fraction
             of the items only (True = 1.0). Levels above an item's draw contribute nothing for it and
             do not learn from it.
+        beam_width: 1 = greedy residual search; more = :func:`lib.model.codebook.beam_search_codes` keeps that many
+            partial sums per frame and returns the codes of the nearest full sum, in training (the codes the EMA
+            and the decoder see) and in encoding. Needs Euclidean codes in the latent space (no codebook_dim,
+            cosine or normalized_search). The codes of the first n levels are then the best n-level sum only when
+            encoded with n_q = n.
         **vq_kwargs: passed to every `VectorQuantizer` (codebook_dim, decay, cosine, som, ...).
     """
 
     def __init__(
-        self, dim: int, n_q: int, codebook_size: int, quantizer_dropout: bool | float = True, **vq_kwargs
+        self, dim: int, n_q: int, codebook_size: int, quantizer_dropout: bool | float = True, beam_width: int = 1,
+        **vq_kwargs
     ) -> None:
         super().__init__(dim, n_q, codebook_size, quantizer_dropout)
         self.levels = nn.ModuleList([VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q)])
+        level = self.levels[0]
+        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+            raise ValueError(f"beam_width must be an integer >= 1, got {beam_width!r}")
+        if beam_width > 1 and (level.projected or level.cosine or level.normalized_search):
+            raise ValueError("beam_width > 1 needs Euclidean codes in the latent space (no codebook_dim, cosine or "
+                             "normalized_search)")
+        self.beam_width = beam_width
 
     @classmethod
     def from_config(cls, cfg) -> "ResidualVQ":
@@ -382,7 +398,7 @@ class ResidualVQ(LevelStack):
                    codebook_dim=q.codebook_dim, decay=q.decay, kmeans_init=q.kmeans_init,
                    kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som,
                    kmeans_frames_per_code=q.kmeans_frames_per_code, normalized_search=q.normalized_search,
-                   code_gradient=q.code_gradient)
+                   code_gradient=q.code_gradient, beam_width=q.beam_width)
 
     @property
     def ready(self) -> bool:
@@ -406,13 +422,15 @@ class ResidualVQ(LevelStack):
         n_levels = self._check_n_q(n_q)
         item_n_q = self._draw_item_levels(x.shape[0], x.device) if use_dropout else None
 
+        planned = self._beam_codes(x, n_levels) if self.beam_width > 1 and self.ready else None
         quantized = torch.zeros_like(x)  # sum of the levels' q (gradient only to out-projections)
         previous = torch.zeros_like(x)  # detached sum of the q so far, for the residual search
         codes, losses, stats = [], [], []
         for i, level in enumerate(self.levels[:n_levels]):
             active = None if item_n_q is None else item_n_q > i
             residual = x - previous  # gradient reaches x: level i's commitment loss trains the encoder
-            q, level_codes, loss, level_stats = level.quantize_level(residual, active)
+            q, level_codes, loss, level_stats = level.quantize_level(
+                residual, active, None if planned is None else planned[:, i])
             if not level.ready:  # pooling frames for its k-means: the next levels wait for its residuals
                 codes += [level_codes] * (n_levels - i)
                 stats.append(level_stats)
@@ -441,6 +459,8 @@ class ResidualVQ(LevelStack):
     def encode(self, x: Tensor, n_q: int | None = None) -> Tensor:
         """`[B, D, T] -> codes [B, n_q, T]` (no updates, no dropout)."""
         check_latents(x, self.dim)
+        if self.beam_width > 1:
+            return self._beam_codes(x, self._check_n_q(n_q))
         previous = torch.zeros_like(x)  # same arithmetic as forward, so the codes match exactly
         codes = []
         for level in self.levels[: self._check_n_q(n_q)]:
@@ -448,6 +468,13 @@ class ResidualVQ(LevelStack):
             previous = previous + q
             codes.append(level_codes)
         return torch.stack(codes, dim=1)
+
+    @torch.no_grad()
+    def _beam_codes(self, x: Tensor, n_levels: int) -> Tensor:
+        """`[B, D, T] -> [B, n_levels, T]`: the beam search's codes for the first `n_levels` levels."""
+        flat = x.detach().float().transpose(1, 2).reshape(-1, self.dim)
+        codes = beam_search_codes(flat, [level.embed for level in self.levels[:n_levels]], self.beam_width)
+        return codes.view(x.shape[0], x.shape[2], n_levels).transpose(1, 2)
 
     def decode(self, codes: Tensor) -> Tensor:
         """`codes [B, n, T]` with n <= n_q (-1 = level off for that item) -> `[B, D, T]`."""
