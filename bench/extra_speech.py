@@ -77,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoints", nargs="*")
     ap.add_argument("--n-q", type=int, nargs="+", default=[8, 1, 0], help="n_q to score (0 = unquantized)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--beam-width", type=int, default=None,
+                    help="encode with this residual beam search (default: each run's own setting)")
     args = ap.parse_args(argv)
     if args.make:
         print(f"{len(make_utterances(args.make, args.n))} utterances in {args.make}")
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
         set_threads(args.threads)
         rows, clips_at = [], {}  # clips loaded once per sample rate
         for ckpt in args.checkpoints:
-            codec, cfg = load_codec(ckpt)
+            codec, cfg = load_codec(ckpt, beam_width=args.beam_width)
             sr = cfg.data.sample_rate
             if sr not in clips_at:
                 clips_at[sr] = load_clips(clip_dir, sr)

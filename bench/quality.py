@@ -364,7 +364,7 @@ def score(args) -> tuple[list[dict], list[dict]]:
 
     rows, levels, clips_at = [], [], {}  # clips loaded once per sample rate
     for path in args.score:
-        codec, cfg = load_codec(path)
+        codec, cfg = load_codec(path, beam_width=args.beam_width)
         sr = cfg.data.sample_rate
         if sr not in clips_at:
             clips_at[sr] = held_out(args.data, args.split, sr, args.clip_seconds)
@@ -397,6 +397,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pesq", action="store_true", help="skip PESQ (where the pesq package is missing)")
     ap.add_argument("--score", nargs="+", metavar="CHECKPOINT",
                     help="score trained checkpoints on --split instead of racing (writes {out}.csv, default scores)")
+    ap.add_argument("--beam-width", type=int, default=None,
+                    help="with --score: encode with this residual beam search (default: each run's own setting)")
     args = ap.parse_args(argv)
     if args.score:
         missing = [c for c in args.score if not Path(c).is_file()]

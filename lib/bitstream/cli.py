@@ -145,10 +145,10 @@ def _output_format(path: Path, subtype: str | None) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------- commands
 
-def _load_codec(checkpoint: str | Path, device: str):
+def _load_codec(checkpoint: str | Path, device: str, beam_width: int | None = None):
     from lib.training.checkpoint import load_codec
 
-    return load_codec(checkpoint, device=device)[0]
+    return load_codec(checkpoint, device=device, beam_width=beam_width)[0]
 
 
 def _progress(args, total: float, desc: str):
@@ -188,7 +188,7 @@ def cmd_compress(args) -> int:
     if args.block_frames < 8 or args.block_frames % 8:
         raise UsageError(f"--block-frames must be a positive multiple of 8, got {args.block_frames}")
     src, out, ckpt = Path(args.input), check_output(args.output), Path(args.checkpoint)
-    codec = _load_codec(ckpt, args.device)
+    codec = _load_codec(ckpt, args.device, args.beam_width)
     n_q = _choose_n_q(args, codec)
     model, model_path = (None, None) if args.mode == "packed" else _entropy_model(args, ckpt, args.mode == "entropy")
     mode = "entropy" if model is not None else "packed"
@@ -325,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="payload: auto = entropy-coded when an entropy model is found, else packed")
     p.add_argument("--entropy-model", default=None, help=f"default: {SIDECAR_NAME} beside the checkpoint")
     p.add_argument("--block-frames", type=int, default=DEFAULT_BLOCK_FRAMES, help="frames per payload block")
+    p.add_argument("--beam-width", type=int, default=None,
+                   help="residual VQ: search this many partial sums per frame (default: the trained setting)")
     common(p)
     p.set_defaults(run=cmd_compress)
 

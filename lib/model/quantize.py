@@ -374,12 +374,6 @@ class ResidualVQ(LevelStack):
     ) -> None:
         super().__init__(dim, n_q, codebook_size, quantizer_dropout)
         self.levels = nn.ModuleList([VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q)])
-        level = self.levels[0]
-        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-            raise ValueError(f"beam_width must be an integer >= 1, got {beam_width!r}")
-        if beam_width > 1 and (level.projected or level.cosine or level.normalized_search):
-            raise ValueError("beam_width > 1 needs Euclidean codes in the latent space (no codebook_dim, cosine or "
-                             "normalized_search)")
         self.beam_width = beam_width
 
     @classmethod
@@ -399,6 +393,22 @@ class ResidualVQ(LevelStack):
                    kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som,
                    kmeans_frames_per_code=q.kmeans_frames_per_code, normalized_search=q.normalized_search,
                    code_gradient=q.code_gradient, beam_width=q.beam_width)
+
+    @property
+    def beam_width(self) -> int:
+        """Partial sums kept per frame by the residual search (1 = greedy); settable on a trained quantizer, since
+        it changes only which codes the encoder picks."""
+        return self._beam_width
+
+    @beam_width.setter
+    def beam_width(self, width: int) -> None:
+        level = self.levels[0]
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"beam_width must be an integer >= 1, got {width!r}")
+        if width > 1 and (level.projected or level.cosine or level.normalized_search):
+            raise ValueError("beam_width > 1 needs Euclidean codes in the latent space (no codebook_dim, cosine or "
+                             "normalized_search)")
+        self._beam_width = width
 
     @property
     def ready(self) -> bool:

@@ -204,14 +204,25 @@ def resolve_checkpoint(checkpoint: str | Path, run_dir: str | Path | None = None
     return path
 
 
-def load_codec(checkpoint: str | Path, run_dir: str | Path | None = None, device: str = "cpu", use_ema: bool = True):
+def load_codec(checkpoint: str | Path, run_dir: str | Path | None = None, device: str = "cpu", use_ema: bool = True,
+               beam_width: int | None = None):
     """Rebuild a trained codec (and its config) from a checkpoint path, or ``"latest"`` of ``run_dir``; eval mode.
 
     Returns ``(codec, cfg)``; the generator weight EMA is used when the run kept one and ``use_ema``.
+    ``beam_width`` (residual VQ only): encode with this beam search instead of the trained setting; the codes
+    still decode with the same codebooks, so it changes the encoder alone (``cfg`` records the trained value).
     """
     state = load_checkpoint(resolve_checkpoint(checkpoint, run_dir), map_location=device)
     cfg = config_from_dict(state["config"])
     codec = build_codec(cfg)
     weights = state["model"].get("ema") if use_ema and "ema" in state["model"] else state["model"]["codec"]
     codec.load_state_dict(weights)
+    if beam_width is not None:
+        if not hasattr(codec.quantizer, "beam_width"):
+            raise CheckpointError(f"beam_width={beam_width}: the {cfg.model.quantizer.kind!r} quantizer of "
+                                  f"{checkpoint} has no beam search (model.quantizer.kind rvq has)")
+        try:
+            codec.quantizer.beam_width = beam_width
+        except ValueError as err:
+            raise CheckpointError(f"{checkpoint}: {err}") from None
     return codec.to(device).eval(), cfg
