@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/speed.py            # 10 s clip, 5 timed rounds (about 2.5-4 min with DAC)
     .venv/bin/python bench/speed.py --quick    # 2 s clip, 3 rounds
+    .venv/bin/python bench/speed.py --models cpu cpu@model.quantizer.beam_width=8 encodec   # a preset with overrides
 
 Method
 - Every model lives in its own worker process (a fresh interpreter): it builds the model (random init, eval
@@ -55,13 +56,15 @@ class Runner:
         import torch
 
         self.name = name
-        if name in OUR_PRESETS:
+        preset, *overrides = name.split("@")  # "cpu@model.quantizer.beam_width=8": a preset with overrides
+        self.ours = preset in OUR_PRESETS
+        if self.ours:
             from lib.build import build_codec
             from lib.config import load_config
 
-            cfg = load_config(name)
+            cfg = load_config(preset, overrides)
             self.model = build_codec(cfg).eval()
-            self.n_q = OUR_PRESETS[name] or cfg.model.quantizer.n_q
+            self.n_q = OUR_PRESETS[preset] or cfg.model.quantizer.n_q
             self.bitrate = cfg.bitrate(self.n_q)
         elif name == "encodec":
             from encodec import EncodecModel
@@ -81,7 +84,7 @@ class Runner:
         self.torch = torch
 
     def encode(self, wav):
-        if self.name in OUR_PRESETS:
+        if self.ours:
             return self.model.encode(wav, n_q=self.n_q)
         if self.name == "encodec":
             return self.model.encode(wav)  # list of (codes [B, n_q, F], scale) frames
@@ -89,7 +92,7 @@ class Runner:
         return codes
 
     def decode(self, codes, length: int):
-        if self.name in OUR_PRESETS:
+        if self.ours:
             return self.model.decode(codes, length=length)
         if self.name == "encodec":
             return self.model.decode(codes)[..., :length]
