@@ -453,9 +453,10 @@ def validate(cfg: Config) -> None:
                           f"got codebook_dim={q.codebook_dim}")
     if isinstance(q.beam_width, bool) or not isinstance(q.beam_width, int) or q.beam_width < 1:
         raise ConfigError(f"model.quantizer.beam_width must be an integer >= 1, got {q.beam_width!r}")
-    if q.beam_width > 1 and (q.codebook_dim not in (None, m.dim) or q.cosine or q.normalized_search):
-        raise ConfigError("model.quantizer.beam_width > 1 needs Euclidean codes in the latent space "
-                          "(no codebook_dim, cosine or normalized_search)")
+    if q.kind == "rvq" and q.beam_width > 1 and (q.codebook_dim not in (None, m.dim) or q.cosine
+                                                 or q.normalized_search):
+        raise ConfigError(f"model.quantizer.beam_width={q.beam_width} needs Euclidean codes in the latent space (no "
+                          "codebook_dim, cosine or normalized_search): set model.quantizer.beam_width=1 with them")
     if q.som and q.som_shape is not None:
         if len(q.som_shape) != 2 or math.prod(q.som_shape) != q.codebook_size:
             raise ConfigError(f"model.quantizer.som_shape={q.som_shape} does not hold "

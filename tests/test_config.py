@@ -37,7 +37,7 @@ def test_overrides_dotted_strings_and_nested_dicts():
     (["model.quantizer.codebook_dim=999"], "codebook_dim=999"),
     (["model.quantizer.code_gradient=true"], "model.quantizer.code_gradient needs codebook_dim < model.dim"),
     (["model.quantizer.beam_width=0"], "model.quantizer.beam_width must be an integer >= 1, got 0"),
-    (["model.quantizer.beam_width=4", "model.quantizer.cosine=true"], "beam_width > 1 needs Euclidean codes"),
+    (["model.quantizer.beam_width=4", "model.quantizer.cosine=true"], "beam_width=4 needs Euclidean codes"),
     (["loss.phase_max_hz=20000"], "loss.phase_max_hz must be null or in (0, data.sample_rate / 2 = 12000]"),
     (["loss.waveform_mse_max_hz=-5"], "loss.waveform_mse_max_hz must be null or in (0, data.sample_rate / 2"),
     (["data.segment_seconds=0.001"], "shorter than one frame"),

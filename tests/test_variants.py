@@ -16,9 +16,10 @@ VARIANTS = {
     "energy_continuous": ["model.bottleneck=energy", "model.continuous=true", "model.quantizer.som=false",
                           "model.energy.n_steps=2", "model.energy.head_dim=8"],
     "ema_codebooks": ["model.quantizer.som=false"],
-    "factorised_cosine": ["model.quantizer.codebook_dim=4", "model.quantizer.cosine=true"],
+    "factorised_cosine": ["model.quantizer.codebook_dim=4", "model.quantizer.cosine=true",
+                          "model.quantizer.beam_width=1"],
     "factorised_code_gradient": ["model.quantizer.codebook_dim=4", "model.quantizer.normalized_search=true",
-                                 "model.quantizer.code_gradient=true"],
+                                 "model.quantizer.code_gradient=true", "model.quantizer.beam_width=1"],
     "beam_search": ["model.quantizer.beam_width=3"],
     "spectral_fsq": ["model.encoder=stft", "model.decoder=istft", "model.spectral.hidden=32",
                      "model.spectral.encoder_blocks=1", "model.spectral.decoder_blocks=2",
@@ -27,8 +28,8 @@ VARIANTS = {
                      "model.spectral.n_fft=1280", "model.quantizer.som=false"],
     "seanet_fsq": ["model.quantizer.kind=fsq", "model.quantizer.som=false"],
 }
-STREAMABLE = {"conv", "beam_search", "multires_blocks", "wavelet_upsampler", "ema_codebooks", "factorised_code_gradient",
-              "spectral_fsq", "spectral_rvq", "seanet_fsq"}
+STREAMABLE = {"conv", "beam_search", "multires_blocks", "wavelet_upsampler", "ema_codebooks",
+              "factorised_code_gradient", "spectral_fsq", "spectral_rvq", "seanet_fsq"}
 # k-means on the first batch alone: these tests take a few steps, too few to pool one frame per code.
 FIRST_BATCH_INIT = ["model.quantizer.kmeans_frames_per_code=0"]
 
