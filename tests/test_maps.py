@@ -137,6 +137,15 @@ def test_level_inputs_are_the_residuals_each_level_sees():
     q0, _ = rvq.levels[0].quantize(x)
     torch.testing.assert_close(first, x.transpose(1, 2).reshape(-1, 3))
     torch.testing.assert_close(second, (x - q0).transpose(1, 2).reshape(-1, 3))
+    rvq.train()(torch.randn(4, 3, 200))  # k-means init, so that a beam finds other codes than greedy search
+    rvq.eval()
+    rvq.beam_width = 4
+    x = torch.randn(2, 3, 50)
+    codes = rvq.encode(x)
+    greedy_first = rvq.levels[0].quantize(x)[1]
+    assert not torch.equal(codes[:, 0], greedy_first)  # the beam chose other first-level codes somewhere
+    _, second = level_inputs(rvq, x)  # level 1 sees what the chosen level-0 codes left
+    torch.testing.assert_close(second, (x - rvq.levels[0].dequantize(codes[:, 0])).transpose(1, 2).reshape(-1, 3))
 
 
 # ----------------------------------------------------------------------------- codec views

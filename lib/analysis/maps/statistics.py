@@ -79,20 +79,20 @@ def encoder_latents(codec, clips: list[Tensor]) -> Tensor:
 
 @torch.no_grad()
 def level_inputs(quantizer: ResidualVQ, latents: Tensor, n_levels: int | None = None) -> list[Tensor]:
-    """What each level searches its codebook with: the residual left by the levels before it, in that
-    level's code space (after any in-projection / normalisation).
+    """What each level searches its codebook with: the residual left by the codes the encoder chose at the
+    levels before it (greedy or beam search, as ``quantizer.encode`` does), in that level's code space (after any
+    in-projection / normalisation).
 
     Args: latents `[B, D, F]`. Returns: one `[B * F, d]` tensor per level (the first `n_levels`).
     """
     n_levels = quantizer.n_q if n_levels is None else n_levels
+    codes = quantizer.encode(latents, n_levels)  # [B, n_levels, F]
     previous = torch.zeros_like(latents)
     inputs = []
-    for level in quantizer.levels[:n_levels]:
-        residual = latents - previous
-        z = level.to_code_space(residual).float()  # [B, d, F]
+    for i, level in enumerate(quantizer.levels[:n_levels]):
+        z = level.to_code_space(latents - previous).float()  # [B, d, F]
         inputs.append(z.transpose(1, 2).reshape(-1, z.shape[1]))
-        q, _ = level.quantize(residual)
-        previous = previous + q
+        previous = previous + level.dequantize(codes[:, i]).to(latents.dtype)
     return inputs
 
 
