@@ -50,6 +50,7 @@ class QuantizerConfig:
     normalized_search: bool = False  # nearest code by cosine, values keep their magnitude (DAC's lookup)
     code_gradient: bool = False  # straight-through in code space: the in-projection learns from the reconstruction
     beam_width: int = 1  # residual search: 1 = greedy, more = keep that many partial sums per frame (kind rvq)
+    beam_in_training: bool = True  # false: training searches greedily, evaluation and encoding with the beam
     # Fraction of batch items that draw their own number of levels in [1, n_q] (true = all, false = none);
     # the other items use every level, so the decoder keeps seeing the full bitrate (DAC uses 0.5).
     quantizer_dropout: float | bool = 1.0

@@ -184,21 +184,23 @@ def test_cli_round_trip_is_exact(tmp_path, trained, clip, mode):
 
 
 def test_cli_beam_width_writes_the_beam_searched_codes(tmp_path, trained, clip, capsys):
-    wav, vqc = _write_wav(tmp_path / "in.wav", clip), tmp_path / "beam.vqc"
-    argv = ["compress", str(wav), str(vqc), "--checkpoint", str(trained["ckpt"]), "--mode", "packed", "-q"]
-    assert main(argv + ["--beam-width", "8"]) == 0
-    beam_codec, cfg = load_codec(trained["ckpt"], beam_width=8)
-    trained_width = cfg.model.quantizer.beam_width
-    assert trained["codec"].quantizer.beam_width == trained_width < 8  # the trained setting is left alone
-    with torch.inference_mode():
-        x = clip.unsqueeze(0)
-        beam, own = beam_codec.encode(x)[0], trained["codec"].encode(x)[0]
-        latents = beam_codec._latents(beam_codec._wav(x))
-        errors = [(latents - beam_codec.quantizer.decode(c[None])).pow(2).sum().item() for c in (beam, own)]
-    assert np.array_equal(_codes(vqc, read_header(vqc)), beam.numpy())
-    assert not torch.equal(beam, own) and errors[0] < errors[1]  # other codes, nearer the latents
-    _fails(capsys, argv + ["--beam-width", "0"], "beam_width must be an integer >= 1, got 0",
-           trained["ckpt"].name)
+    wav = _write_wav(tmp_path / "in.wav", clip)
+    argv = ["compress", str(wav), "OUT", "--checkpoint", str(trained["ckpt"]), "--mode", "packed", "-q"]
+    codes, errors = {}, {}
+    for width in (1, 16):  # greedy search, and a beam wider than the trained setting
+        vqc = tmp_path / f"w{width}.vqc"
+        assert main([str(vqc) if a == "OUT" else a for a in argv] + ["--beam-width", str(width)]) == 0
+        codec, cfg = load_codec(trained["ckpt"], beam_width=width)
+        with torch.inference_mode():
+            x = clip.unsqueeze(0)
+            codes[width] = codec.encode(x)[0]
+            latents = codec._latents(codec._wav(x))
+            errors[width] = (latents - codec.quantizer.decode(codes[width][None])).pow(2).sum().item()
+        assert np.array_equal(_codes(vqc, read_header(vqc)), codes[width].numpy())
+    assert trained["codec"].quantizer.beam_width == cfg.model.quantizer.beam_width  # the trained setting stays
+    assert not torch.equal(codes[1], codes[16]) and errors[16] < errors[1]  # other codes, nearer the latents
+    _fails(capsys, [str(tmp_path / "bad.vqc") if a == "OUT" else a for a in argv] + ["--beam-width", "0"],
+           "beam_width must be an integer >= 1, got 0", trained["ckpt"].name)
 
 
 def test_resampling_and_mixdown_are_said_and_exact(tmp_path, trained, capsys):

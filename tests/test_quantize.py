@@ -336,6 +336,16 @@ def test_residual_vq_with_a_beam_trains_and_encodes_on_the_beam_codes():
         errors[width] = [(data - rvq.decode(c)).pow(2).mean().item() for c in (codes, rvq.encode(data))]
     assert errors[1][0] == errors[1][1]
     assert errors[4][0] < 0.98 * errors[4][1]  # the beam's sums lie nearer the latents than greedy search's
+    # beam_in_training=False: training searches greedily (codes and EMA as with width 1), evaluation with the beam
+    torch.manual_seed(1)
+    greedy = ResidualVQ(8, 3, 16, quantizer_dropout=0.0, kmeans_frames_per_code=0)
+    greedy.train()(data)
+    encoder_only = copy.deepcopy(greedy)
+    encoder_only.beam_width, encoder_only.beam_in_training = 4, False
+    assert torch.equal(encoder_only.train()(data).codes, greedy.train()(data).codes)
+    assert torch.equal(encoder_only.codebooks, greedy.codebooks)
+    assert torch.equal(encoder_only.eval()(data).codes, encoder_only._beam_codes(data, 3))
+    assert not torch.equal(encoder_only.eval()(data).codes, greedy.eval()(data).codes)
     with pytest.raises(ValueError, match="beam_width > 1 needs Euclidean codes"):
         ResidualVQ(8, 2, 16, beam_width=2, codebook_dim=4)
     with pytest.raises(ValueError, match="beam_width must be an integer >= 1"):

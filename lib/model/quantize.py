@@ -364,17 +364,17 @@ class ResidualVQ(LevelStack):
             partial sums per frame and returns the codes of the nearest full sum, in training (the codes the EMA
             and the decoder see) and in encoding. Needs Euclidean codes in the latent space (no codebook_dim,
             cosine or normalized_search). The codes of the first n levels are then the best n-level sum only when
-            encoded with n_q = n.
+            encoded with n_q = n. `beam_in_training=False` keeps training greedy (the beam then serves eval and encode).
         **vq_kwargs: passed to every `VectorQuantizer` (codebook_dim, decay, cosine, som, ...).
     """
 
     def __init__(
         self, dim: int, n_q: int, codebook_size: int, quantizer_dropout: bool | float = True, beam_width: int = 1,
-        **vq_kwargs
+        beam_in_training: bool = True, **vq_kwargs
     ) -> None:
         super().__init__(dim, n_q, codebook_size, quantizer_dropout)
         self.levels = nn.ModuleList([VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q)])
-        self.beam_width = beam_width
+        self.beam_width, self.beam_in_training = beam_width, beam_in_training
 
     @classmethod
     def from_config(cls, cfg) -> "ResidualVQ":
@@ -392,7 +392,8 @@ class ResidualVQ(LevelStack):
                    codebook_dim=q.codebook_dim, decay=q.decay, kmeans_init=q.kmeans_init,
                    kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som,
                    kmeans_frames_per_code=q.kmeans_frames_per_code, normalized_search=q.normalized_search,
-                   code_gradient=q.code_gradient, beam_width=q.beam_width)
+                   code_gradient=q.code_gradient, beam_width=q.beam_width,
+                   beam_in_training=q.beam_in_training)
 
     @property
     def beam_width(self) -> int:
@@ -432,7 +433,8 @@ class ResidualVQ(LevelStack):
         n_levels = self._check_n_q(n_q)
         item_n_q = self._draw_item_levels(x.shape[0], x.device) if use_dropout else None
 
-        planned = self._beam_codes(x, n_levels) if self.beam_width > 1 and self.ready else None
+        beam = self.beam_width > 1 and self.ready and (self.beam_in_training or not self.training)
+        planned = self._beam_codes(x, n_levels) if beam else None
         quantized = torch.zeros_like(x)  # sum of the levels' q (gradient only to out-projections)
         previous = torch.zeros_like(x)  # detached sum of the q so far, for the residual search
         codes, losses, stats = [], [], []
