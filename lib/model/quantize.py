@@ -484,7 +484,7 @@ class ResidualVQ(LevelStack):
     @torch.no_grad()
     def _beam_codes(self, x: Tensor, n_levels: int) -> Tensor:
         """`[B, D, T] -> [B, n_levels, T]`: the beam search's codes for the first `n_levels` levels."""
-        flat = x.detach().float().transpose(1, 2).reshape(-1, self.dim)
+        flat = x.detach().transpose(1, 2).reshape(-1, self.dim)  # searched in the codebooks' dtype
         codes = beam_search_codes(flat, [level.embed for level in self.levels[:n_levels]], self.beam_width)
         return codes.view(x.shape[0], x.shape[2], n_levels).transpose(1, 2)
 
