@@ -16,6 +16,7 @@ apart: PESQ-WB, STOI, SI-SDR and mel distance.
     python bench/quality.py --long                   # 2 hours per system
     python bench/quality.py --systems default --steps 600 --eval-steps 150 300 600   # step budget instead
     python bench/quality.py --score runs/a/checkpoint.pt runs/b/checkpoint.pt --ceiling   # trained runs, no race
+    python bench/quality.py --keep runs/race         # keep runs/race/<system>/step<N>.pt at every mark
 
 Systems: ``default`` (the ``cpu`` preset), ``seanet`` (the SEANet codec of the ``cpu_seanet`` preset),
 ``encodec`` (EnCodec's 24 kHz SEANet + LSTM and its RVQ from the ``encodec`` package, random init, behind the
@@ -255,8 +256,14 @@ class Runner:
         cfg = load_config(preset, overrides + schedule_overrides(args, load_config(preset, overrides).train))
         cfg.train.device = args.device
         codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
-        # the trainer's logs, removed by close(); a system named by a YAML path gets its file's stem
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{Path(name).stem}-"))
+        # the trainer's logs, removed by close() unless --keep names a folder for them (then a checkpoint is saved
+        # at every mark, to be scored again with --score); a system named by a YAML path gets its file's stem
+        self.keep = getattr(args, "keep", None)
+        if self.keep:
+            self.run_dir = Path(self.keep) / Path(name).stem
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{Path(name).stem}-"))
         self.trainer = Trainer(cfg, args.data, self.run_dir, resume=False, progress=False, codec=codec)
         self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
         self.extra_clips = list(extra_clips)  # another split scored at every mark (``--also-split``)
@@ -270,7 +277,8 @@ class Runner:
 
     def close(self) -> None:
         self.trainer.close()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @property
     def done(self) -> bool:
@@ -294,6 +302,8 @@ class Runner:
 
     def evaluate(self) -> None:
         tr, args = self.trainer, self.args
+        if self.keep:  # before the scores: a checkpoint never waits on a metric
+            tr.save(self.run_dir / f"step{tr.step}.pt")
         codec = tr.ema if tr.ema is not None else tr.codec
         codec = codec.cpu() if args.device != "cpu" else codec
         for split, clips in ((args.split, self.clips), (getattr(args, "also_split", None), self.extra_clips)):
@@ -393,6 +403,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every system")
     ap.add_argument("--out", default=None, help="name of the CSVs and figure (default: quality; quick with --quick)")
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep each system's run folder under DIR, with a checkpoint step{N}.pt at every mark")
     ap.add_argument("--ceiling", action="store_true", help="also evaluate the unquantized latents (n_q = 0)")
     ap.add_argument("--no-pesq", action="store_true", help="skip PESQ (where the pesq package is missing)")
     ap.add_argument("--score", nargs="+", metavar="CHECKPOINT",

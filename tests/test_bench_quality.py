@@ -16,6 +16,7 @@ from lib.analysis.metrics import stoi  # noqa: E402
 from lib.build import build_codec  # noqa: E402
 from lib.config import load_config  # noqa: E402
 from lib.data.corpus import build_default_corpus  # noqa: E402
+from lib.training.checkpoint import load_codec  # noqa: E402
 
 FSQ = ["model.quantizer.kind=fsq", "model.quantizer.som=false", "model.quantizer.n_q=2",
        "model.quantizer.fsq_levels=[4, 3]"]
@@ -148,6 +149,24 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
         (quality.ENVELOPE_SWAP_BAND, "fine structure")]
     assert all(r["clips"] == 1 and math.isnan(r["pesq_wb"]) and 0 <= r["stoi"] <= 1 for r in swaps)
     assert len(made) == 1 and not Path(made[0]).exists()  # the trainer's folder is removed at the end
+
+
+def test_a_race_with_keep_saves_a_checkpoint_per_mark_that_scores_like_the_race(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    build_default_corpus(corpus, minutes=0.4, sources="synthetic", progress=False)
+    monkeypatch.setattr(quality, "write_csv", lambda rows, name: None)
+    args = Namespace(systems=["tiny"], data=str(corpus), split="valid", also_split=None, steps=3, eval_steps=[1, 3],
+                     device="cpu", ceiling=False, no_pesq=True, out="race", keep=str(tmp_path / "kept"),
+                     set=["data.batch_size=2", "model.quantizer.n_q=2", "train.quantizer_warmup_steps=0",
+                          "train.stft_n_ffts=[256]"])
+    clips = [("speech/a", "speech", torch.randn(1, 1, 12000, generator=torch.Generator().manual_seed(1)) * 0.1)]
+    rows = quality.race(args, clips)
+    kept = tmp_path / "kept" / "tiny"
+    assert sorted(p.name for p in kept.glob("step*.pt")) == ["step1.pt", "step3.pt"]
+    codec, _ = load_codec(kept / "step3.pt")  # the codec the race scored at its last mark
+    again = quality.evaluate(codec, clips, 24000, [1, 2], pesq=False)
+    last = [r for r in rows if r["step"] == 3]
+    assert [r["mel_distance"] for r in again] == pytest.approx([r["mel_distance"] for r in last], rel=1e-5)
 
 
 @pytest.mark.parametrize("minutes, steps, sets, budget, expected", [
