@@ -336,6 +336,9 @@ def race(args, clips, extra_clips=()) -> list[dict]:
     """Interleaved: every system takes one step in turn, so that whatever else the machine does slows all alike.
     ``clips`` are the ``--split``'s, on which the per-level and per-band diagnostics are read too; ``extra_clips``
     (``--also-split``) are scored at every mark as well, their rows marked with their split."""
+    stems = [Path(name).stem for name in args.systems]
+    if getattr(args, "keep", None) and len(set(stems)) < len(stems):
+        raise ValueError(f"--keep: systems {args.systems} would share a run folder (same file stem) under {args.keep}")
     runners: list[Runner] = []
     try:
         runners.extend(Runner(name, args, clips, extra_clips) for name in args.systems)

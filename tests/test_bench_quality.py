@@ -167,6 +167,9 @@ def test_a_race_with_keep_saves_a_checkpoint_per_mark_that_scores_like_the_race(
     again = quality.evaluate(codec, clips, 24000, [1, 2], pesq=False)
     last = [r for r in rows if r["step"] == 3]
     assert [r["mel_distance"] for r in again] == pytest.approx([r["mel_distance"] for r in last], rel=1e-5)
+    args.systems = ["tiny", "some/where/tiny.yml"]  # one folder for two systems: refused before any training
+    with pytest.raises(ValueError, match="tiny.yml.*share a run folder"):
+        quality.race(args, clips)
 
 
 @pytest.mark.parametrize("minutes, steps, sets, budget, expected", [
