@@ -353,6 +353,17 @@ def test_resume_applies_new_rates_and_starts_a_new_ema_from_the_weights(corpus, 
     assert tr.opt_g.param_groups[0]["betas"] == (0.8, 0.95)
 
 
+def test_resume_follows_a_new_beam_width_but_not_a_new_codebook(corpus, tmp_path):
+    # a run trained greedily continues under a preset that searches with a beam (or trains with one)
+    _trainer(corpus, tmp_path, ["train.ckpt_every=2", "model.quantizer.beam_width=1"]).fit(2)
+    tr = _trainer(corpus, tmp_path, ["model.quantizer.beam_width=4", "model.quantizer.beam_in_training=true"])
+    assert tr.step == 2 and tr.codec.quantizer.beam_width == 4 and tr.codec.quantizer.beam_in_training
+    tr.fit(3)
+    assert tr.step == 3
+    with pytest.raises(CheckpointError, match=r"model\.quantizer\.codebook_size: checkpoint=\d+ config=7"):
+        _trainer(corpus, tmp_path, ["model.quantizer.codebook_size=7"])
+
+
 def test_unreadable_checkpoints_and_other_discriminators_are_named(corpus, tmp_path):
     for name, data in (("empty.pt", b""), ("cut.pt", None)):
         if data is None:

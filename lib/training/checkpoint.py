@@ -115,11 +115,13 @@ def save_checkpoint(path: str | Path, *, config: dict, step: int, model: dict, o
 
 
 def load_checkpoint(path: str | Path, expected_config: dict | None = None, map_location: str | torch.device = "cpu",
-                    compare_keys: tuple[str, ...] = ("model", "data.sample_rate", "data.channels")) -> dict:
+                    compare_keys: tuple[str, ...] = ("model", "data.sample_rate", "data.channels"),
+                    free_keys: tuple[str, ...] = ()) -> dict:
     """Load a checkpoint safely (never unpickles code).
 
     With ``expected_config``, the stored config must agree with it on ``compare_keys`` (dotted paths; ``model``
-    compares the whole model section), otherwise ``CheckpointError`` lists the differing keys.
+    compares the whole model section) apart from ``free_keys`` (dotted paths inside them that may differ),
+    otherwise ``CheckpointError`` lists the differing keys.
     """
     path = Path(path)
     if not path.is_file():
@@ -141,7 +143,8 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None, map_l
         diffs = []
         for key in compare_keys:
             a, b = _get(stored, key), _get(expected, key)
-            diffs += [f"{key}{k}: checkpoint={x!r} config={y!r}" for k, x, y in _diff(a, b)]
+            diffs += [f"{key}{k}: checkpoint={x!r} config={y!r}" for k, x, y in _diff(a, b)
+                      if f"{key}{k}" not in free_keys]
         if diffs:
             raise CheckpointError(f"checkpoint {path} was made with a different configuration:\n  "
                                   + "\n  ".join(diffs[:20]))
@@ -188,6 +191,11 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
 
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# What must agree between a checkpoint and the configuration that resumes it (the weights' shapes follow them) ...
+RESUME_KEYS = ("model", "data.sample_rate", "data.channels", "train.discriminators", "train.disc_channels",
+               "train.disc_max_channels", "train.stft_n_ffts")
+# ... except how codes are searched: any trained codebooks follow another beam width.
+RESUME_FREE_KEYS = ("model.quantizer.beam_width", "model.quantizer.beam_in_training")
 
 
 def resolve_checkpoint(checkpoint: str | Path, run_dir: str | Path | None = None) -> Path:

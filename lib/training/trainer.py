@@ -39,8 +39,9 @@ import yaml
 from torch import nn
 
 from lib.build import build_codec, build_discriminators
-from lib.training.checkpoint import (CHECKPOINT_NAME, CheckpointReadError, load_checkpoint, load_state, previous_path,
-                                     rng_state, save_checkpoint, set_rng_state)
+from lib.training.checkpoint import (CHECKPOINT_NAME, RESUME_FREE_KEYS, RESUME_KEYS, CheckpointReadError,
+                                     load_checkpoint, load_state, previous_path, rng_state, save_checkpoint,
+                                     set_rng_state)
 from lib.training.checks import check_writable
 from lib.training.runlog import read_log, remove_stale_temp_files, set_aside, truncate_log
 from lib.config import Config
@@ -54,9 +55,6 @@ from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
 
 
-# What must agree between a checkpoint and the configuration that resumes it (the weights' shapes follow them).
-RESUME_KEYS = ("model", "data.sample_rate", "data.channels", "train.discriminators", "train.disc_channels",
-               "train.disc_max_channels", "train.stft_n_ffts")
 __all__ = ["Trainer", "TrainingDiverged", "StepResult", "read_log"]
 
 
@@ -470,7 +468,7 @@ class Trainer:
         (architecture, discriminators) are a ``CheckpointError`` naming the keys."""
         t = self.cfg.train
         state = load_checkpoint(path, expected_config=self.cfg.to_dict(), map_location=self.device,
-                                compare_keys=RESUME_KEYS)
+                                compare_keys=RESUME_KEYS, free_keys=RESUME_FREE_KEYS)
         load_state(self.codec, state["model"]["codec"], "codec", path)
         load_state(self.discs, state["model"]["discs"], "discriminator", path)
         if self.ema is not None:
