@@ -149,6 +149,9 @@ class LossConfig:
     # Above phase_max_hz the complex-STFT term holds the phase's frame-to-frame and bin-to-bin differences at this
     # weight (relative to its other parts) instead of leaving the phase free; 0 = off.
     phase_derivative: float = 0.0
+    # Hop of the mel and complex-STFT losses as a fraction of each window: 0.25 (75 % overlap, SoundStream's and
+    # DAC's) or 0.5 (50 %: the periodic Hann windows still cover every sample alike, at half the frames).
+    stft_hop_fraction: float = 0.25
 
 
 @dataclass
@@ -473,6 +476,8 @@ def validate(cfg: Config) -> None:
         if hz is not None and not 0.0 < hz <= d.sample_rate / 2:
             raise ConfigError(f"loss.{key} must be null or in (0, data.sample_rate / 2 = {d.sample_rate / 2:g}] "
                               f"Hz, got {hz}")
+    if not 0.0 < lo.stft_hop_fraction <= 0.5:
+        raise ConfigError(f"loss.stft_hop_fraction must be in (0, 0.5], got {lo.stft_hop_fraction}")
     if lo.phase_derivative < 0.0:
         raise ConfigError(f"loss.phase_derivative must be >= 0, got {lo.phase_derivative}")
     if lo.mel_log_weight is not None and not lo.mel_log_weight > 0.0:

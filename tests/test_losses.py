@@ -112,19 +112,20 @@ def test_mel_loss_zero_for_identical_and_grows_with_noise():
     assert values[0] > 0 and values[0] < values[1] < values[2]
 
 
-def test_mel_loss_defaults_and_one_window_by_hand():
+@pytest.mark.parametrize("hop_fraction", [0.25, 0.5])
+def test_mel_loss_defaults_and_one_window_by_hand(hop_fraction):
     loss = MultiScaleMelLoss(SR)
     assert [m.n_mels for m in [t.mel_scale for t in loss.mels]] == [5, 10, 20, 40, 80, 160, 320]
     assert loss.log_weights == pytest.approx([math.sqrt(w / 2) for w in (32, 64, 128, 256, 512, 1024, 2048)])
 
     # One window, recomputed from torch.stft and a mel filterbank.
     w, n_mels, eps = 256, 40, 1e-5
-    single = MultiScaleMelLoss(SR, windows=(w,), n_mels=(n_mels,))
+    single = MultiScaleMelLoss(SR, windows=(w,), n_mels=(n_mels,), hop_fraction=hop_fraction)
     x, y = _tone_plus_noise(4000), _tone_plus_noise(4000)
     fb = torchaudio.functional.melscale_fbanks(w // 2 + 1, 0.0, SR / 2, n_mels, SR)  # [freq, mels]
 
     def mel(sig):
-        spec = torch.stft(sig.view(-1, sig.shape[-1]), w, hop_length=w // 4, window=torch.hann_window(w),
+        spec = torch.stft(sig.view(-1, sig.shape[-1]), w, hop_length=int(w * hop_fraction), window=torch.hann_window(w),
                           center=True, pad_mode="reflect", return_complex=True).abs()
         return (spec.transpose(1, 2) @ fb).transpose(1, 2)
 
@@ -251,20 +252,22 @@ def _sine(hz: float, t: int = 8000, sr: int = SR) -> torch.Tensor:
     return torch.sin(2 * math.pi * hz * torch.arange(t) / sr).reshape(1, 1, t)
 
 
-def test_complex_stft_loss_matches_a_hand_computation():
+@pytest.mark.parametrize("hop_fraction", [0.25, 0.5])
+def test_complex_stft_loss_matches_a_hand_computation(hop_fraction):
     torch.manual_seed(0)
     x, y = 0.1 * torch.randn(2, 1, 4000), 0.1 * torch.randn(2, 1, 4000)
     n, c = 256, 0.3
 
     def compressed(s):
-        spec = torch.stft(s.reshape(-1, 4000), n, n // 4, window=torch.hann_window(n), normalized=True,
+        spec = torch.stft(s.reshape(-1, 4000), n, int(n * hop_fraction), window=torch.hann_window(n), normalized=True,
                           center=True, pad_mode="reflect", return_complex=True)
         mag = spec.abs()
         return torch.polar(mag.pow(c), spec.angle()), mag.pow(c)
 
     (cx, mx), (cy, my) = compressed(x), compressed(y)
     expected = (cx - cy).abs().pow(2).mean() + (mx - my).pow(2).mean()
-    assert float(ComplexSTFTLoss(fft_sizes=(n,))(x, y)) == pytest.approx(float(expected), rel=1e-4)
+    assert float(ComplexSTFTLoss(fft_sizes=(n,), hop_fraction=hop_fraction)(x, y)) == pytest.approx(float(expected),
+                                                                                                rel=1e-4)
 
 
 def test_complex_stft_loss_leaves_the_phase_above_phase_max_hz_free():
@@ -384,6 +387,23 @@ def test_mel_log_weight_setting_reaches_the_loss():
     assert equal(x, y).item() < soundstream(x, y).item()  # every log term weighs 1 instead of 4 .. 32
     with pytest.raises(ConfigError, match=r"loss\.mel_log_weight"):
         load_config("tiny", ["loss.mel_log_weight=0"])
+
+
+def test_stft_hop_fraction_setting_reaches_both_spectral_losses():
+    from lib.config import ConfigError, load_config
+    from lib.training.objectives import LOSS_TERMS
+
+    cfg = load_config("cpu", ["loss.stft_hop_fraction=0.5"])
+    mel, spectral = LOSS_TERMS.get("mel")(cfg).loss, LOSS_TERMS.get("complex_stft")(cfg).loss
+    assert [m.spectrogram.hop_length for m in mel.mels] == [w // 2 for w in mel.windows]
+    assert spectral.hops == {n: n // 2 for n in spectral.fft_sizes}
+    default = LOSS_TERMS.get("complex_stft")(load_config("cpu")).loss
+    assert default.hops == {n: n // 4 for n in default.fft_sizes}
+    for bad in ("0", "0.75"):  # no overlap or less than half: some samples would weigh less than others
+        with pytest.raises(ConfigError, match=r"loss\.stft_hop_fraction"):
+            load_config("cpu", [f"loss.stft_hop_fraction={bad}"])
+    with pytest.raises(ValueError, match="hop_fraction"):
+        ComplexSTFTLoss(hop_fraction=1.0)
 
 
 def test_phase_derivative_setting_reaches_the_loss():

@@ -42,6 +42,12 @@ def _as_list(logits: Logits, name: str) -> list[torch.Tensor]:
     return out
 
 
+def _check_hop_fraction(hop_fraction: float) -> None:
+    if not 0 < hop_fraction <= 0.5:
+        raise ValueError(f"hop_fraction must be in (0, 0.5] (Hann windows overlapping at least by half), "
+                         f"got {hop_fraction}")
+
+
 def _fold_channels(x: torch.Tensor, name: str) -> torch.Tensor:
     """`[B, C, T]` (or `[B, T]`, `[T]`) -> `[B * C, T]`."""
     if x.dim() == 0:
@@ -57,7 +63,7 @@ def _fold_channels(x: torch.Tensor, name: str) -> torch.Tensor:
 class MultiScaleMelLoss(nn.Module):
     """SoundStream multi-window mel loss.
 
-    For each window size `w` (hop `w // 4`, `n_mels[i]` mel bands, magnitude mel spectrogram `S_w`):
+    For each window size `w` (hop `w * hop_fraction`, `n_mels[i]` mel bands, magnitude mel spectrogram `S_w`):
 
         L_w = mean |S_w(x) - S_w(y)| + log_weight_w * mean (log S_w(x) - log S_w(y)) ** 2
 
@@ -71,14 +77,17 @@ class MultiScaleMelLoss(nn.Module):
             an int uses the same count for every window.
         log_weight: weight of the log-mel term; None -> `sqrt(w / 2)` per window (SoundStream); a float for all.
         eps: floor of the mel magnitudes before the log.
+        hop_fraction: hop as a fraction of the window, in (0, 0.5]: 0.25 (SoundStream's) or 0.5 (half the frames;
+            the periodic Hann windows still weigh every sample alike).
 
     `forward(x [B, C, T], y [B, C, T]) -> scalar`, needs `T > max(windows) // 2` (reflect-padded STFT).
     """
 
     def __init__(self, sample_rate: int, windows: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
                  n_mels: Union[None, int, Sequence[int]] = None, log_weight: Optional[float] = None,
-                 eps: float = 1e-5, log_distance: str = "l2"):
+                 eps: float = 1e-5, log_distance: str = "l2", hop_fraction: float = 0.25):
         super().__init__()
+        _check_hop_fraction(hop_fraction)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         if len(windows) == 0:
@@ -101,8 +110,9 @@ class MultiScaleMelLoss(nn.Module):
             # w=2048). They are zero for both signals and add nothing to the loss, so the warning is noise.
             warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
             self.mels = nn.ModuleList(
-                torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=w, win_length=w, hop_length=max(1, w // 4),
-                                                     n_mels=m, power=1.0, center=True, pad_mode="reflect")
+                torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=w, win_length=w,
+                                                     hop_length=max(1, int(w * hop_fraction)), n_mels=m, power=1.0,
+                                                     center=True, pad_mode="reflect")
                 for w, m in zip(windows, n_mels))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -255,7 +265,7 @@ def _neighbour_products(hx: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:
 class ComplexSTFTLoss(nn.Module):
     """Multi-resolution loss on power-compressed complex spectra (phase-aware).
 
-    Per resolution (FFT size `n`, hop `n // 4`, periodic Hann window, `normalized=True` STFT), with
+    Per resolution (FFT size `n`, hop `n * hop_fraction`, periodic Hann window, `normalized=True` STFT), with
     `C(X) = |X|^c * X / |X|` (magnitude compressed to the power `c`, phase kept):
 
         L_n = mean |C(X) - C(Y)|^2 + mag_weight * mean (|X|^c - |Y|^c)^2
@@ -278,8 +288,9 @@ class ComplexSTFTLoss(nn.Module):
 
     def __init__(self, fft_sizes: Sequence[int] = (256, 512, 1024, 2048), compression: float = 0.3,
                  mag_weight: float = 1.0, eps: float = 1e-8, sample_rate: Optional[int] = None,
-                 phase_max_hz: Optional[float] = None, phase_derivative: float = 0.0):
+                 phase_max_hz: Optional[float] = None, phase_derivative: float = 0.0, hop_fraction: float = 0.25):
         super().__init__()
+        _check_hop_fraction(hop_fraction)
         if not fft_sizes:
             raise ValueError("fft_sizes must name at least one FFT size")
         if not 0 < compression <= 1:
@@ -291,6 +302,7 @@ class ComplexSTFTLoss(nn.Module):
             raise ValueError(f"phase_derivative must be >= 0, got {phase_derivative}")
         self.fft_sizes, self.compression, self.mag_weight, self.eps = tuple(fft_sizes), compression, mag_weight, eps
         self.phase_derivative = phase_derivative
+        self.hops = {n: max(1, int(n * hop_fraction)) for n in self.fft_sizes}
         # complex-term bins per FFT size: all of them without a limit
         self.phase_bins = {n: n // 2 + 1 if phase_max_hz is None else bins_up_to(phase_max_hz, n, sample_rate)
                            for n in self.fft_sizes}
@@ -302,7 +314,7 @@ class ComplexSTFTLoss(nn.Module):
 
         Planar copies: elementwise work on the interleaved views of `view_as_real` ran 3.5x slower per operation
         than on contiguous planes (a multiply at the cpu batch's 2048-point spectrum)."""
-        spec = torch.stft(x, n, hop_length=n // 4, window=getattr(self, f"window_{n}"), normalized=True,
+        spec = torch.stft(x, n, hop_length=self.hops[n], window=getattr(self, f"window_{n}"), normalized=True,
                           center=True, pad_mode="reflect", return_complex=True)
         planes = torch.view_as_real(spec).movedim(-1, 0).contiguous()
         return planes, planes.square().sum(0) + self.eps

@@ -100,7 +100,8 @@ class MelTerm(LossTerm):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.loss = MultiScaleMelLoss(cfg.data.sample_rate, windows=tuple(cfg.loss.mel_windows),
-                                      log_distance=cfg.loss.mel_log_distance, log_weight=cfg.loss.mel_log_weight)
+                                      log_distance=cfg.loss.mel_log_distance, log_weight=cfg.loss.mel_log_weight,
+                                      hop_fraction=cfg.loss.stft_hop_fraction)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return self.loss(ctx.recon, ctx.target)
@@ -136,7 +137,8 @@ class ComplexSTFTTerm(LossTerm):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.loss = ComplexSTFTLoss(sample_rate=cfg.data.sample_rate, phase_max_hz=cfg.loss.phase_max_hz,
-                                    phase_derivative=cfg.loss.phase_derivative)
+                                    phase_derivative=cfg.loss.phase_derivative,
+                                    hop_fraction=cfg.loss.stft_hop_fraction)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return self.loss(ctx.recon, ctx.target)
