@@ -3,14 +3,16 @@
     python bench/losses.py              # 8 x 1 s at 24 kHz, 15 interleaved rounds
     python bench/losses.py --repeats 30 --batch 4
     python bench/losses.py --quick        # 3 rounds at batch 2: a smoke run of seconds
-    python bench/losses.py --train-steps  # also whole Trainer.train_step calls, phase_derivative 0 vs 1 (~3 min)
+    python bench/losses.py --train-steps  # also whole Trainer.train_step calls, each setting in turn (~3 min)
+    python bench/losses.py --compare loss.phase_derivative=0 loss.stft_hop_fraction=0.5   # other settings
 
-Each row times one loss module on a fresh estimate that requires a gradient (the reference does not, as in
-training), interleaved round by round with the others; the ``share`` column is its median over the median of the
-``complex_stft`` term at ``phase_derivative=0``. Writes ``bench/results/losses.csv``. With ``--train-steps``, two
-trainers of the preset on the default corpus (``phase_derivative`` 0 and 1, the quantizer on after 2 warm-up steps)
-take 8 steps each in turn for ``--repeats`` // 5 rounds after 20 unmeasured ones: the cost in a whole step
-(``bench/results/losses_steps.csv``).
+Each row times the preset's ``mel`` or ``complex_stft`` term, or the same term under one ``--compare`` override
+(default: ``loss.stft_hop_fraction=0.25`` and ``0.5``, the spectral losses' hop), on a fresh estimate that requires
+a gradient (the reference does not, as in training), interleaved round by round with the others; the ``share``
+column is its median over the median of the preset's ``complex_stft``. Writes ``bench/results/losses.csv``. With
+``--train-steps``, one trainer of the preset and one per override on the default corpus (the quantizer on after 2
+warm-up steps) take 8 steps each in turn for ``--repeats`` // 5 rounds after 20 unmeasured ones: the cost in a
+whole step (``bench/results/losses_steps.csv``, ``ratio`` against the preset's step).
 """
 from __future__ import annotations
 
@@ -30,18 +32,27 @@ from lib.training.objectives import LOSS_TERMS  # noqa: E402
 from lib.training.trainer import Trainer  # noqa: E402
 
 
-def loss_modules(preset: str) -> dict[str, torch.nn.Module]:
-    """The preset's mel loss and its complex-STFT loss with and without the phase-derivative part, built by the
-    trainer's own loss-term registry."""
-    def term(name: str, derivative: float) -> torch.nn.Module:
-        return LOSS_TERMS.get(name)(load_config(preset, [f"loss.phase_derivative={derivative}"])).loss
-
-    return {"mel": term("mel", 0.0), "complex_stft, phase_derivative=0": term("complex_stft", 0.0),
-            "complex_stft, phase_derivative=1": term("complex_stft", 1.0)}
+COMPARE = ("loss.stft_hop_fraction=0.25", "loss.stft_hop_fraction=0.5")
 
 
-def step_times(preset: str, rounds: int, data: Path = DATA) -> list[dict]:
-    """Median `Trainer.train_step` seconds with `phase_derivative` 0 and 1, alternated 8 steps at a time."""
+def settings(compare: tuple[str, ...]) -> dict[str, list[str]]:
+    """``{label: overrides}``: the preset as it is (``preset``), then one entry per ``KEY=VALUE`` of ``compare``."""
+    return {"preset": [], **{item: [item] for item in compare}}
+
+
+def loss_modules(preset: str, compare: tuple[str, ...] = COMPARE) -> dict[str, torch.nn.Module]:
+    """The ``mel`` and ``complex_stft`` terms of the preset and of each override, built by the trainer's own
+    loss-term registry; keys ``"<term>, <setting>"``."""
+    out = {}
+    for name in ("mel", "complex_stft"):
+        for label, overrides in settings(compare).items():
+            out[f"{name}, {label}"] = LOSS_TERMS.get(name)(load_config(preset, overrides)).loss
+    return out
+
+
+def step_times(preset: str, rounds: int, compare: tuple[str, ...] = COMPARE, data: Path = DATA,
+               warmup_steps: int = 20) -> list[dict]:
+    """Median `Trainer.train_step` seconds of the preset and of each override, alternated 8 steps at a time."""
     if not Path(data).is_dir():
         raise SystemExit(f"--train-steps needs the default corpus in {data} (notebook 01 or `make workbook` builds it)")
 
@@ -50,17 +61,17 @@ def step_times(preset: str, rounds: int, data: Path = DATA) -> list[dict]:
 
     with tempfile.TemporaryDirectory(prefix="bench-losses-") as tmp:
         trainers = {}
-        for derivative in (0.0, 1.0):
-            cfg = load_config(preset, [f"loss.phase_derivative={derivative}", "train.quantizer_warmup_steps=2"])
-            tr = Trainer(cfg, data, Path(tmp) / f"pd{derivative:g}", resume=False, progress=False)
-            for _ in range(20):  # past the warm-up and the k-means pooling
+        for i, (label, overrides) in enumerate(settings(compare).items()):
+            cfg = load_config(preset, overrides + ["train.quantizer_warmup_steps=2"])
+            tr = Trainer(cfg, data, Path(tmp) / f"setting{i}", resume=False, progress=False)
+            for _ in range(warmup_steps):  # past the warm-up and the k-means pooling
                 tr.train_step(tr.batches[tr.step + tr.skipped])
-            trainers[f"train_step, phase_derivative={derivative:g}"] = tr
+            trainers[f"train_step, {label}"] = tr
         times = interleaved({name: task(tr) for name, tr in trainers.items()}, repeats=rounds, warmup=0)
         for tr in trainers.values():
             tr.close()
     meds = {name: median([t for r in runs for t in r]) for name, runs in times.items()}
-    base = meds["train_step, phase_derivative=0"]
+    base = meds["train_step, preset"]
     return [{"step": name, "median_s": round(m, 3), "ratio": round(m / base, 2)} for name, m in meds.items()]
 
 
@@ -72,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="3 rounds at batch 2")
     ap.add_argument("--train-steps", action="store_true", help="also time whole training steps (needs the corpus)")
+    ap.add_argument("--compare", nargs="*", default=list(COMPARE), metavar="KEY=VALUE",
+                    help="settings to time beside the preset's, one override each")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.batch = 3, 2
@@ -89,15 +102,15 @@ def main(argv=None) -> int:
             return seconds
         return run
 
-    modules = loss_modules(args.preset)
+    modules = loss_modules(args.preset, tuple(args.compare))
     times = interleaved({name: task(m) for name, m in modules.items()}, repeats=args.repeats, warmup=2)
-    base = median(times["complex_stft, phase_derivative=0"])
+    base = median(times["complex_stft, preset"])
     rows = [{"loss": name, "batch": f"{batch} x {samples}", "median_ms": round(1000 * median(t), 1),
              "share": round(median(t) / base, 2)} for name, t in times.items()]
     write_csv(rows, "losses")
     print(markdown_table(rows, ["loss", "batch", "median_ms", "share"]))
     if args.train_steps:
-        steps = step_times(args.preset, max(1, args.repeats // 5))
+        steps = step_times(args.preset, max(1, args.repeats // 5), tuple(args.compare))
         write_csv(steps, "losses_steps")
         print(markdown_table(steps, ["step", "median_s", "ratio"]))
     print(machine_note())
