@@ -150,7 +150,8 @@ class LossConfig:
     # weight (relative to its other parts) instead of leaving the phase free; 0 = off.
     phase_derivative: float = 0.0
     # Hop of the mel and complex-STFT losses as a fraction of each window: 0.25 (75 % overlap, SoundStream's and
-    # DAC's) or 0.5 (50 %: the periodic Hann windows still cover every sample alike, at half the frames).
+    # DAC's). 0.5 halves the frames, but the squared Hann windows, which weigh a squared error, then swing 2:1 within
+    # each hop (at 0.25 and 1/3 they sum to a constant); README "The spectral losses' hop".
     stft_hop_fraction: float = 0.25
 
 

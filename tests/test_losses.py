@@ -389,6 +389,23 @@ def test_mel_log_weight_setting_reaches_the_loss():
         load_config("tiny", ["loss.mel_log_weight=0"])
 
 
+@pytest.mark.parametrize("hop_fraction, even", [(0.25, True), (1 / 3, True), (0.5, False)])
+def test_a_squared_spectral_error_weighs_samples_by_the_squared_windows(hop_fraction, even):
+    # Uncompressed and without the magnitude part the complex term is the squared STFT of the error: an error
+    # impulse costs the sum of the squared windows over it, constant at hops of 1/4 and 1/3 of the window, swinging
+    # 2:1 within each hop at 1/2.
+    n, t = 256, 4000
+    loss = ComplexSTFTLoss(fft_sizes=(n,), compression=1.0, mag_weight=0.0, hop_fraction=hop_fraction)
+    y = torch.zeros(1, 1, t)
+    costs = []
+    for position in range(1024, 1024 + n // 2, 8):
+        x = y.clone()
+        x[..., position] = 1.0
+        costs.append(float(loss(x, y)))
+    spread = max(costs) / min(costs)
+    assert (spread < 1.01) if even else (spread > 1.9)
+
+
 def test_stft_hop_fraction_setting_reaches_both_spectral_losses():
     from lib.config import ConfigError, load_config
     from lib.training.objectives import LOSS_TERMS

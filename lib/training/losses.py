@@ -77,8 +77,8 @@ class MultiScaleMelLoss(nn.Module):
             an int uses the same count for every window.
         log_weight: weight of the log-mel term; None -> `sqrt(w / 2)` per window (SoundStream); a float for all.
         eps: floor of the mel magnitudes before the log.
-        hop_fraction: hop as a fraction of the window, in (0, 0.5]: 0.25 (SoundStream's) or 0.5 (half the frames;
-            the periodic Hann windows still weigh every sample alike).
+        hop_fraction: hop as a fraction of the window, in (0, 0.5]: 0.25 (SoundStream's); 0.5 computes half the
+            frames, but the squared windows then weigh a sample's error up to 2:1 within a hop (1/3 keeps them even).
 
     `forward(x [B, C, T], y [B, C, T]) -> scalar`, needs `T > max(windows) // 2` (reflect-padded STFT).
     """
