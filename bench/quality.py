@@ -247,6 +247,12 @@ def schedule_overrides(args, train) -> list[str]:
     return stretched + ([f"train.minutes={args.minutes}"] if train.minutes is not None else [])
 
 
+def system_label(name: str) -> str:
+    """How a system is named in the tables and the figure: a preset file by its file name (``hop3.yml``), not its
+    path, which says where it lay on one machine; anything else as given."""
+    return Path(name).name if Path(name).suffix in (".yml", ".yaml") else name
+
+
 class Runner:
     """One system in the race: its trainer, its own training clock (evaluation excluded) and its checkpoint marks."""
 
@@ -265,7 +271,7 @@ class Runner:
         else:
             self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{Path(name).stem}-"))
         self.trainer = Trainer(cfg, args.data, self.run_dir, resume=False, progress=False, codec=codec)
-        self.name, self.args, self.clips, self.cfg = name, args, clips, cfg
+        self.name, self.args, self.clips, self.cfg = system_label(name), args, clips, cfg
         self.extra_clips = list(extra_clips)  # another split scored at every mark (``--also-split``)
         self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
         self.n_qs = ladder(cfg.model.quantizer.n_q, args.ceiling)

@@ -172,6 +172,23 @@ def test_a_race_with_keep_saves_a_checkpoint_per_mark_that_scores_like_the_race(
         quality.race(args, clips)
 
 
+def test_a_system_named_by_a_yaml_path_is_labelled_by_its_file_name(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    build_default_corpus(corpus, minutes=0.4, sources="synthetic", progress=False)
+    monkeypatch.setattr(quality, "write_csv", lambda rows, name: None)
+    variant = tmp_path / "deep" / "folder" / "variant.yml"
+    variant.parent.mkdir(parents=True)
+    variant.write_text("base: tiny\nloss:\n  stft_hop_fraction: 0.5\n")
+    args = Namespace(systems=[str(variant)], data=str(corpus), split="valid", also_split=None, steps=1,
+                     eval_steps=[1], device="cpu", ceiling=False, no_pesq=True, out="race",
+                     set=["data.batch_size=2", "model.quantizer.n_q=2", "train.quantizer_warmup_steps=0",
+                          "train.stft_n_ffts=[256]"])
+    clips = [("speech/a", "speech", torch.randn(1, 1, 12000) * 0.1)]
+    rows = quality.race(args, clips)
+    assert rows and {r["system"] for r in rows} == {"variant.yml"}  # no folder of this machine in the tables
+    assert quality.system_label("default") == "default" and quality.system_label("a/b.yaml") == "b.yaml"
+
+
 @pytest.mark.parametrize("minutes, steps, sets, budget, expected", [
     (120.0, None, [], None, ["train.steps=18000"]),  # --long: 4 x the 30-minute schedule
     (120.0, None, [], 30.0, ["train.steps=18000", "train.minutes=120.0"]),  # and the preset's time budget with it
