@@ -78,7 +78,7 @@ class MultiScaleMelLoss(nn.Module):
         log_weight: weight of the log-mel term; None -> `sqrt(w / 2)` per window (SoundStream); a float for all.
         eps: floor of the mel magnitudes before the log.
         hop_fraction: hop as a fraction of the window, in (0, 0.5]: 0.25 (SoundStream's); 0.5 computes half the
-            frames, but the squared windows then weigh a sample's error up to 2:1 within a hop (1/3 keeps them even).
+            frames (the Hann windows still sum to a constant, so a small error weighs alike wherever it falls).
 
     `forward(x [B, C, T], y [B, C, T]) -> scalar`, needs `T > max(windows) // 2` (reflect-padded STFT).
     """
@@ -265,7 +265,8 @@ def _neighbour_products(hx: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:
 class ComplexSTFTLoss(nn.Module):
     """Multi-resolution loss on power-compressed complex spectra (phase-aware).
 
-    Per resolution (FFT size `n`, hop `n * hop_fraction`, periodic Hann window, `normalized=True` STFT), with
+    Per resolution (FFT size `n`, hop `n * hop_fraction`, periodic Hann window, `normalized=True` STFT; a hop of
+    `n / 4` or `n / 3` weighs a squared error alike wherever it falls, `n / 2` up to 2:1 within a hop), with
     `C(X) = |X|^c * X / |X|` (magnitude compressed to the power `c`, phase kept):
 
         L_n = mean |C(X) - C(Y)|^2 + mag_weight * mean (|X|^c - |Y|^c)^2
