@@ -51,6 +51,7 @@ class QuantizerConfig:
     code_gradient: bool = False  # straight-through in code space: the in-projection learns from the reconstruction
     beam_width: int = 1  # residual search: 1 = greedy, more = keep that many partial sums per frame (kind rvq)
     beam_in_training: bool = True  # false: training searches greedily, evaluation and encoding with the beam
+    rotation_trick: bool = False  # kind rvq: the encoder's gradient turned by the rotation from x to its code
     # Fraction of batch items that draw their own number of levels in [1, n_q] (true = all, false = none);
     # the other items use every level, so the decoder keeps seeing the full bitrate (DAC uses 0.5).
     quantizer_dropout: float | bool = 1.0
@@ -462,6 +463,10 @@ def validate(cfg: Config) -> None:
                                                  or q.normalized_search):
         raise ConfigError(f"model.quantizer.beam_width={q.beam_width} needs Euclidean codes in the latent space (no "
                           "codebook_dim, cosine or normalized_search): set model.quantizer.beam_width=1 with them")
+    if q.rotation_trick and (q.kind != "rvq" or q.code_gradient):
+        raise ConfigError(f"model.quantizer.rotation_trick needs kind rvq without code_gradient (it replaces the "
+                          f"straight-through estimator on the levels' sum), got kind={q.kind!r}, "
+                          f"code_gradient={q.code_gradient}")
     if q.som and q.som_shape is not None:
         if len(q.som_shape) != 2 or math.prod(q.som_shape) != q.codebook_size:
             raise ConfigError(f"model.quantizer.som_shape={q.som_shape} does not hold "

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.model.codebook import beam_search_codes, nearest_codes
+from lib.model.codebook import beam_search_codes, nearest_codes, rotation_estimator
 from lib.model.quantize import ResidualVQ, VectorQuantizer, kmeans
 
 
@@ -274,6 +274,58 @@ def test_code_gradient_reaches_the_in_projection_and_x_through_each_level():
     assert in_grads[True].abs().sum() > 0
     with pytest.raises(ValueError, match="code_gradient needs factorised codes"):
         VectorQuantizer(8, 4, code_gradient=True)
+
+
+def test_rotation_estimator_returns_the_code_and_turns_the_gradient_by_the_rotation_to_it():
+    torch.manual_seed(0)
+    x, q, g = torch.randn(2, 5, 3).requires_grad_(True), torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    out = rotation_estimator(x, q)
+    assert torch.equal(out, q)
+    out.backward(g)
+    for b in range(2):
+        for t in range(3):  # by hand: R = I - 2 w w^T + 2 v u^T takes u = x / |x| to v = q / |q|
+            e, c = x[b, :, t].detach(), q[b, :, t]
+            u, v = e / e.norm(), c / c.norm()
+            w = (u + v) / (u + v).norm()
+            rot, scale = torch.eye(5) - 2 * torch.outer(w, w) + 2 * torch.outer(v, u), c.norm() / e.norm()
+            assert torch.allclose(rot.T @ rot, torch.eye(5), atol=1e-5)  # a rotation ...
+            assert torch.allclose(scale * rot @ e, c, atol=1e-5)  # ... that, scaled, takes x to its code
+            assert torch.allclose(x.grad[b, :, t], scale * rot.T @ g[b, :, t], atol=1e-5)
+    assert not torch.allclose(x.grad, g)  # not the straight-through identity
+    x.grad = None
+    rotation_estimator(x, torch.zeros_like(q)).backward(g)  # no code yet: no gradient, and no NaN
+    assert torch.equal(x.grad, torch.zeros_like(g))
+
+
+def test_residual_vq_with_the_rotation_trick_gives_the_same_codes_and_a_turned_gradient():
+    from lib.config import ConfigError, load_config
+
+    torch.manual_seed(0)
+    data, upstream = torch.randn(4, 16, 24), torch.randn(4, 16, 24)
+    outs, grads = {}, {}
+    for flag in (False, True):
+        torch.manual_seed(1)
+        rvq = ResidualVQ(16, 3, 8, rotation_trick=flag, kmeans_frames_per_code=0)
+        rvq.train()(data)  # k-means init of all levels
+        rvq.eval()
+        x = data.clone().requires_grad_(True)
+        outs[flag] = rvq(x)
+        outs[flag].quantized.backward(upstream)
+        grads[flag] = x.grad
+    assert torch.equal(outs[True].codes, outs[False].codes)
+    assert torch.equal(outs[True].quantized, outs[False].quantized)
+    assert torch.equal(grads[False], upstream)
+    # a rotation keeps each frame's gradient norm up to the scale |q| / |x|
+    scale = outs[True].quantized.norm(dim=1) / data.norm(dim=1)
+    assert torch.allclose(grads[True].norm(dim=1), scale * upstream.norm(dim=1), rtol=1e-4)
+    assert not torch.allclose(grads[True], grads[False], atol=1e-3)
+    assert ResidualVQ.from_config(load_config("cpu", ["model.quantizer.rotation_trick=true"])).rotation_trick
+    factorised = ["model.quantizer.codebook_dim=8", "model.quantizer.code_gradient=true", "model.quantizer.beam_width=1"]
+    for bad in (["model.quantizer.kind=fsq", "model.quantizer.som=false"], factorised):
+        with pytest.raises(ConfigError, match="rotation_trick"):
+            load_config("cpu", ["model.quantizer.rotation_trick=true", *bad])
+    with pytest.raises(ValueError, match="rotation_trick"):
+        ResidualVQ(16, 2, 8, rotation_trick=True, codebook_dim=4, code_gradient=True)
 
 
 def test_normalized_search_picks_by_angle_and_keeps_magnitudes():

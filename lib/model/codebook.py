@@ -7,6 +7,8 @@
   benchmarks.
 * :func:`nearest_codes`, :func:`beam_search_codes`, :func:`kmeans`: the codebook search (one level; all levels of a
   residual quantizer at once) and its k-means initialisation.
+* :func:`rotation_estimator`: the rotation trick, a gradient through the quantizer that keeps the angle between
+  the input and its code (an alternative to the straight-through estimator).
 * ``distributed_*``: the all-reduce / broadcast steps that keep codebooks identical across DDP ranks (no-ops
   outside torch.distributed).
 """
@@ -215,6 +217,27 @@ def beam_search_codes(vectors: Tensor, codebooks: Sequence[Tensor], beam: int) -
                               dim=-1)
             error = residual.pow(2).sum(-1)
     return codes[:, 0]  # topk sorts ascending: hypothesis 0 has the smallest error
+
+
+def rotation_estimator(x: Tensor, q: Tensor, eps: float = 1e-8) -> Tensor:
+    """The rotation trick (Fifty et al. 2024): value ``q``, gradient w.r.t. ``x`` through ``sg(s R) x``.
+
+    Per frame (vectors along dim 1 of ``[B, D, T]``), ``R`` is the rotation taking ``x / |x|`` to ``q / |q|`` in the
+    plane they span and ``s = |q| / |x|``, both held constant: a gradient ``g`` at the output reaches ``x`` as
+    ``s R^T g``. The straight-through estimator passes ``g`` unchanged, so every input in a code's cell gets the same
+    gradient; here it turns with the input's angle to its code. Where ``q`` is zero (no level yet) the gradient is 0.
+    ``R x = x - 2 w (w . x) + 2 v (u . x)`` with ``u = x / |x|``, ``v = q / |q|``, ``w = (u + v) / |u + v|``; the
+    value returned is ``q`` itself, not the rounded ``s R x``.
+    """
+    with torch.no_grad():
+        x_norm = x.norm(dim=1, keepdim=True).clamp_min(eps)
+        q_norm = q.norm(dim=1, keepdim=True)
+        u, v = x / x_norm, q / q_norm.clamp_min(eps)
+        w = u + v
+        w = w / w.norm(dim=1, keepdim=True).clamp_min(eps)  # u = -v: w = 0, R x = x + 2 v |x| is still q's direction
+        scale = q_norm / x_norm
+    rotated = scale * (x - 2 * w * (w * x).sum(1, keepdim=True) + 2 * v * (u * x).sum(1, keepdim=True))
+    return q + (rotated - rotated.detach())
 
 
 def kmeans(samples: Tensor, num_clusters: int, iters: int = 10, cosine: bool = False) -> tuple[Tensor, Tensor]:

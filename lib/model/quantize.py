@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from lib.model.codebook import (LevelStack, Quantizer, RVQOutput, VQOutput, all_reduce_sum,  # noqa: F401
                                 beam_search_codes, broadcast_from_rank0, check_latents, codebook_stats, kmeans,
-                                nearest_codes, rank)
+                                nearest_codes, rank, rotation_estimator)
 from lib.model.registries import QUANTIZERS
 from lib.model.som import SOMGrid
 
@@ -59,20 +59,10 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        codebook_dim: int | None = None,
-        decay: float = 0.99,
-        epsilon: float = 1e-5,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_threshold: float = 2.0,
-        cosine: bool = False,
-        som: SOMGrid | None = None,
-        kmeans_frames_per_code: float = 0.0,
-        normalized_search: bool = False,
-        code_gradient: bool = False,
+        self, dim: int, codebook_size: int, codebook_dim: int | None = None, decay: float = 0.99,
+        epsilon: float = 1e-5, kmeans_init: bool = True, kmeans_iters: int = 10, dead_code_threshold: float = 2.0,
+        cosine: bool = False, som: SOMGrid | None = None, kmeans_frames_per_code: float = 0.0,
+        normalized_search: bool = False, code_gradient: bool = False,
     ) -> None:
         super().__init__()
         codebook_dim = dim if codebook_dim is None else codebook_dim
@@ -365,14 +355,20 @@ class ResidualVQ(LevelStack):
             and the decoder see) and in encoding. Needs Euclidean codes in the latent space (no codebook_dim,
             cosine or normalized_search). The codes of the first n levels are then the best n-level sum only when
             encoded with n_q = n. `beam_in_training=False` keeps training greedy (the beam then serves eval and encode).
+        rotation_trick: the gradient reaches x through the rotation and scaling that take x to the sum of the levels
+            (:func:`lib.model.codebook.rotation_estimator`) instead of straight through.
         **vq_kwargs: passed to every `VectorQuantizer` (codebook_dim, decay, cosine, som, ...).
     """
 
     def __init__(
         self, dim: int, n_q: int, codebook_size: int, quantizer_dropout: bool | float = True, beam_width: int = 1,
-        beam_in_training: bool = True, **vq_kwargs
+        beam_in_training: bool = True, rotation_trick: bool = False, **vq_kwargs
     ) -> None:
         super().__init__(dim, n_q, codebook_size, quantizer_dropout)
+        if rotation_trick and vq_kwargs.get("code_gradient"):
+            raise ValueError("rotation_trick replaces the straight-through estimator on the sum; code_gradient "
+                             "gives every level its own, so the two do not combine")
+        self.rotation_trick = rotation_trick
         self.levels = nn.ModuleList([VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q)])
         self.beam_width, self.beam_in_training = beam_width, beam_in_training
 
@@ -393,7 +389,7 @@ class ResidualVQ(LevelStack):
                    kmeans_iters=q.kmeans_iters, dead_code_threshold=q.dead_code_threshold, cosine=q.cosine, som=som,
                    kmeans_frames_per_code=q.kmeans_frames_per_code, normalized_search=q.normalized_search,
                    code_gradient=q.code_gradient, beam_width=q.beam_width,
-                   beam_in_training=q.beam_in_training)
+                   beam_in_training=q.beam_in_training, rotation_trick=q.rotation_trick)
 
     @property
     def beam_width(self) -> int:
@@ -459,9 +455,11 @@ class ResidualVQ(LevelStack):
             codes.append(level_codes)
             stats.append(level_stats)
 
-        # One straight-through estimator on the sum: value sum(q), gradient w.r.t. x the identity (with code-space
-        # gradients each level already carries its own).
-        if not self.levels[0].code_gradient:
+        # One estimator on the sum: value sum(q), gradient w.r.t. x the identity (straight through) or the rotation
+        # taking x to the sum (with code-space gradients each level already carries its own).
+        if self.rotation_trick:
+            quantized = rotation_estimator(x, quantized)
+        elif not self.levels[0].code_gradient:
             quantized = quantized + (x - x.detach())
         commit_loss = torch.stack(losses).mean() if losses else x.new_zeros(())
         out_n_q = item_n_q if item_n_q is not None else n_levels
