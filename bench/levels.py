@@ -31,6 +31,7 @@ from lib.training.losses import ComplexSTFTLoss, MultiScaleMelLoss  # noqa: E402
 
 GAINS_DB = tuple(np.arange(-6.0, 24.01, 1.5))
 LOWER_IS_BETTER = {"pesq_wb": False, "stoi": False}  # everything else: smallest is best
+METRICS = ("mel distance", "stoi", "pesq_wb")  # called on [T] signals; the loss terms on [1, 1, T]
 FLAT = 1e-4  # a term that moves by less than this fraction over all gains does not see the band: NaN
 
 
@@ -64,10 +65,10 @@ def objective_parts(cfg) -> dict:
 
 def metric_parts(sample_rate: int, pesq: bool = True) -> dict:
     """``{name: (estimate [T], reference [T]) -> float}``: mel distance, STOI and (with ``pesq``) PESQ-WB."""
-    parts = {"mel distance": lambda x, y: mel_distance(x, y, sample_rate),
-             "stoi": lambda x, y: stoi(x, y, sample_rate)}
-    if pesq:
-        parts["pesq_wb"] = lambda x, y: pesq_wb(x, y, sample_rate)
+    parts = dict(zip(METRICS, (lambda x, y: mel_distance(x, y, sample_rate), lambda x, y: stoi(x, y, sample_rate),
+                               lambda x, y: pesq_wb(x, y, sample_rate))))
+    if not pesq:
+        del parts["pesq_wb"]
     return parts
 
 
@@ -76,8 +77,7 @@ def best_gains(pairs: list[tuple[torch.Tensor, torch.Tensor]], sample_rate: int,
     """One row per band: ``energy_db`` (output over input, all clips) and each term's best gain in dB.
 
     ``pairs``: ``(output, input)``, both ``[1, 1, T]``; ``terms``: ``{name: fn(output, input) -> float}``, called on
-    ``[1, 1, T]`` tensors for loss terms and on ``[T]`` for the names in :func:`metric_parts` (summed over clips)."""
-    metric_names = {"mel distance", "stoi", "pesq_wb"}
+    ``[1, 1, T]`` tensors for loss terms and on ``[T]`` for the names in :data:`METRICS` (summed over clips)."""
     rows = []
     for i, lo in enumerate(edges):
         hi = edges[i + 1] if i + 1 < len(edges) else None
@@ -86,7 +86,7 @@ def best_gains(pairs: list[tuple[torch.Tensor, torch.Tensor]], sample_rate: int,
             for out, ref in pairs:
                 scaled = band_gain(out, sample_rate, lo, hi, db)
                 for t, (name, fn) in enumerate(terms.items()):
-                    totals[g, t] += fn(scaled[0, 0], ref[0, 0]) if name in metric_names else fn(scaled, ref)
+                    totals[g, t] += fn(scaled[0, 0], ref[0, 0]) if name in METRICS else fn(scaled, ref)
         energy = np.mean([band_energy_db(out[0], ref[0], sample_rate, edges)[0][i] for out, ref in pairs])
         row = {"band": f"{lo}-{hi} Hz" if hi else f">{lo} Hz", "energy_db": round(float(energy), 1)}
         for t, name in enumerate(terms):

@@ -229,6 +229,8 @@ def rotation_estimator(x: Tensor, q: Tensor, eps: float = 1e-8) -> Tensor:
     ``R x = x - 2 w (w . x) + 2 v (u . x)`` with ``u = x / |x|``, ``v = q / |q|``, ``w = (u + v) / |u + v|``; the
     value returned is ``q`` itself, not the rounded ``s R x``.
     """
+    if not x.requires_grad:  # evaluation and encoding: nothing to turn
+        return q
     with torch.no_grad():
         x_norm = x.norm(dim=1, keepdim=True).clamp_min(eps)
         q_norm = q.norm(dim=1, keepdim=True)
