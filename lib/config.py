@@ -182,6 +182,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant", or "cosine" decay to lr * lr_min_ratio at train.steps
     lr_warmup_steps: int = 0  # linear warm-up from 0 before the schedule
     lr_min_ratio: float = 0.1
+    # The last fraction of the run (of train.steps, or of train.minutes when that is further along) trains the
+    # decoder alone on the codes of the frozen encoder and codebooks, searched as when encoding; 0 = off.
+    decoder_only_fraction: float = 0.0
     grad_clip: float | None = 10.0
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
     ema_decay: float | None = None  # generator weight EMA; None = off
@@ -383,6 +386,7 @@ def _check_ranges(cfg: Config) -> None:
         ("train.quantizer_warmup_steps", t.quantizer_warmup_steps, t.quantizer_warmup_steps >= 0, ">= 0"),
         ("train.adv_warmup_steps", t.adv_warmup_steps, t.adv_warmup_steps >= 0, ">= 0"),
         ("train.minutes", t.minutes, t.minutes is None or t.minutes > 0, "> 0 or null (steps only)"),
+        ("train.decoder_only_fraction", t.decoder_only_fraction, 0 <= t.decoder_only_fraction < 1, "in [0, 1)"),
     ]:
         if not ok:
             raise ConfigError(f"{key}: must be {want}, got {value!r}")

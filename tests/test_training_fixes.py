@@ -13,7 +13,7 @@ import torch
 
 from lib.analysis.metrics import si_sdr
 from lib.build import build_codec
-from lib.config import load_config
+from lib.config import ConfigError, load_config
 from lib.data.corpus import build_default_corpus
 from lib.model.quantize import ResidualVQ, VectorQuantizer
 from lib.training.objectives import StepContext
@@ -151,6 +151,33 @@ def test_a_time_budget_ends_the_run_decayed_checkpointed_and_validated(corpus, t
                      progress=False)  # a larger budget on resume: the run goes on to 7.5 s of training
     longer.fit()
     assert longer.step == 8
+
+
+def test_the_last_fraction_of_a_run_trains_the_decoder_alone(corpus, tmp_path):
+    """``train.decoder_only_fraction=0.5`` of 24 steps: the first 12 move the encoder and the codebooks; from step
+    12 on they stay as they are, the decoder still moves, and its input is every level's code (no dropout)."""
+    over = ["train.steps=24", "train.decoder_only_fraction=0.5", "train.quantizer_warmup_steps=0",
+            "train.discriminators=[]", "data.batch_size=2", "model.quantizer.quantizer_dropout=0.5",
+            "model.quantizer.beam_width=2"]
+    tr = Trainer(load_config("tiny", over), corpus, tmp_path, progress=False)
+
+    def moved(module, step):  # whether a train step changes any of the module's weights or buffers
+        before = [v.detach().clone() for v in module.state_dict().values()]
+        result = tr.train_step(tr.batches[step])
+        return any(not torch.equal(a, b) for a, b in zip(before, module.state_dict().values())), result
+
+    for step in range(11):
+        tr.train_step(tr.batches[step])
+    assert tr.codec.quantizer.ready
+    assert moved(tr.codec.encoder, 11)[0] and tr.step == 12
+    for module in (tr.codec.encoder, tr.codec.quantizer):
+        changed, result = moved(module, tr.step)
+        assert not changed and result.losses["n_q"] == 4
+    assert moved(tr.codec.decoder, tr.step)[0]
+    assert not any(p.requires_grad for p in tr.codec.encoder.parameters())
+    assert all(p.requires_grad for p in tr.codec.decoder.parameters())
+    with pytest.raises(ConfigError, match="train.decoder_only_fraction"):
+        load_config("tiny", ["train.decoder_only_fraction=1"])
 
 
 def _harmonic_folder(root):

@@ -1,5 +1,6 @@
 """Process-level helpers of a training run: device choice, seeding, joining a torchrun process group, mixed
-precision, freezing a module for a step, the generator weight EMA, the learning-rate schedule."""
+precision, freezing a module for a step, the generator weight EMA, the learning-rate schedule, the last phase that
+trains the decoder alone."""
 from __future__ import annotations
 
 import contextlib
@@ -87,6 +88,33 @@ def lr_factor(t, step: int, seconds: float = 0.0) -> float:
         progress = max(progress, seconds / (60 * t.minutes))
     progress = min(1.0, progress)
     return t.lr_min_ratio + (1 - t.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def run_progress(t, step: int, seconds: float = 0.0) -> float:
+    """How far along the run is, in [0, 1]: ``step / t.steps`` or, with a time budget, the share of ``t.minutes``
+    spent when that is further along."""
+    progress = step / max(1, t.steps)
+    if t.minutes:
+        progress = max(progress, seconds / (60 * t.minutes))
+    return min(1.0, progress)
+
+
+def decoder_phase(t, step: int, seconds: float, codec: nn.Module) -> bool:
+    """Whether a step at ``step`` after ``seconds`` of training is in the last ``t.decoder_only_fraction`` of the
+    run, where the decoder trains alone; never before every codebook is initialised."""
+    fraction = t.decoder_only_fraction
+    ready = getattr(getattr(codec, "quantizer", None), "ready", True)
+    return fraction > 0 and ready and run_progress(t, step, seconds) >= 1 - fraction
+
+
+def freeze_all_but_decoder(codec: nn.Module) -> None:
+    """Every part of ``codec`` but its ``decoder`` in eval mode and without gradients: the codes are then searched
+    as when encoding (the beam, all levels), the codebooks stop moving and the optimizer steps the decoder alone.
+    Call after ``codec.train()``. One-way, as the phase lasts to the end of the run (a resumed run rebuilds the
+    codec and decides again)."""
+    for name, child in codec.named_children():
+        if name != "decoder":
+            child.eval().requires_grad_(False)
 
 
 def rank0_value(value: float, world: int, device: torch.device) -> float:

@@ -7,9 +7,9 @@ Usable from a notebook (``Trainer(cfg, data_dir, run_dir).fit()``) and from a sc
 
 What a step does (``Trainer.train_step``):
 
-1. the codec reconstructs a batch of crops (quantizer dropout picks the bitrate per item; during the
-   quantizer warm-up the latents bypass the quantizer, so that k-means initialises the codebooks on
-   informative latents rather than on a random encoder's nearly constant output);
+1. the codec reconstructs a batch of crops (quantizer dropout picks the bitrate per item; in the quantizer warm-up
+   the latents bypass it, so that k-means initialises the codebooks on informative latents, not a random encoder's
+   near-constant output; in the last ``train.decoder_only_fraction`` of the run only the decoder trains);
 2. the generator loss (reconstruction terms + commitment [+ adversarial + feature matching after the warm-up]) is
    backpropagated with the discriminators frozen (``lib.training.balancer`` may weigh the reconstruction terms);
 3. the discriminators in play (all, or one drawn per window) take a step on their own loss, computed on the
@@ -49,8 +49,9 @@ from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
 from lib.training.balancer import Balancer
 from lib.training.losses import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
-from lib.training.runtime import (autocast, configure_optimizers, ema_update, frozen, init_distributed, kmeans_pools,
-                                  lr_factor, pick_device, rank0_value, restore_kmeans_pools, seed_everything)
+from lib.training.runtime import (autocast, configure_optimizers, decoder_phase, ema_update, freeze_all_but_decoder,
+                                  frozen, init_distributed, kmeans_pools, lr_factor, pick_device, rank0_value,
+                                  restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
 
@@ -223,11 +224,12 @@ class Trainer:
         return self.cfg.train.minutes is not None and self.train_seconds >= 60 * self.cfg.train.minutes
 
     def _step(self, wav: torch.Tensor) -> StepResult:
-        t = self.cfg.train
-        wav = wav.to(self.device)
+        t, wav = self.cfg.train, wav.to(self.device)
         self.choose_discriminators()
         adversarial = len(self.discs) > 0 and self.step >= t.adv_warmup_steps
         self.codec.train()
+        if decoder_phase(t, self.step, self.train_seconds, self.codec):
+            freeze_all_but_decoder(self.codec)
         self._set_lr()
         snapshot = {k: v.clone() for k, v in self.codec.quantizer.named_buffers()}
 
@@ -240,7 +242,7 @@ class Trainer:
             if self.balancer is not None:
                 on_output = {k: v for k, v in losses.items() if k in self.balancer.weights}
                 rest = sum(self.loss_weights[k] * v for k, v in losses.items() if not self.loss_terms[k].on_output)
-                # FSQ has no commitment loss: a constant has nothing to backpropagate.
+                # FSQ has no commitment loss, the decoder-only phase none to train: a constant has no gradient.
                 other = rest if torch.is_tensor(rest) and rest.requires_grad else None
                 self.balancer.backward(on_output, out.recon, other=other)
             else:
