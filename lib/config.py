@@ -33,10 +33,7 @@ class DataConfig:
     num_workers: int = 0
     valid_clips: int = 8  # held-out clips used for validation metrics
     valid_seconds: float = 4.0  # validation clips are cut to at most this length
-    # Size of the embedded default corpus (data/default); 30 holds the 12-minute corpus's clips and 18 more minutes
-    # of espeak-ng speech: at equal steps speech PESQ +0.12-0.18 on valid and the extra set (README "A larger
-    # default corpus"), the held-out splits 18-20 speech clips instead of 3.
-    corpus_minutes: float = 30.0
+    corpus_minutes: float = 30.0  # embedded default corpus (data/default); README "A larger default corpus"
 
 
 @dataclass
@@ -185,9 +182,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant", or "cosine" decay to lr * lr_min_ratio at train.steps
     lr_warmup_steps: int = 0  # linear warm-up from 0 before the schedule
     lr_min_ratio: float = 0.1
-    # The last fraction of the run (of train.steps, or of train.minutes when that is further along) trains the
-    # decoder alone on the codes of the frozen encoder and codebooks, searched as when encoding; 0 = off.
-    decoder_only_fraction: float = 0.0
+    decoder_only_fraction: float = 0.0  # last share of the run: the decoder alone on frozen codes; 0 = off
     grad_clip: float | None = 10.0
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
     ema_decay: float | None = None  # generator weight EMA; None = off

@@ -103,8 +103,9 @@ def decoder_phase(t, step: int, seconds: float, codec: nn.Module) -> bool:
     """Whether a step at ``step`` after ``seconds`` of training is in the last ``t.decoder_only_fraction`` of the
     run, where the decoder trains alone; never before every codebook is initialised."""
     fraction = t.decoder_only_fraction
-    ready = getattr(getattr(codec, "quantizer", None), "ready", True)
-    return fraction > 0 and ready and run_progress(t, step, seconds) >= 1 - fraction
+    if fraction == 0 or run_progress(t, step, seconds) < 1 - fraction:
+        return False
+    return getattr(getattr(codec, "quantizer", None), "ready", True)
 
 
 def freeze_all_but_decoder(codec: nn.Module) -> None:
