@@ -1,9 +1,9 @@
 """A second validation set for decisions: espeak-ng utterances in no split of the corpus, and checkpoints scored on it.
 
 The 12-minute default corpus held 3 speech clips per held-out split (the 30-minute one 18-20), too few to separate
-two codecs by 0.03 STOI. This script speaks new sentences with the corpus generator's English voices and variants at rates and pitches of its
-own seed, so neither training nor the test split sees them, and scores checkpoints on them with the race's metrics
-(`bench/quality.py`'s `evaluate`): speech at each n_q and unquantized (n_q = 0).
+two codecs by 0.03 STOI. This script speaks new sentences with the corpus generator's English voices and variants
+at rates and pitches of its own seed, so neither training nor the test split sees them, and scores checkpoints on
+them with the race's metrics (`bench/quality.py`'s `evaluate`): speech at each n_q and unquantized (n_q = 0).
 
     python bench/extra_speech.py --make runs/extra_speech                     # 24 utterances (needs espeak-ng)
     python bench/extra_speech.py --clips runs/extra_speech runs/a/checkpoint.pt runs/b/checkpoint.pt
