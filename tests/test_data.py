@@ -319,6 +319,9 @@ def test_synthetic_corpus_is_deterministic_and_usable(tmp_path):
     entries = build_manifest(tmp_path / "a", progress=False)
     assert all(e.ok and e.sample_rate == 16000 and e.channels == 1 for e in entries)
     assert sum(e.duration for e in entries) / 60 == pytest.approx(again["minutes_total"], abs=1e-3)
+    expected = {"melody": "music", "chords": "music", "drums": "music", "chirps": "other", "noise": "other"}
+    origin = {f["path"]: f["origin"] for f in report["files"]}
+    assert {e.path: e.kind for e in entries} == {path: expected[o] for path, o in origin.items()}
 
 
 def test_corpus_is_reused_and_rebuilt_when_the_request_changes(tmp_path):
@@ -358,7 +361,23 @@ def test_default_corpus_with_real_sources(tmp_path):
     assert len(voices) >= 2
     entries = build_manifest(tmp_path, progress=False)
     assert all(e.ok and e.sample_rate == 24000 and e.channels == 1 for e in entries)
+    kinds = Counter((e.path.split("/")[0], e.kind) for e in entries)
+    assert kinds[("alsa", "speech")] >= 1 and kinds[("speech", "synthetic speech")] >= 2
+    assert kinds[("sonic_pi", "music")] >= 1
+    assert {kind for (folder, kind) in kinds if folder == "sonic_pi"} <= {"music", "other"}
     assert build_default_corpus(tmp_path, sample_rate=24000, minutes=1.0, progress=False)["reused"]
+
+
+def test_a_corpus_built_before_clips_had_kinds_gets_them_without_a_rebuild(tmp_path):
+    build_default_corpus(tmp_path, sample_rate=8000, minutes=0.1, sources="synthetic", progress=False)
+    report = json.loads((tmp_path / "corpus.json").read_text())
+    for record in report["files"]:
+        del record["kind"]
+    (tmp_path / "corpus.json").write_text(json.dumps(report))
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.wav")}
+    again = build_default_corpus(tmp_path, sample_rate=8000, minutes=0.1, sources="synthetic", progress=False)
+    assert again["reused"] and stamp == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.wav")}
+    assert {e.kind for e in build_manifest(tmp_path, progress=False)} <= {"music", "other"}
 
 
 def test_convert_folder_mirrors_resamples_and_skips(tmp_path):
@@ -400,3 +419,78 @@ def test_held_out_clips_prefer_valid_then_test_then_train(tmp_path):
         (tmp_path / name).unlink()
     (tmp_path / "manifest.csv").unlink()
     assert len(held_out_clips(tmp_path, SR, n=8)) == 3  # only train clips left: the fallback
+
+
+def test_your_own_folder_is_labelled_by_kinds_and_keeps_them(tmp_path):
+    write_tone(tmp_path / "talks" / "a.wav", 0.5)
+    write_tone(tmp_path / "talks" / "b.wav", 0.5)
+    write_tone(tmp_path / "songs" / "c.wav", 0.5)
+    assert {e.kind for e in build_manifest(tmp_path, progress=False)} == {""}  # unlabelled by default
+    entries = build_manifest(tmp_path, progress=False, kinds={"talks/*": "speech", "*": "music"})
+    assert {e.path: e.kind for e in entries} == {"songs/c.wav": "music", "talks/a.wav": "speech",
+                                                 "talks/b.wav": "speech"}
+    assert [e.kind for e in read_manifest(tmp_path / "manifest.csv")] == ["music", "speech", "speech"]
+    # later builds (the trainer's, notebook 04's) keep the labels: they are remembered in kinds.json
+    assert [e.kind for e in build_manifest(tmp_path, progress=False)] == ["music", "speech", "speech"]
+    assert {e.kind for e in build_manifest(tmp_path, progress=False, kinds="speech")} == {"speech"}
+    with pytest.raises(ValueError, match=r"kinds\['\*'\]: unknown clip kind 'podcast'"):
+        build_manifest(tmp_path, progress=False, kinds={"*": "podcast"})
+
+
+def test_a_manifest_written_before_kinds_existed_still_reads(tmp_path):
+    write_tone(tmp_path / "a.wav", 0.5)
+    build_manifest(tmp_path, progress=False)
+    with open(tmp_path / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "kind"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (entry,) = read_manifest(tmp_path / "manifest.csv")
+    assert entry.ok and entry.kind == "" and entry.frames == 4000
+
+
+def _labelled_folder(tmp_path, kinds_by_stem: dict[str, tuple[str, float]]):
+    """Files in the valid split (names found by hash) with the given kinds and durations: {stem: path}."""
+    paths = {}
+    for stem, (kind, seconds) in kinds_by_stem.items():
+        name = next(f"{stem}{i}.wav" for i in range(1000) if split_of(f"{stem}{i}.wav") == "valid")
+        write_tone(tmp_path / name, seconds, freq=300 + 10 * len(paths))
+        paths[stem] = name[:-4]
+    kinds = {f"{paths[stem]}.wav": kind for stem, (kind, _) in kinds_by_stem.items()}
+    build_manifest(tmp_path, progress=False, kinds=kinds)
+    return paths
+
+
+def test_held_out_clips_take_speech_first_then_other_kinds(tmp_path):
+    p = _labelled_folder(tmp_path, {"a_drum": ("music", 0.5), "b_synth": ("synthetic speech", 4.0),
+                                    "c_human": ("speech", 4.0), "d_short_human": ("speech", 1.0),
+                                    "e_song": ("music", 4.0), "f_noise": ("other", 4.0)})
+    clips = held_out_clips(tmp_path, SR, n=4, seconds=2.0, speech=2, min_seconds=3.0)
+    # long clips before short ones, recorded speech before synthetic; then other kinds in manifest order
+    assert list(clips) == [p["c_human"], p["b_synth"], p["e_song"], p["f_noise"]]
+    assert [clips.kinds[name] for name in clips] == ["speech", "synthetic speech", "music", "other"]
+    assert list(held_out_clips(tmp_path, SR, n=2, speech=0)) == [p["a_drum"], p["e_song"]]
+    # a side that runs short is filled from the other
+    assert len(held_out_clips(tmp_path, SR, n=6, speech=5)) == 6
+    assert list(held_out_clips(tmp_path, SR, n=6, speech=5))[:3] == [p["c_human"], p["d_short_human"], p["b_synth"]]
+    # (without min_seconds every clip is long enough: recorded speech first, whatever its length)
+    assert list(held_out_clips(tmp_path, SR, n=2)) == [p["a_drum"], p["b_synth"]]  # speech=None: manifest order
+    with pytest.raises(ValueError, match="speech must be None or a count in 0..n=2"):
+        held_out_clips(tmp_path, SR, n=2, speech=3)
+
+
+def test_splits_are_the_same_in_every_process(tmp_path):
+    """The split is a function of the path alone: never Python's per-process salted hash()."""
+    import subprocess
+    import sys
+
+    names = [f"speaker{i % 5}/clip_{i:04d}.wav" for i in range(300)]
+    code = "import sys; from lib.data.manifest import split_of; print(''.join(split_of(n)[0] for n in sys.argv[1:]))"
+    runs = {seed: subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+            for seed in (0, 1, 12345)}
+    assert len(set(runs.values())) == 1
+    assert runs[0] == "".join(split_of(n)[0] for n in names)
+    assert {"t", "v"} <= set(runs[0])  # the names do spread over the splits
+

@@ -1,5 +1,6 @@
 """Nothing lost, nothing silent: bad data, bad settings, kills and bad codes (issue 13). Each test fails on the
 code before its fix."""
+import math
 import os
 import warnings
 
@@ -118,7 +119,7 @@ def test_long_inputs_go_through_the_streaming_path_and_leave_a_stream_alone(code
 
 from lib.data.audio import OUT_OF_RANGE, AudioError, check_audio  # noqa: E402
 from lib.data.datasets import (AudioFolder, SkippedFileWarning, StepBatches, build_manifest,  # noqa: E402
-                               convert_folder, held_out_clips)
+                               convert_folder, held_out_clips, split_of)
 
 
 def _tone(path, seconds=1.0, sr=24000, lead_silence=0.0, dtype="PCM_16", scale=0.5):
@@ -202,17 +203,38 @@ def test_a_resumed_run_draws_the_batches_of_a_run_that_met_a_broken_clip(tmp_pat
             assert torch.equal(StepBatches(clips, 4, 2400, seed=0)[s], out[s]), s
 
 
-def test_held_out_clips_skip_silent_or_constant_openings(tmp_path):
-    _tone(tmp_path / "a_silent_start.wav", seconds=6, lead_silence=4.5)
-    _tone(tmp_path / "b_good.wav", seconds=2)
-    x = np.full(48000, 0.25, dtype=np.float32)  # DC
-    sf.write(tmp_path / "c_dc.wav", x, 24000)
-    build_manifest(tmp_path, fractions=(0.0, 1.0, 0.0), progress=False)
+def _named(stem: str, split: str) -> str:
+    """`stem_<i>.wav` for the first i whose hash puts it in `split`."""
+    return next(f"{stem}_{i}.wav" for i in range(1000) if split_of(f"{stem}_{i}.wav") == split)
+
+
+def test_held_out_clips_judge_a_clip_where_it_sounds_and_skip_only_silence(tmp_path):
+    a, b, c = _named("a_silent_start", "valid"), _named("b_good", "valid"), _named("c_dc", "valid")
+    _tone(tmp_path / a, seconds=6, lead_silence=4.5)
+    _tone(tmp_path / b, seconds=2)
+    sf.write(tmp_path / c, np.full(48000, 0.25, dtype=np.float32), 24000)  # DC
     with pytest.warns(SkippedFileWarning) as seen:
         clips = held_out_clips(tmp_path, 24000, n=3, seconds=4.0)
-    assert list(clips) == ["b_good"]
-    text = " ".join(str(w.message) for w in seen)
-    assert "a_silent_start.wav" in text and "c_dc.wav" in text
+    assert list(clips) == [a[:-4], b[:-4]]
+    assert clips[a[:-4]].shape == (1, 96000)
+    whole, _ = sf.read(tmp_path / a, dtype="float32")  # the window holds the 1.5 s of tone, not 4 s of silence
+    assert float(clips[a[:-4]].pow(2).sum()) >= 0.99 * float((whole ** 2).sum())
+    assert [str(w.message) for w in seen] == [f"skipping held-out clip '{tmp_path / c}': silent or constant "
+                                              f"throughout"]
+
+
+def test_held_out_clips_say_what_was_wrong_when_none_is_usable(tmp_path):
+    gone, dc = _named("gone", "train"), _named("dc", "valid")
+    _tone(tmp_path / gone, seconds=1)
+    sf.write(tmp_path / dc, np.full(24000, 0.25, dtype=np.float32), 24000)
+    build_manifest(tmp_path, progress=False)
+    (tmp_path / gone).unlink()  # gone since the manifest was built: "no longer loads"
+    (tmp_path / "manifest.csv").touch()
+    with pytest.warns(SkippedFileWarning), pytest.raises(ValueError) as err:
+        held_out_clips(tmp_path, 24000, n=2, seconds=1.0, split=None)
+    text = str(err.value)
+    assert "valid: all 1 clips skipped (1 silent or constant)" in text
+    assert "test: no usable files" in text
 
 
 # ----------------------------------------------------------------------------- training: 1, 2, 6, 7, 8, 9, 12
@@ -250,8 +272,8 @@ def test_silent_held_out_opening_neither_crashes_nor_delays_the_checkpoint(tmp_p
     build_manifest(tmp_path / "data", fractions=(0.5, 0.5, 0.0), progress=False)
     cfg = ["data.valid_seconds=1.0", "data.valid_clips=4", "train.val_every=2", "train.ckpt_every=2",
            "train.log_every=1", "train.discriminators=[]"]
-    with pytest.warns(SkippedFileWarning, match="b.wav"):
-        tr = _trainer(tmp_path / "data", tmp_path / "run", cfg)
+    tr = _trainer(tmp_path / "data", tmp_path / "run", cfg)
+    assert all(float(wav.abs().amax()) > 0.1 for wav in tr.valid)  # each judged where it sounds
     tr.validate = lambda: (_ for _ in ()).throw(ValueError("a metric broke"))  # any metric failure
     with pytest.warns(UserWarning, match="a metric broke"):
         tr.fit(2)
@@ -374,3 +396,14 @@ def test_unreadable_checkpoints_and_other_discriminators_are_named(corpus, tmp_p
             load_checkpoint(tmp_path / name)
     with pytest.raises(CheckpointError, match=r"train\.discriminators"):
         _trainer(corpus, tmp_path / "r", ["train.discriminators=[stft]"])
+
+
+def test_a_folder_whose_clips_open_with_silence_trains_and_validates(tmp_path):
+    for i in range(12):  # podcasts and audiobooks: 1.5 s of silence, then the sound
+        _tone(tmp_path / "data" / f"episode{i:02d}.wav", seconds=4.0, lead_silence=1.5)
+    build_manifest(tmp_path / "data", fractions=(0.5, 0.5, 0.0), progress=False)
+    tr = _trainer(tmp_path / "data", tmp_path / "run")
+    assert len(tr.valid) == 1 and tr.valid[0].abs().amax(-1).min() > 0.1  # its window holds the tone
+    tr.fit(2)
+    metrics = tr.validate()
+    assert math.isfinite(metrics["si_sdr"]) and math.isfinite(metrics["mel_distance"])

@@ -24,6 +24,7 @@ import torch
 from scipy.signal import butter, lfilter
 from lib.headless import progress_bar as tqdm
 
+from lib.atomic import atomic_path
 from lib.data.audio import DEFAULT_SILENCE_THRESHOLD, load_audio, loudness_normalize, resample, save_audio
 
 # ----------------------------------------------------------------------------------------------------------
@@ -103,6 +104,20 @@ OTHER_VOICES = {"de": ["de"], "fr": ["fr"], "es": ["es", "es-419"], "it": ["it"]
 VOICE_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2", "+f3", "+f4", "+f5",
                   "+croak", "+klatt", "+klatt3", "+Andy", "+Annie", "+belinda", "+david", "+linda", "+max",
                   "+michel", "+norbert", "+steph", "+whisperf"]
+
+
+SOURCE_KINDS = {"alsa": "speech", "espeak": "synthetic speech"}  # the kind (lib.data.manifest.CLIP_KINDS) per source
+OTHER_SAMPLES = ("misc_", "vinyl_")  # sonic-pi samples that are effects rather than music (a burp, vinyl hiss)
+OTHER_SYNTH = ("chirps", "noise")  # procedural clips that are not music
+
+
+def clip_kind(record: dict) -> str:
+    """The kind of a corpus clip from its corpus.json record: speech, synthetic speech, music or other."""
+    if record["source"] in SOURCE_KINDS:
+        return SOURCE_KINDS[record["source"]]
+    if record["source"] == "sonic_pi":
+        return "other" if record["origin"].startswith(OTHER_SAMPLES) else "music"
+    return "other" if record["origin"] in OTHER_SYNTH else "music"
 
 
 def available_sources() -> dict[str, bool]:
@@ -416,6 +431,9 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
                "seed": int(seed), "sources": chosen}
     report = _reusable_report(out_dir, request)
     if report is not None:
+        if any("kind" not in r for r in report["files"]):  # a corpus built before clips had kinds
+            report["files"] = [{**r, "kind": clip_kind(r)} for r in report["files"]]
+            _write_report(out_dir, report)
         return {**report, "reused": True}
     _remove_previous_corpus(out_dir)
 
@@ -444,6 +462,7 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
 
     for r in records:
         r["bytes"] = (out_dir / r["path"]).stat().st_size
+        r["kind"] = clip_kind(r)
     per_source = {name: {"files": sum(r["source"] == name for r in records),
                          "minutes": round(sum(r["seconds"] for r in records if r["source"] == name) / 60, 3)}
                   for name in chosen}
@@ -457,8 +476,13 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
         "build_seconds": round(time.perf_counter() - started, 2),
         "files": records,
     }
-    (out_dir / "corpus.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    _write_report(out_dir, report)
     return {**report, "reused": False}
+
+
+def _write_report(out_dir: Path, report: dict) -> None:
+    with atomic_path(out_dir / "corpus.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
 
 
 def _remove_previous_corpus(out_dir: Path) -> None:

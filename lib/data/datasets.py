@@ -182,47 +182,102 @@ class StepBatches(torch.utils.data.Dataset):
 
 
 HELD_OUT_ORDER = ("valid", "test", "train")
+JUDGE_SECONDS = 3.0  # shorter clips are hard to judge by ear (and PESQ/STOI need 0.25-0.4 s): taken last
+_ACTIVE_STEP_SECONDS = 0.01  # grid of the active window's start
 
 
-def held_out_clips(data_dir: str | os.PathLike, sample_rate: int, n: int = 8,
-                   seconds: float | None = 4.0, split: str | None = None) -> dict[str, torch.Tensor]:
-    """The held-out clips every measurement uses: ``{name: wav [C, T]}``, at most ``n`` of them.
+def active_window(wav: torch.Tensor, length: int, sample_rate: int, share: float = 0.99) -> torch.Tensor:
+    """The `length` samples of `wav [C, T]` where the sound is: `[C, min(T, length)]`.
 
-    The first ``n`` clips (manifest order) of the first non-empty split of ``valid``, ``test``, ``train`` (a corpus
-    too small to have held-out files falls back to its training clips), each cut to its first ``seconds``
-    (whole clip for None). Names are the relative paths without extension. The trainer's validation, notebooks 03
-    and 04 and the benchmarks all call this, so their numbers come from the same clips. ``split`` names one split
-    instead (the quality race reports the ``test`` split, which nothing is tuned on). A clip that no longer loads,
-    or whose cut is silent or constant (SI-SDR is undefined on it), is skipped with a warning naming it and the
-    next clip taken.
+    The window with the most energy, its start on a 10 ms grid (of windows holding at least `share` of that
+    energy, the earliest): a clip that opens with seconds of silence (a podcast, an audiobook) is judged where it
+    speaks, and a steady sound keeps its beginning.
+    """
+    if wav.shape[-1] <= length:
+        return wav
+    step = max(1, int(_ACTIVE_STEP_SECONDS * sample_rate))
+    energy = F.pad(wav.double().pow(2).sum(0).cumsum(0), (1, 0))  # [T + 1]
+    starts = torch.arange(0, wav.shape[-1] - length + 1, step)
+    window = energy[starts + length] - energy[starts]
+    start = int(starts[int(torch.nonzero(window >= share * window.max())[0])])
+    return wav[..., start:start + length]
+
+
+class ClipSet(dict):
+    """`{name: wav [C, T]}` in selection order, plus `kinds[name]`: the clip's kind (`lib.data.manifest.CLIP_KINDS`,
+    or "" when unlabelled)."""
+
+    def __init__(self, kinds: dict[str, str] | None = None):
+        super().__init__()
+        self.kinds: dict[str, str] = dict(kinds or {})
+
+
+def _selection_order(entries: Sequence[ManifestEntry], n: int, speech: int | None,
+                     min_seconds: float) -> list[int]:
+    """Indices of `entries` in the order held-out clips are taken (see `held_out_clips`)."""
+    short = [entries[i].duration < min_seconds for i in range(len(entries))]
+    order = sorted(range(len(entries)), key=lambda i: short[i])  # stable: manifest order within
+    if speech is None:
+        return order
+    spoken = sorted((i for i in order if entries[i].speech), key=lambda i: (short[i], entries[i].kind != "speech"))
+    others = [i for i in order if not entries[i].speech]
+    first = spoken[:speech] + others[:n - speech]
+    chosen = set(first)
+    return first + [i for i in spoken + others if i not in chosen]
+
+
+def held_out_clips(data_dir: str | os.PathLike, sample_rate: int, n: int = 8, seconds: float | None = 4.0,
+                   split: str | None = None, speech: int | None = None, min_seconds: float = 0.0) -> ClipSet:
+    """The held-out clips every measurement uses: a `ClipSet` `{name: wav [C, T]}` of at most ``n`` clips.
+
+    Clips of the first non-empty split of ``valid``, ``test``, ``train`` (a corpus too small to have held-out files
+    falls back to its training clips), or of ``split`` alone (the quality race reports ``test``, which nothing is
+    tuned on). Which clips: with ``speech=None`` the first ``n`` in manifest order; with ``speech=k``, ``k`` speech
+    clips (recorded speech before synthetic, `ManifestEntry.kind`) and ``n - k`` of the other kinds, either side
+    filled from the other where it runs short. Clips shorter than ``min_seconds`` come after every longer one.
+    Each clip is cut to its most active ``seconds`` (`active_window`; the whole clip for None). Names are the
+    relative paths without extension; ``kinds`` maps them to their kinds. A clip that no longer loads, or is silent
+    or constant throughout (SI-SDR is undefined on it), is skipped with a warning naming it and the next one taken.
+    The trainer's validation, notebooks 02-04 and the benchmarks call this, so their numbers come from one set.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if seconds is not None and seconds <= 0:
         raise ValueError(f"seconds must be positive or None, got {seconds}")
+    if speech is not None and not 0 <= speech <= n:
+        raise ValueError(f"speech must be None or a count in 0..n={n}, got {speech}")
+    problems = []
     for split in (HELD_OUT_ORDER if split is None else (split,)):
         try:
             folder = AudioFolder(data_dir, split=split, sample_rate=sample_rate)
         except ValueError:  # an empty split: try the next one
+            problems.append(f"{split}: no usable files")
             continue
-        max_len = None if seconds is None else int(seconds * sample_rate)
-        clips = {}
-        for i in range(len(folder)):
+        clips, rejected = ClipSet(), Counter()
+        for i in _selection_order(folder.entries, n, speech, min_seconds):
             if len(clips) == n:
                 break
+            entry = folder.entries[i]
             try:
-                wav = folder.load(i)[..., :max_len]
+                wav = folder.load(i)
             except AudioError as err:  # changed since the manifest was built
                 warnings.warn(f"skipping held-out {err}", SkippedFileWarning, stacklevel=2)
+                rejected["no longer loads"] += 1
                 continue
             if float(wav.amax() - wav.amin()) < DEFAULT_SILENCE_THRESHOLD:  # SI-SDR is undefined on it
-                warnings.warn(f"skipping held-out clip '{folder.root / folder.entries[i].path}': silent or constant "
-                              f"in its first {wav.shape[-1] / sample_rate:g} s", SkippedFileWarning, stacklevel=2)
+                warnings.warn(f"skipping held-out clip '{folder.root / entry.path}': silent or constant throughout",
+                              SkippedFileWarning, stacklevel=2)
+                rejected["silent or constant"] += 1
                 continue
-            clips[Path(folder.entries[i].path).with_suffix("").as_posix()] = wav
+            name = Path(entry.path).with_suffix("").as_posix()
+            clips[name] = wav if seconds is None else active_window(wav, int(seconds * sample_rate), sample_rate)
+            clips.kinds[name] = entry.kind
         if clips:
             return clips
-    raise ValueError(f"{os.fspath(data_dir)}: no usable clips (no valid, test or train split with audio)")
+        problems.append(f"{split}: all {sum(rejected.values())} clips skipped ("
+                        + ", ".join(f"{k} {why}" for why, k in rejected.items()) + ")")
+    raise ValueError(f"{os.fspath(data_dir)}: no usable held-out clip ({'; '.join(problems)}); see the warnings "
+                     f"above for each file")
 
 
 def collate_segments(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,13 +7,15 @@ train, valid and test.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
+import json
 import os
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from lib.headless import progress_bar as tqdm
@@ -22,6 +24,10 @@ from lib.atomic import atomic_path
 from lib.data.audio import AUDIO_EXTENSIONS, DEFAULT_SILENCE_THRESHOLD, MISSING, AudioError, check_audio
 
 SPLITS = ("train", "valid", "test")
+# What a clip holds, for choosing clips to show and for reporting metrics apart: "speech" is recorded human speech,
+# "synthetic speech" a speech synthesiser's; "" is an unlabelled clip (a folder of your own without `kinds`).
+CLIP_KINDS = ("speech", "synthetic speech", "music", "other")
+SPEECH_KINDS = ("speech", "synthetic speech")
 DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
 MANIFEST_NAME = "manifest.csv"
 
@@ -90,6 +96,11 @@ class ManifestEntry:
     frames: int = 0
     size: int = 0  # bytes; with mtime_ns decides whether the row can be reused
     mtime_ns: int = 0
+    kind: str = ""  # one of CLIP_KINDS, or "" when unlabelled
+
+    @property
+    def speech(self) -> bool:
+        return self.kind in SPEECH_KINDS
 
     @property
     def ok(self) -> bool:
@@ -97,6 +108,7 @@ class ManifestEntry:
 
 
 MANIFEST_FIELDS = [f.name for f in fields(ManifestEntry)]
+OPTIONAL_FIELDS = ("kind",)  # columns a manifest written before they existed may lack
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
@@ -106,12 +118,13 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
         raise ValueError(f"manifest '{path}' does not exist")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or [])
+        columns = [k for k in MANIFEST_FIELDS if k in (reader.fieldnames or [])]
+        missing = set(MANIFEST_FIELDS) - set(columns) - set(OPTIONAL_FIELDS)
         if missing:
             raise ValueError(f"manifest '{path}' lacks columns {sorted(missing)}")
         types = {f.name: f.type for f in fields(ManifestEntry)}
         convert = {"float": float, "int": int, "str": str}
-        return [ManifestEntry(**{k: convert[types[k]](row[k]) for k in MANIFEST_FIELDS}) for row in reader]
+        return [ManifestEntry(**{k: convert[types[k]](row[k]) for k in columns}) for row in reader]
 
 
 def write_manifest(path: str | os.PathLike, entries: Sequence[ManifestEntry]) -> Path:
@@ -132,20 +145,75 @@ def write_manifest(path: str | os.PathLike, entries: Sequence[ManifestEntry]) ->
     return path
 
 
+CORPUS_REPORT = "corpus.json"  # written by lib.data.corpus.build_default_corpus; its records carry each clip's kind
+KINDS_FILE = "kinds.json"  # the `kinds` a folder was last labelled with, so that every later build keeps them
+
+
+def _check_kind(kind: str, where: str) -> str:
+    if kind not in CLIP_KINDS + ("",):
+        raise ValueError(f"{where}: unknown clip kind {kind!r}; choose from {CLIP_KINDS} (or '' for unlabelled)")
+    return kind
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError) as err:
+        warnings.warn(f"ignoring unreadable {path}: {err}", stacklevel=4)
+        return None
+
+
+def kind_labeller(root: str | os.PathLike, kinds: str | Mapping[str, str] | None = None):
+    """A function `relative path -> kind` (one of CLIP_KINDS, or "" for unlabelled).
+
+    kinds: one kind for every file ("speech" for a folder of recordings of people talking); or a mapping of
+    glob patterns on the relative path to kinds, the first matching pattern wins (`{"podcasts/*": "speech",
+    "*": "music"}`); or None: what `root/kinds.json` holds (the `kinds` `build_manifest` was last given for
+    this folder), else the kinds `root/corpus.json` records (the default corpus), else unlabelled.
+    """
+    if kinds is None:
+        kinds = _read_json(Path(root) / KINDS_FILE)
+    if isinstance(kinds, str):
+        kind = _check_kind(kinds, "kinds")
+        return lambda rel: kind
+    if isinstance(kinds, Mapping):
+        patterns = [(pattern, _check_kind(kind, f"kinds[{pattern!r}]")) for pattern, kind in kinds.items()]
+        return lambda rel: next((kind for pattern, kind in patterns if fnmatch.fnmatchcase(rel, pattern)), "")
+    if kinds is not None:
+        raise ValueError(f"kinds must be a kind, a mapping of glob patterns to kinds, or None; got {kinds!r}")
+    report = Path(root) / CORPUS_REPORT
+    records = (_read_json(report) or {}).get("files", [])
+    recorded = {r["path"]: _check_kind(r.get("kind", ""), f"{report} ({r['path']})") for r in records}
+    return lambda rel: recorded.get(rel, "")
+
+
+def _remember_kinds(root: Path, kinds: str | Mapping[str, str] | None) -> None:
+    if kinds is not None:
+        try:
+            with atomic_path(root / KINDS_FILE) as tmp:
+                Path(tmp).write_text(json.dumps(kinds if isinstance(kinds, str) else dict(kinds), indent=1))
+        except OSError as err:  # a read-only folder: the labels hold for this build only
+            warnings.warn(f"could not write {root / KINDS_FILE} ({err}); later builds will not know the kinds",
+                          stacklevel=3)
+
+
 def build_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike | None = None,
                    fractions: Sequence[float] = DEFAULT_FRACTIONS,
                    silence_threshold: float = DEFAULT_SILENCE_THRESHOLD,
-                   progress: bool = True) -> list[ManifestEntry]:
+                   progress: bool = True, kinds: str | Mapping[str, str] | None = None) -> list[ManifestEntry]:
     """Check every audio file under `root` and write `manifest_path` (default `root/manifest.csv`).
 
     A row from an existing manifest is reused when the file's size and mtime are unchanged, so only new or
     modified files are read (bad rows are reused too: a corrupt file stays skipped until it changes).
-    Splits are recomputed from `fractions` every time (cheap, and stable per file). Each newly found bad file
-    gives one SkippedFileWarning. Raises ValueError naming the folder when no file is usable.
+    Splits are recomputed from `fractions` every time (cheap, and stable per file), and so are the clip kinds
+    from `kinds` (see `kind_labeller`; kinds given are kept in `root/kinds.json` for later builds). Each newly
+    found bad file gives one SkippedFileWarning. Raises ValueError naming the folder when no file is usable.
     """
     root = Path(root)
     files = scan_folder(root)
     fractions = _check_fractions(fractions)
+    kind_of = kind_labeller(root, kinds)
+    _remember_kinds(root, kinds)
     manifest_path = Path(manifest_path) if manifest_path is not None else root / MANIFEST_NAME
     previous: dict[str, ManifestEntry] = {}
     if manifest_path.is_file():
@@ -160,17 +228,18 @@ def build_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike | N
         try:
             stat = file.stat()
         except OSError as err:  # a dangling or looping symlink: skipped like any missing file
-            entries.append(ManifestEntry(rel, MISSING, split_of(rel, fractions)))
+            entries.append(ManifestEntry(rel, MISSING, split_of(rel, fractions), kind=kind_of(rel)))
             warnings.warn(f"skipping {AudioError(file, MISSING, err.strerror or str(err))}", SkippedFileWarning,
                           stacklevel=2)
             continue
         old = previous.get(rel)
         if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
-            entries.append(replace(old, split=split_of(rel, fractions)))
+            entries.append(replace(old, split=split_of(rel, fractions), kind=kind_of(rel)))
         else:
             to_check.append((file, rel, stat))
     for file, rel, stat in tqdm(to_check, desc="checking audio", unit="file", disable=not progress or not to_check):
-        entry = ManifestEntry(rel, "ok", split_of(rel, fractions), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        entry = ManifestEntry(rel, "ok", split_of(rel, fractions), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                              kind=kind_of(rel))
         try:
             info = check_audio(file, silence_threshold=silence_threshold)
             entry.duration, entry.sample_rate = info.duration, info.sample_rate

@@ -45,7 +45,7 @@ from lib.training.checkpoint import (CHECKPOINT_NAME, RESUME_FREE_KEYS, RESUME_K
 from lib.training.checks import check_writable
 from lib.training.runlog import read_log, remove_stale_temp_files, set_aside, truncate_log
 from lib.config import Config
-from lib.data.datasets import AudioFolder, StepBatches, held_out_clips
+from lib.data.datasets import JUDGE_SECONDS, AudioFolder, StepBatches, held_out_clips
 from lib.training.balancer import Balancer
 from lib.training.losses import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
@@ -54,7 +54,6 @@ from lib.training.runtime import (autocast, configure_optimizers, decoder_phase,
                                   restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
-
 
 __all__ = ["Trainer", "TrainingDiverged", "StepResult", "read_log"]
 
@@ -129,9 +128,10 @@ class Trainer:
         self.train_clips = AudioFolder(data_dir, split="train", sample_rate=sr)
         self.batches = StepBatches(self.train_clips, cfg.data.batch_size, int(cfg.data.segment_seconds * sr),
                                    t.seed, self.rank)
-        # Held-out clips [1, C, T]: the same set as notebooks 03 and 04 and the benchmarks.
-        self.valid = [wav.unsqueeze(0) for wav in held_out_clips(data_dir, sr, cfg.data.valid_clips,
-                                                                 cfg.data.valid_seconds).values()]
+        # Held-out clips, half of them speech (first): the set notebooks 02-04 show (`held_out.kinds`: each one's kind).
+        self.held_out = held_out_clips(data_dir, sr, cfg.data.valid_clips, cfg.data.valid_seconds,
+                                       speech=(cfg.data.valid_clips + 1) // 2, min_seconds=JUDGE_SECONDS)
+        self.valid = [wav.unsqueeze(0) for wav in self.held_out.values()]  # [1, C, T] each
 
         # State that a checkpoint must carry for an exact resume.
         self.step = 0
