@@ -33,7 +33,7 @@ class DataConfig:
     num_workers: int = 0
     valid_clips: int = 8  # held-out clips used for validation metrics
     valid_seconds: float = 4.0  # validation clips are cut to at most this length
-    corpus_minutes: float = 30.0  # embedded default corpus (data/default); README "A larger default corpus"
+    corpus_minutes: float = 30.0  # embedded default corpus (data/default); docs/results.md "A larger default corpus"
 
 
 @dataclass
@@ -152,7 +152,7 @@ class LossConfig:
     phase_derivative: float = 0.0
     # Hop of the mel and complex-STFT losses as a fraction of each window: 0.25 (75 % overlap, SoundStream's and
     # DAC's). 0.5 halves the frames, but the squared Hann windows, which weigh a squared error, then swing 2:1 within
-    # each hop (at 0.25 and 1/3 they sum to a constant); README "The spectral losses' hop".
+    # each hop (at 0.25 and 1/3 they sum to a constant); docs/results.md "The spectral losses' hop".
     stft_hop_fraction: float = 0.25
 
 
