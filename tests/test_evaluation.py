@@ -26,10 +26,10 @@ from lib.analysis.evaluation import (
     default_n_qs,
     evaluation_clips,
     metrics_table,
-    rate_distortion_figure,
     summary_table,
     write_csv,
 )
+from lib.analysis.rate_distortion import METRIC_TITLES, rate_distortion_figure
 from lib.analysis.mushra import HIDDEN_REFERENCE, MushraTest, mushra_trials, scripted_listener
 
 SR = 24000  # the tiny preset's rate
@@ -182,7 +182,7 @@ def test_rate_distortion_figure(ladder):
     rows = metrics_table(ladder, SR, perceptual=False)
     fig = rate_distortion_figure(rows)
     panels = [ax for ax in fig.axes if ax.axison]
-    assert [ax.get_title() for ax in panels] == [lib.analysis.evaluation.METRIC_TITLES[m] for m in METRICS]
+    assert [ax.get_title() for ax in panels] == [METRIC_TITLES[m] for m in METRICS]
     for ax in panels[:3]:
         assert ax.get_xscale() == "log" and "kb/s" in ax.get_xlabel() and "better" in ax.get_ylabel()
     for ax in panels[3:]:  # perceptual=False: PESQ and STOI are NaN, said so rather than plotted
