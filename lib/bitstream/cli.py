@@ -152,9 +152,9 @@ def _load_codec(checkpoint: str | Path, device: str, beam_width: int | None = No
 
 
 def _progress(args, total: float, desc: str):
-    from tqdm.auto import tqdm
+    from lib.headless import progress_bar
 
-    return tqdm(total=total or None, unit="s", desc=desc, file=sys.stderr, disable=args.quiet, dynamic_ncols=True,
+    return progress_bar(total=total or None, unit="s", desc=desc, file=sys.stderr, disable=args.quiet, dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
 
 

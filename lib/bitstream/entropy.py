@@ -315,9 +315,8 @@ def fit_for_checkpoint(checkpoint: str | os.PathLike, data_dir: str | os.PathLik
                        progress: bool = False) -> tuple[EntropyModel, Path]:
     """Fit the entropy model of a checkpoint's codec on ``data_dir``'s train split (choices on its valid split)
     and write it to ``out`` (default ``entropy_model.npz`` beside the checkpoint). Returns (model, path)."""
-    from tqdm.auto import tqdm
-
     from lib.bitstream.vqc import alphabet_sizes, weights_hash
+    from lib.headless import progress_bar as tqdm
     from lib.data.datasets import AudioFolder
     from lib.training.checkpoint import load_codec
 
