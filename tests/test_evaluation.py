@@ -15,7 +15,7 @@ import torch
 import lib.analysis.evaluation
 from lib.build import build_codec
 from lib.config import load_config
-from lib.data.datasets import held_out_clips, split_of
+from lib.data.datasets import ClipSet, held_out_clips, split_of
 from lib.analysis.evaluation import (
     ANCHOR,
     METRICS,
@@ -26,10 +26,11 @@ from lib.analysis.evaluation import (
     default_n_qs,
     evaluation_clips,
     metrics_table,
+    summary_rows,
     summary_table,
     write_csv,
 )
-from lib.analysis.rate_distortion import METRIC_TITLES, rate_distortion_figure
+from lib.analysis.rate_distortion import METRIC_TITLES, rate_distortion_comment, rate_distortion_figure
 from lib.analysis.mushra import HIDDEN_REFERENCE, MushraTest, mushra_trials, scripted_listener
 
 SR = 24000  # the tiny preset's rate
@@ -173,9 +174,40 @@ def test_write_csv_round_trip(ladder, tmp_path):
 def test_summary_table_means_over_clips(ladder):
     rows = metrics_table(ladder, SR, perceptual=False)
     text = summary_table(rows)
-    line = next(l for l in text.splitlines() if l.startswith("mu-law 8-bit"))
+    line = next(l for l in text.splitlines() if "mu-law 8-bit" in l)
     mean_si_sdr = np.mean([r["si_sdr"] for r in rows if r["system"] == "mu-law 8-bit"])
-    assert line.split()[2] == "192.00" and float(line.split()[3]) == pytest.approx(mean_si_sdr, abs=1e-3)
+    assert line.split()[:2] == ["unlabelled", "(2)"]  # a plain dict of clips carries no kinds
+    assert line.split()[4] == "192.00" and float(line.split()[5]) == pytest.approx(mean_si_sdr, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def kinds_ladder(codec):
+    """Two speech clips (one of them 0.18 s, too short for PESQ and STOI) and a music clip."""
+    clips = ClipSet({"talk": "speech", "blip": "speech", "song": "music"})
+    clips.update(talk=_tone_clip(1.0, 150.0, 0), blip=_tone_clip(0.18, 300.0, 1), song=_tone_clip(0.6, 440.0, 2))
+    return bitrate_ladder(codec, clips, n_qs=[1, 4], opus_kbps=(6.0,), vorbis=False)
+
+
+def test_clips_are_reported_by_kind_and_short_clips_say_why(kinds_ladder):
+    rows = metrics_table(kinds_ladder, SR)  # a 0.18 s clip: NaN with a reason, not the crash of a PESQ call
+    by = {(r["clip"], r["system"]): r for r in rows}
+    assert by[("blip", "codec 1.8 kbps")]["kind"] == "speech"
+    assert by[("blip", "codec 1.8 kbps")]["seconds"] == pytest.approx(0.18)
+    assert math.isnan(by[("blip", "codec 1.8 kbps")]["pesq_wb"]) and math.isnan(by[("blip", ANCHOR)]["stoi"])
+    assert math.isfinite(by[("talk", "codec 1.8 kbps")]["stoi"])
+    assert math.isnan(by[("song", "mu-law 8-bit")]["pesq_wb"])  # a speech metric, not computed on music
+    summary = {(r["clips"], r["system"]): r for r in summary_rows(rows)}
+    assert list(dict.fromkeys(r["clips"] for r in summary_rows(rows))) == ["speech (2)", "other sounds (1)"]
+    assert summary[("other sounds (1)", "mu-law 8-bit")]["pesq_wb"] == "n/a (not speech)"
+    talk = by[("talk", "mu-law 8-bit")]
+    assert summary[("speech (2)", "mu-law 8-bit")]["stoi"] == pytest.approx(talk["stoi"])  # the blip's NaN left out
+    assert summary[("speech (2)", "mu-law 8-bit")]["si_sdr"] == pytest.approx(
+        np.mean([by[(c, "mu-law 8-bit")]["si_sdr"] for c in ("talk", "blip")]))
+    only_blip = [r for r in rows if r["clip"] == "blip"]
+    assert {r["pesq_wb"] for r in summary_rows(only_blip)} == {"n/a (0.18 s < 0.25 s)"}
+    assert {r["stoi"] for r in summary_rows(only_blip)} == {"n/a (0.18 s < 0.41 s)"}
+    comment = rate_distortion_comment(rows)
+    assert comment.startswith("Speech (2 clips): ") and "Other sounds (1 clips): " in comment
 
 
 def test_rate_distortion_figure(ladder):
@@ -188,15 +220,21 @@ def test_rate_distortion_figure(ladder):
     for ax in panels[3:]:  # perceptual=False: PESQ and STOI are NaN, said so rather than plotted
         assert [t.get_text() for t in ax.texts] == ["not computed"] and not ax.get_lines()
     ax = panels[0]  # SI-SDR
-    lines = {line.get_label(): line for line in ax.get_lines()}
-    codec = lines["codec (labels: n_q)"]
+    by_colour = {}
+    for line in ax.get_lines():
+        by_colour.setdefault(matplotlib.colors.to_hex(line.get_color()), []).append(line)
+    (codec,) = by_colour[matplotlib.colors.to_hex("tab:blue")]
     assert list(codec.get_xdata()) == [0.45, 0.9, 1.8]  # kb/s, rising with n_q
     means = [np.mean([r["si_sdr"] for r in rows if r["n_q"] == n]) for n in (1, 2, 4)]
     np.testing.assert_allclose(codec.get_ydata(), means)
-    assert lines["mu-law 8-bit"].get_linestyle() == "None"  # a marker, not a line
-    assert list(lines["mu-law 8-bit"].get_xdata()) == [192.0]
-    anchor = lines[f"{ANCHOR} (anchor, no bitrate)"]
+    (mulaw,) = by_colour[matplotlib.colors.to_hex("tab:purple")]
+    assert mulaw.get_linestyle() == "None" and list(mulaw.get_xdata()) == [192.0]  # a marker, not a line
+    (anchor,) = by_colour[matplotlib.colors.to_hex("0.4")]
     assert list(anchor.get_ydata()) == [pytest.approx(np.mean([r["si_sdr"] for r in rows if r["system"] == ANCHOR]))] * 2
+    legend_texts = [t.get_text() for legend in fig.axes[len(METRICS)].get_children()
+                    if isinstance(legend, matplotlib.legend.Legend) for t in legend.get_texts()]
+    assert "codec (labels: n_q)" in legend_texts and f"{ANCHOR} (anchor, no bitrate)" in legend_texts
+    assert "unlabelled (2)" in legend_texts
     # Non-blank: rendered pixels vary, and the codec line's colour is in the picture.
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=50)
@@ -209,6 +247,20 @@ def test_rate_distortion_figure(ladder):
         rate_distortion_figure([])
 
 
+def test_rate_distortion_figure_draws_each_kind_apart(kinds_ladder):
+    rows = metrics_table(kinds_ladder, SR)
+    fig = rate_distortion_figure(rows)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.axison}
+    blue = matplotlib.colors.to_hex("tab:blue")
+
+    def codec_lines(title):
+        return [line for line in panels[title].get_lines() if matplotlib.colors.to_hex(line.get_color()) == blue]
+
+    assert [line.get_linestyle() for line in codec_lines("SI-SDR")] == ["-", ":"]  # speech, other sounds
+    assert [line.get_linestyle() for line in codec_lines(METRIC_TITLES["stoi"])] == ["-"]  # speech only
+    plt.close(fig)
+
+
 def test_mushra_trials_and_scripted_listener(ladder, tmp_path):
     trials = mushra_trials(ladder, ["codec 0.45 kbps", ANCHOR])
     assert [t["name"] for t in trials] == ["low", "high"]
@@ -217,6 +269,9 @@ def test_mushra_trials_and_scripted_listener(ladder, tmp_path):
     assert len(mushra_trials(ladder)[0]["systems"]) == len(ladder.systems)
     with pytest.raises(ValueError, match="not in the ladder"):
         mushra_trials(ladder, ["opus 3 kbps"])
+    assert [t["name"] for t in mushra_trials(ladder, clips=["high"])] == ["high"]
+    with pytest.raises(ValueError, match=r"clips \['mid'\] are not in the ladder"):
+        mushra_trials(ladder, clips=["mid"])
     test = MushraTest(trials, SR, tmp_path / "m.csv", "robot", anchor_name=ANCHOR, seed=0)
     test.score_with(*scripted_listener("mel_distance"))
     with open(tmp_path / "m.csv", newline="") as f:
@@ -244,6 +299,9 @@ def test_evaluation_clips_from_a_folder(tmp_path):
     assert clips["a"].shape == (1, SR)  # cut to clip_seconds
     assert clips["b/c"].shape == (1, SR // 2)  # shorter clips stay whole
     assert list(evaluation_clips(tmp_path, SR, n_clips=1, clip_seconds=None, clips_folder=folder)) == ["a"]
+    with pytest.warns(RuntimeWarning, match="broken.wav"):
+        labelled = evaluation_clips(tmp_path, SR, n_clips=3, clips_folder=folder, kinds={"b/*": "music", "*": "speech"})
+    assert labelled.kinds == {"a": "speech", "b/c": "music", "d": "speech"}
     with pytest.raises(ValueError, match="no readable audio"):
         (tmp_path / "empty").mkdir()
         evaluation_clips(tmp_path, SR, clips_folder=tmp_path / "empty")

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from lib.analysis.baselines import codec_roundtrip, lowpass_anchor, mulaw_8bit, mulaw_bitrate, opus_level_for_kbps
-from lib.analysis.metrics import evaluate_all
+from lib.analysis.metrics import evaluate_all, unavailable_reason
 from lib.data.audio import AudioError, load_audio
-from lib.data.datasets import held_out_clips, scan_folder
+from lib.data.datasets import ClipSet, active_window, held_out_clips, scan_folder
+from lib.data.manifest import SPEECH_KINDS, kind_labeller
 
 __all__ = [
     "REFERENCE",
@@ -41,11 +42,23 @@ __all__ = [
     "metrics_table",
     "write_csv",
     "summary_table",
+    "GROUPS",
+    "report_group",
 ]
 
 REFERENCE = "original"  # ladder key of the unprocessed clip
 METRICS = ("si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi")
-TABLE_COLUMNS = ("clip", "system", "family", "n_q", "bitrate", *METRICS)
+SPEECH_METRICS = ("pesq_wb", "stoi")  # defined on speech only: left out (NaN) on clips of other kinds
+TABLE_COLUMNS = ("clip", "kind", "seconds", "system", "family", "n_q", "bitrate", *METRICS)
+# The groups results are reported in, in this order: a clip's kind (lib.data.manifest.CLIP_KINDS) -> its group.
+GROUPS = ("speech", "synthetic speech", "other sounds", "unlabelled")
+
+
+def report_group(kind: str) -> str:
+    """The group a clip of `kind` is reported in: recorded speech, synthetic speech, other sounds (music and the
+    rest) or unlabelled clips (a folder of your own without kinds)."""
+    return kind if kind in SPEECH_KINDS else ("unlabelled" if not kind else "other sounds")
+
 ANCHOR = "low-pass 3.5 kHz"  # the MUSHRA low anchor (ITU-R BS.1534)
 VORBIS_LOWEST = 1.0  # libsndfile level 1.0 = Vorbis quality -0.1, the lowest it has
 
@@ -58,6 +71,7 @@ class Ladder(dict):
     - `n_q[system]`: number of quantizers for codec systems, else None.
     - `bitrates[(clip, system)]`: bits/s (measured per clip for variable-rate codecs; None for the anchor).
     - `skipped[name]`: baselines that could not run here, with the reason.
+    - `kinds[clip]`: the clip's kind (`lib.data.manifest.CLIP_KINDS`, "" when unlabelled).
     """
 
     def __init__(self, sample_rate: int):
@@ -67,6 +81,7 @@ class Ladder(dict):
         self.n_q: dict[str, int | None] = {}
         self.bitrates: dict[tuple[str, str], float | None] = {}
         self.skipped: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
 
     @property
     def systems(self) -> list[str]:
@@ -96,39 +111,41 @@ def default_n_qs(n_q: int) -> list[int]:
     return ladder if ladder[-1] == n_q else ladder + [int(n_q)]
 
 
-def _crop(wav: torch.Tensor, clip_seconds: float | None, sample_rate: int) -> torch.Tensor:
-    """`[C, T]` -> the first `clip_seconds` (whole clip when shorter or None)."""
-    return wav if clip_seconds is None else wav[:, : max(1, int(round(clip_seconds * sample_rate)))]
+def evaluation_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int = 6,
+                     clip_seconds: float | None = 6.0, clips_folder: str | os.PathLike | None = None,
+                     speech: int | None = None, min_seconds: float = 0.0,
+                     kinds: str | dict[str, str] | None = None) -> ClipSet:
+    """Clips to evaluate on, a `ClipSet` `{name: wav [1, T]}` at `sample_rate` with `kinds[name]`, each cut to its
+    most active `clip_seconds` (`lib.data.datasets.active_window`; None: whole clips).
 
-
-def evaluation_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int = 4,
-                     clip_seconds: float | None = 4.0,
-                     clips_folder: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
-    """Clips to evaluate on, `{name: wav [1, T]}` at `sample_rate`, each cut to its first `clip_seconds`.
-
-    clips_folder None: the held-out clips of `data_dir` (`lib.data.datasets.held_out_clips`, the set the trainer
-    validates on and notebook 03 maps). Otherwise the first `n_clips` readable audio files of `clips_folder`;
+    clips_folder None: the held-out clips of `data_dir` (`lib.data.datasets.held_out_clips` with `speech` and
+    `min_seconds`: `speech` of the `n_clips` are speech, taken first; clips shorter than `min_seconds` last).
+    Otherwise the first `n_clips` readable audio files of `clips_folder`, labelled by `kinds` (as in
+    `lib.data.manifest.kind_labeller`: one kind for all, glob patterns, or None for what the folder records);
     files that cannot be read are skipped with a warning.
     """
     if n_clips < 1:
         raise ValueError(f"n_clips must be >= 1, got {n_clips}")
     if clip_seconds is not None and clip_seconds <= 0:
         raise ValueError(f"clip_seconds must be positive or None, got {clip_seconds}")
-    clips: dict[str, torch.Tensor] = {}
-    if clips_folder is not None:
-        for path in scan_folder(clips_folder):
-            if len(clips) == n_clips:
-                break
-            try:
-                wav = load_audio(path, sample_rate, mono=True)
-            except AudioError as error:
-                warnings.warn(f"clips_folder: skipping {path}: {error}", RuntimeWarning, stacklevel=2)
-                continue
-            clips[path.relative_to(clips_folder).with_suffix("").as_posix()] = _crop(wav, clip_seconds, sample_rate)
-        if not clips:
-            raise ValueError(f"clips_folder {os.fspath(clips_folder)!r} holds no readable audio file")
-        return clips
-    return held_out_clips(data_dir, sample_rate, n_clips, clip_seconds)
+    if clips_folder is None:
+        return held_out_clips(data_dir, sample_rate, n_clips, clip_seconds, speech=speech, min_seconds=min_seconds)
+    kind_of, clips = kind_labeller(clips_folder, kinds), ClipSet()
+    for path in scan_folder(clips_folder):
+        if len(clips) == n_clips:
+            break
+        try:
+            wav = load_audio(path, sample_rate, mono=True)
+        except AudioError as error:
+            warnings.warn(f"clips_folder: skipping {path}: {error}", RuntimeWarning, stacklevel=2)
+            continue
+        rel = path.relative_to(clips_folder)
+        name = rel.with_suffix("").as_posix()
+        length = wav.shape[-1] if clip_seconds is None else int(round(clip_seconds * sample_rate))
+        clips[name], clips.kinds[name] = active_window(wav, length, sample_rate), kind_of(rel.as_posix())
+    if not clips:
+        raise ValueError(f"clips_folder {os.fspath(clips_folder)!r} holds no readable audio file")
+    return clips
 
 
 def _as_clip(wav: torch.Tensor, name: str) -> torch.Tensor:
@@ -171,6 +188,7 @@ def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | 
     for name, wav in clips.items():
         wav = _as_clip(wav, name)
         ladder.setdefault(name, {})[REFERENCE] = wav
+        ladder.kinds[name] = getattr(clips, "kinds", {}).get(name, "")
         with torch.inference_mode():
             for n_q in n_qs:
                 recon = codec(wav[None], n_q=n_q).recon[0]  # [1, 1, T] -> [1, T]
@@ -198,9 +216,11 @@ def metrics_table(ladder: Ladder, sample_rate: int, perceptual: bool = True) -> 
     """Objective metrics of every system on every clip, against that clip's original.
 
     Returns one row per clip x system (the original itself is the reference, not a row), in ladder order:
-    `{"clip", "system", "family", "n_q", "bitrate" (bits/s or None), "si_sdr", "mel_distance",
-    "stft_distance", "pesq_wb", "stoi"}`; `perceptual=False` leaves PESQ and STOI as NaN. PESQ is NaN for a
-    clip in which it finds no speech. Units and directions: `lib.analysis.metrics.METRIC_UNITS` / `METRIC_DIRECTION`.
+    `{"clip", "kind", "seconds", "system", "family", "n_q", "bitrate" (bits/s or None), "si_sdr", "mel_distance",
+    "stft_distance", "pesq_wb", "stoi"}`. The speech metrics (`SPEECH_METRICS`) are NaN on clips of a kind that is
+    not speech (they are computed on unlabelled clips), with `perceptual=False`, on a clip shorter than a metric's
+    minimum (`lib.analysis.metrics.METRIC_MIN_SECONDS`) and where PESQ finds no speech. Units and directions:
+    `lib.analysis.metrics.METRIC_UNITS` / `METRIC_DIRECTION`.
     """
     if sample_rate != getattr(ladder, "sample_rate", sample_rate):
         raise ValueError(f"sample_rate {sample_rate} differs from the ladder's {ladder.sample_rate} Hz")
@@ -208,15 +228,16 @@ def metrics_table(ladder: Ladder, sample_rate: int, perceptual: bool = True) -> 
     for clip, systems in ladder.items():
         if REFERENCE not in systems:
             raise ValueError(f"ladder[{clip!r}] has no {REFERENCE!r} entry to compare against")
-        reference = systems[REFERENCE]
+        reference, kind = systems[REFERENCE], getattr(ladder, "kinds", {}).get(clip, "")
+        speech_like = report_group(kind) != "other sounds"
         for system, wav in systems.items():
             if system == REFERENCE:
                 continue
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # "no utterance" (PESQ on music) -> NaN, expected
-                values = evaluate_all(wav, reference, sample_rate, perceptual=perceptual)
+                warnings.simplefilter("ignore", RuntimeWarning)  # "no utterance", "too short" -> NaN, expected
+                values = evaluate_all(wav, reference, sample_rate, perceptual=perceptual and speech_like)
             rows.append({
-                "clip": clip, "system": system,
+                "clip": clip, "kind": kind, "seconds": reference.shape[-1] / sample_rate, "system": system,
                 "family": getattr(ladder, "family", {}).get(system, system),
                 "n_q": getattr(ladder, "n_q", {}).get(system),
                 "bitrate": getattr(ladder, "bitrates", {}).get((clip, system)),
@@ -243,16 +264,28 @@ def _mean(values) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
 
 
-def _by_system(rows: list[dict]) -> dict[str, dict]:
-    """Rows grouped per system, averaged over clips (NaNs ignored): `{system: {family, n_q, bitrate, metrics}}`."""
-    groups: dict[str, list[dict]] = {}
+def _by_system(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """Rows averaged over the clips of each report group, NaNs ignored: `{(group, system): {group, system, family,
+    n_q, n_clips, shortest (s), bitrate, metrics}}`, groups in `GROUPS` order, systems in row order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
-        groups.setdefault(row["system"], []).append(row)
+        groups.setdefault((report_group(row.get("kind", "")), row["system"]), []).append(row)
+    order = sorted(groups, key=lambda key: GROUPS.index(key[0]))  # stable: systems keep their order
     return {
-        system: {"family": group[0]["family"], "n_q": group[0]["n_q"], "n_clips": len(group),
-                 **{key: _mean(r[key] for r in group) for key in ("bitrate", *METRICS)}}
-        for system, group in groups.items()
+        key: {"group": key[0], "system": key[1], "family": groups[key][0]["family"], "n_q": groups[key][0]["n_q"],
+              "n_clips": len(groups[key]), "shortest": min(r.get("seconds", math.inf) for r in groups[key]),
+              **{k: _mean(r[k] for r in groups[key]) for k in ("bitrate", *METRICS)}}
+        for key in order
     }
+
+
+def _shown(mean: dict, metric: str):
+    """A mean for a table: the number, or why there is none ("n/a (not speech)", "n/a (0.18 s < 0.25 s)")."""
+    if not math.isnan(mean[metric]):
+        return mean[metric]
+    if metric in SPEECH_METRICS and mean["group"] == "other sounds":
+        return "n/a (not speech)"
+    return unavailable_reason(metric, mean["shortest"]) or "-"
 
 
 TABLE_HEADERS = {"si_sdr": "SI-SDR dB", "mel_distance": "mel dist", "stft_distance": "STFT dist",
@@ -260,24 +293,29 @@ TABLE_HEADERS = {"si_sdr": "SI-SDR dB", "mel_distance": "mel dist", "stft_distan
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Plain-text table of the per-system means over clips (bitrate in kb/s), in row order."""
+    """Plain-text table of the means over each group's clips (bitrate in kb/s), groups in `GROUPS` order."""
     means = _by_system(rows)
-    name_width = max(len("system"), *(len(s) for s in means)) + 2
-    lines = [f"{'system':<{name_width}}{'kb/s':>8}" + "".join(f"{TABLE_HEADERS[m]:>11}" for m in METRICS)]
-    for system, mean in means.items():
+    width = max(len("clips"), *(len(f"{m['group']} ({m['n_clips']})") for m in means.values())) + 2
+    name_width = max(len("system"), *(len(m["system"]) for m in means.values())) + 2
+    lines = [f"{'clips':<{width}}{'system':<{name_width}}{'kb/s':>8}"
+             + "".join(f"{TABLE_HEADERS[m]:>11}" for m in METRICS)]
+    for mean in means.values():
         kbps = "-" if math.isnan(mean["bitrate"]) else f"{mean['bitrate'] / 1000:.2f}"
-        lines.append(f"{system:<{name_width}}{kbps:>8}" + "".join(f"{mean[m]:>11.3f}" for m in METRICS))
+        cells = [_shown(mean, m) for m in METRICS]
+        lines.append(f"{mean['group'] + ' (' + str(mean['n_clips']) + ')':<{width}}{mean['system']:<{name_width}}"
+                     f"{kbps:>8}" + "".join(f"{c:>11.3f}" if isinstance(c, float) else f"{'n/a':>11}" for c in cells))
     lines.append("mel/STFT dist: mean L1 of log magnitudes, lower is better; SI-SDR, PESQ (MOS-LQO), STOI (0..1): "
-                 "higher is better")
+                 "higher is better; n/a: not defined on these clips (not speech, or too short)")
     return "\n".join(lines)
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
-    """Per-system means over clips as table rows (bitrate in kb/s), for `lib.analysis.html.table_html`
-    with `headers=SUMMARY_HEADERS`."""
-    return [{"system": system, "kbps": mean["bitrate"] / 1000, **{m: mean[m] for m in METRICS}}
-            for system, mean in _by_system(rows).items()]
+    """Means over each group's clips as table rows (bitrate in kb/s; a mean that cannot be computed says why),
+    for `lib.analysis.html.table_html` with `headers=SUMMARY_HEADERS`."""
+    return [{"clips": f"{mean['group']} ({mean['n_clips']})", "system": mean["system"], "kbps": mean["bitrate"] / 1000,
+             **{m: _shown(mean, m) for m in METRICS}} for mean in _by_system(rows).values()]
 
 
-SUMMARY_HEADERS = {"kbps": "kb/s", "si_sdr": "SI-SDR (dB) ↑", "mel_distance": "mel distance ↓",
-                   "stft_distance": "STFT distance ↓", "pesq_wb": "PESQ (MOS-LQO) ↑", "stoi": "STOI (0-1) ↑"}
+SUMMARY_HEADERS = {"clips": "clips (how many)", "kbps": "kb/s", "si_sdr": "SI-SDR (dB) ↑",
+                   "mel_distance": "mel distance ↓", "stft_distance": "STFT distance ↓", "pesq_wb": "PESQ (MOS-LQO) ↑",
+                   "stoi": "STOI (0-1) ↑"}

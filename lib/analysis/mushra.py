@@ -39,11 +39,18 @@ HIDDEN_REFERENCE = "hidden_reference"  # system name under which the hidden refe
 SCREEN_SCORE, SCREEN_FRACTION = 90, 0.15  # post-screening: hidden reference < 90 in more than 15 % of trials
 
 
-def mushra_trials(ladder: Ladder, systems: Sequence[str] | None = None) -> list[dict]:
-    """MUSHRA trials from a ladder: one per clip, reference = the original, stimuli = `systems` (None: all).
-    Feed to `lib.analysis.listening.MushraTest(trials, ladder.sample_rate, ..., anchor_name=ANCHOR)`."""
+def mushra_trials(ladder: Ladder, systems: Sequence[str] | None = None,
+                  clips: Sequence[str] | None = None) -> list[dict]:
+    """MUSHRA trials from a ladder: one per clip of `clips` (None: every clip), reference = the original,
+    stimuli = `systems` (None: all). Feed to `lib.analysis.listening.MushraTest(trials, ladder.sample_rate, ...,
+    anchor_name=ANCHOR)`."""
+    unknown = [clip for clip in clips or () if clip not in ladder]
+    if unknown:
+        raise ValueError(f"clips {unknown} are not in the ladder (it has {list(ladder)})")
     trials = []
     for clip, entries in ladder.items():
+        if clips is not None and clip not in clips:
+            continue
         chosen = [s for s in entries if s != REFERENCE] if systems is None else list(systems)
         missing = [s for s in chosen if s not in entries]
         if missing:

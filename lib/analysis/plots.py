@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -53,7 +54,9 @@ def plot_spectrogram(ax: plt.Axes, wav: torch.Tensor | np.ndarray, sample_rate: 
 
 def plot_spectrograms(wavs: dict, sample_rate: int, title: str | None = None, width: float = 4.2):
     """Several clips side by side on one shared colour scale (one colorbar). `wavs`: `{title: wav}`. Returns the figure."""
-    fig, axes = plt.subplots(1, len(wavs), figsize=(width * len(wavs) + 1.0, 3.0), squeeze=False, sharey=True)
+    # constrained layout keeps the suptitle, the panel titles and the shared colorbar apart
+    fig, axes = plt.subplots(1, len(wavs), figsize=(width * len(wavs) + 1.0, 3.3), squeeze=False, sharey=True,
+                             layout="constrained")
     vmax = spectrogram_peak(wavs.values())
     for ax, (name, wav) in zip(axes[0], wavs.items()):
         image = plot_spectrogram(ax, wav, sample_rate, name, vmax=vmax, colorbar=False)
@@ -73,10 +76,30 @@ def figure_png(fig: plt.Figure, dpi: int = 80, bbox_inches: str | None = None) -
     return buffer.getvalue()
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save `fig` to `path` (PNG/PDF/SVG from the extension), creating the folder. Returns the path."""
+def figure_footer(preset: str, step: int | None = None) -> str:
+    """What a saved figure was made from: "preset cpu · step 4500 · commit 1a2b3c4" (a "+" after the commit when
+    tracked files other than the figures themselves had changes; "commit unknown" outside a git checkout)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+
+    try:
+        commit = git("rev-parse", "--short=7", "HEAD").stdout.strip() or "unknown"
+        if commit != "unknown" and git("diff", "--quiet", "HEAD", "--", ":/", ":(exclude,top)figures").returncode:
+            commit += "+"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return " · ".join([f"preset {preset}", *([f"step {step}"] if step is not None else []), f"commit {commit}"])
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120, footer: str | None = None) -> Path:
+    """Save `fig` to `path` (PNG/PDF/SVG from the extension), creating the folder. Returns the path.
+
+    `footer` (e.g. `figure_footer(preset, step)`) is written small under the figure's bottom right corner, so that
+    a figure found on its own still says what made it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if footer:
+        fig.text(0.995, 0.0, footer, ha="right", va="top", fontsize=7, color="0.4")
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 

@@ -27,8 +27,8 @@ from lib.headless import progress_bar as tqdm
 from lib.data.audio import DEFAULT_SILENCE_THRESHOLD, MAX_PEAK, OUT_OF_RANGE, SILENT, AudioError, load_audio, save_audio
 from lib.data.manifest import (DEFAULT_FRACTIONS, MANIFEST_FIELDS, MANIFEST_NAME, SPLITS,  # noqa: F401 (re-exported)
                                ManifestEntry, SkippedFileWarning, build_manifest, format_report, manifest_table,
-                               pick_examples, read_manifest, scan_folder, split_of, summarize_manifest,
-                               write_manifest)
+                               minutes_by_kind, pick_examples, read_manifest, scan_folder, split_of,
+                               summarize_manifest, write_manifest)
 
 # ----------------------------------------------------------------------------------------------------------
 # Dataset

@@ -280,6 +280,16 @@ def summarize_manifest(entries: Sequence[ManifestEntry]) -> dict[str, dict]:
     return summary
 
 
+def minutes_by_kind(entries: Sequence[ManifestEntry]) -> list[dict]:
+    """Minutes of usable audio per kind of clip and split: rows `{"kind", "train", "valid", "test"}`, kinds in
+    `CLIP_KINDS` order, unlabelled clips last."""
+    rows: dict[str, dict] = {}
+    for e in sorted((e for e in entries if e.ok), key=lambda e: (CLIP_KINDS + ("",)).index(e.kind)):
+        row = rows.setdefault(e.kind, {"kind": e.kind or "unlabelled", **dict.fromkeys(SPLITS, 0.0)})
+        row[e.split] += e.duration / 60
+    return list(rows.values())
+
+
 def manifest_table(entries: Sequence[ManifestEntry]) -> str:
     """A plain-text table of `summarize_manifest` (for notebooks without pandas)."""
     summary = summarize_manifest(entries)

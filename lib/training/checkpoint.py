@@ -216,7 +216,8 @@ def load_codec(checkpoint: str | Path, run_dir: str | Path | None = None, device
                beam_width: int | None = None):
     """Rebuild a trained codec (and its config) from a checkpoint path, or ``"latest"`` of ``run_dir``; eval mode.
 
-    Returns ``(codec, cfg)``; the generator weight EMA is used when the run kept one and ``use_ema``.
+    Returns ``(codec, cfg)``; the generator weight EMA is used when the run kept one and ``use_ema``;
+    ``codec.trained_steps`` is the checkpoint's training step (for figure footers and reports).
     ``beam_width`` (residual VQ only): encode with this beam search instead of the trained setting; the codes
     still decode with the same codebooks, so it changes the encoder alone (``cfg`` records the trained value).
     """
@@ -225,6 +226,7 @@ def load_codec(checkpoint: str | Path, run_dir: str | Path | None = None, device
     codec = build_codec(cfg)
     weights = state["model"].get("ema") if use_ema and "ema" in state["model"] else state["model"]["codec"]
     codec.load_state_dict(weights)
+    codec.trained_steps = int(state.get("step", 0))
     if beam_width is not None:
         if not hasattr(codec.quantizer, "beam_width"):
             raise CheckpointError(f"beam_width={beam_width}: the {cfg.model.quantizer.kind!r} quantizer of "

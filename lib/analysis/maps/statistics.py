@@ -33,24 +33,21 @@ def level_u_matrix(level: VectorQuantizer) -> np.ndarray:
     """U-matrix `[rows, cols]` of a level's codebook on its grid (mean distance to 4-neighbours, code space)."""
     return u_matrix(level.embed, layout_grid(level)).cpu().numpy()
 
-def pick_clip(data_dir: str | os.PathLike, sample_rate: int, seconds: float = 3.0, prefer: str = "speech",
+def pick_clip(data_dir: str | os.PathLike, sample_rate: int, seconds: float = 3.0,
               path: str | os.PathLike | None = None) -> tuple[Tensor, str]:
     """One clip to follow through the maps -> (`[1, 1, T]` with T <= seconds * sample_rate, its name).
 
-    `path` (absolute, or relative to `data_dir`) if given; otherwise, among the held-out clips
-    (`lib.data.datasets.held_out_clips`), those whose name contains `prefer` (any clip when none does), and
-    among them the first at least `seconds` long (else the longest).
+    `path` (absolute, or relative to `data_dir`) if given, cut to its first `seconds`; otherwise the first held-out
+    speech clip (`lib.data.datasets.held_out_clips` with `speech=1`: recorded speech before synthetic, a clip of
+    at least `seconds` before shorter ones; any clip when none is speech), cut to its most active `seconds`.
     """
     if path is None:
-        clips = held_out_clips(data_dir, sample_rate, n=10**9, seconds=None)
-        preferred = [name for name in clips if prefer in name] or list(clips)
-        n_min = int(seconds * sample_rate)
-        name = min(preferred, key=lambda k: (clips[k].shape[-1] < n_min, -clips[k].shape[-1], k))
-        wav = clips[name]
+        clips = held_out_clips(data_dir, sample_rate, n=1, seconds=seconds, speech=1, min_seconds=seconds)
+        name, wav = next(iter(clips.items()))
     else:
         path = Path(path) if Path(path).is_absolute() else Path(data_dir) / path
-        name, wav = path.name, load_audio(path, sample_rate)
-    return wav[..., : int(seconds * sample_rate)].unsqueeze(0), name
+        name, wav = path.name, load_audio(path, sample_rate)[..., : int(seconds * sample_rate)]
+    return wav.unsqueeze(0), name
 
 
 def training_clips(data_dir: str | os.PathLike, sample_rate: int, n_clips: int = 16,
