@@ -24,6 +24,8 @@ def test_overrides_dotted_strings_and_nested_dicts():
     assert b.model.dim == 24 and b.train.steps == 7
     # round trip through a plain dict (what checkpoints store)
     assert config_from_dict(b.to_dict()) == b
+    # YAML 1.1 reads 1e-3 (no dot) as a string: a float field takes it as the number it means
+    assert load_config("tiny", ["train.lr=1e-3"]).train.lr == 0.001
 
 
 @pytest.mark.parametrize("overrides, fragment", [
@@ -44,6 +46,7 @@ def test_overrides_dotted_strings_and_nested_dicts():
     (["model.quantizer.decay=1.5"], "decay must be in (0, 1)"),
     (["model.spectral.head=magphase"], "model.spectral.head='magphase'"),
     (["train.minutes=0"], "train.minutes: must be > 0 or null"),
+    (["train.lr=fast"], "train.lr: expected a number, got 'fast'"),
 ])
 def test_bad_values_name_the_key(overrides, fragment):
     with pytest.raises(ConfigError) as e:
