@@ -219,3 +219,26 @@ def test_two_process_gloo_ddp_keeps_codebooks_identical(corpus, tmp_path, extra)
     assert torch.equal(r0["codebooks"], r1["codebooks"])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(r0["params"], r1["params"]))
     assert r0["step"] == r1["step"] and (r0["step"] == 3 if not extra else 1 < r0["step"] < 50)
+
+
+def test_init_from_starts_a_fresh_run_from_a_trained_codec(corpus, tmp_path):
+    first = _trainer(corpus, tmp_path / "first", ["train.quantizer_warmup_steps=2"])
+    first.fit(6)
+    trained = {k: v.clone() for k, v in first.codec.state_dict().items()}
+    fine = _trainer(corpus, tmp_path / "fine", [f"train.init_from={tmp_path / 'first' / 'checkpoint.pt'}",
+                                                "train.quantizer_warmup_steps=100", "train.lr=1e-3"])
+    assert fine.step == 0 and fine.init_step == 6 and fine.opt_g.state == {}  # a fresh optimizer and schedule
+    state = fine.codec.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trained.items())  # weights and codebooks (buffers) alike
+    assert fine.validate()["mel_distance"] == pytest.approx(first.validate()["mel_distance"], rel=1e-6)
+    result = fine.train_step(fine.batches[0])
+    assert not result.skipped and result.losses["commitment"] > 0  # no warm-up: the trained codebooks quantize
+    with pytest.raises(Exception, match="init_from .*checkpoint.pt: its codec does not fit"):
+        _trainer(corpus, tmp_path / "other", [f"train.init_from={tmp_path / 'first' / 'checkpoint.pt'}",
+                                              "model.quantizer.n_q=3"])
+
+
+def test_cli_init_from_names_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--init-from", str(tmp_path / "nope.pt")])
+    assert "--init-from: no such checkpoint" in capsys.readouterr().err

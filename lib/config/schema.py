@@ -166,6 +166,10 @@ class TrainConfig:
     # Steps during which latents bypass the quantizer: a random encoder's output is nearly constant, and codebooks
     # k-means-initialised on it collapse to a handful of codes.
     quantizer_warmup_steps: int = 0
+    # A checkpoint whose codec (weights, codebooks, and its weight EMA) starts this run, with a fresh optimizer and
+    # schedule: fine-tuning on your own data, or an adversarial phase after a reconstruction-only run. Trained
+    # codebooks need no quantizer warm-up, so none is done.
+    init_from: str | None = None
     weight_decay: float = 0.01  # AdamW's decoupled weight decay (generator and discriminators)
     lr_schedule: str = "constant"  # "constant", or "cosine" decay to lr * lr_min_ratio at train.steps
     lr_warmup_steps: int = 0  # linear warm-up from 0 before the schedule

@@ -212,6 +212,21 @@ def resolve_checkpoint(checkpoint: str | Path, run_dir: str | Path | None = None
     return path
 
 
+def init_codec_from(codec: torch.nn.Module, checkpoint: str | Path, use_ema: bool = True) -> int:
+    """Load the codec weights and codebooks of ``checkpoint`` into ``codec`` (built from the config of the run that
+    starts from them); returns the checkpoint's step. Its weight EMA is taken where it has one and ``use_ema``:
+    the weights the checkpoint's run reported. Raises CheckpointError naming the file when the architectures
+    differ."""
+    state = load_checkpoint(checkpoint)
+    weights = state["model"].get("ema") if use_ema and "ema" in state["model"] else state["model"]["codec"]
+    try:
+        codec.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(f"train.init_from {checkpoint}: its codec does not fit this config's "
+                              f"({str(err).splitlines()[0]}); start from a checkpoint of the same architecture") from None
+    return int(state.get("step", 0))
+
+
 def load_codec(checkpoint: str | Path, run_dir: str | Path | None = None, device: str = "cpu", use_ema: bool = True,
                beam_width: int | None = None):
     """Rebuild a trained codec (and its config) from a checkpoint path, or ``"latest"`` of ``run_dir``; eval mode.

@@ -99,6 +99,12 @@ def run_progress(t, step: int, seconds: float = 0.0) -> float:
     return min(1.0, progress)
 
 
+def quantizer_warm_up(t, step: int) -> bool:
+    """Whether latents bypass the quantizer at ``step``: the first ``t.quantizer_warmup_steps`` steps of a run
+    from scratch; never in a run that starts from a trained codec (``t.init_from``)."""
+    return step < t.quantizer_warmup_steps and not t.init_from
+
+
 def decoder_phase(t, step: int, seconds: float, codec: nn.Module) -> bool:
     """Whether a step at ``step`` after ``seconds`` of training is in the last ``t.decoder_only_fraction`` of the
     run, where the decoder trains alone; never before every codebook is initialised."""

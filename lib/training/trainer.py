@@ -40,8 +40,8 @@ from torch import nn
 
 from lib.build import build_codec, build_discriminators
 from lib.training.checkpoint import (CHECKPOINT_NAME, RESUME_FREE_KEYS, RESUME_KEYS, CheckpointReadError,
-                                     load_checkpoint, load_state, previous_path, rng_state, save_checkpoint,
-                                     set_rng_state)
+                                     init_codec_from, load_checkpoint, load_state, previous_path, rng_state,
+                                     save_checkpoint, set_rng_state)
 from lib.training.checks import check_writable
 from lib.training.runlog import read_log, remove_stale_temp_files, set_aside, truncate_log
 from lib.config import Config
@@ -50,8 +50,8 @@ from lib.training.balancer import Balancer
 from lib.training.losses import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
 from lib.training.runtime import (autocast, configure_optimizers, decoder_phase, ema_update, freeze_all_but_decoder,
-                                  frozen, init_distributed, kmeans_pools, lr_factor, pick_device, rank0_value,
-                                  restore_kmeans_pools, seed_everything)
+                                  frozen, init_distributed, kmeans_pools, lr_factor, pick_device, quantizer_warm_up,
+                                  rank0_value, restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
 
@@ -97,9 +97,10 @@ class Trainer:
         seed_everything(t.seed)
 
         # The modules (``codec``, ``discs``) own the weights; the ``*_ddp`` views run the forward passes whose
-        # gradients DDP must average (the same objects as the modules without DDP).
-        # ``codec`` replaces the configured one (a peer architecture behind the Codec interface, as in the benchmarks).
+        # gradients DDP must average (the same objects as the modules without DDP). ``codec`` replaces the configured
+        # one (a peer architecture behind the Codec interface, as in the benchmarks); ``train.init_from`` fills it.
         self.codec = (build_codec(cfg) if codec is None else codec).to(self.device)
+        self.init_step = init_codec_from(self.codec, t.init_from) if t.init_from else None  # (a resume overrides)
         self.discs = build_discriminators(cfg).to(self.device)
         self.codec_ddp: nn.Module = self.codec
         self.discs_ddp: nn.ModuleDict = self.discs
@@ -115,7 +116,6 @@ class Trainer:
                                         weight_decay=t.weight_decay) if len(self.discs) else None)
         self.ema = copy.deepcopy(self.codec).eval().requires_grad_(False) if t.ema_decay else None
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and t.precision == "fp16")
-
         sr = cfg.data.sample_rate
         # The generator objective: a table of weighted terms (lib.training.objectives).
         self.loss_weights = loss_weights(lo)
@@ -178,7 +178,7 @@ class Trainer:
 
     def generator_losses(self, wav: torch.Tensor, adversarial: bool):
         """Codec forward and every generator loss term in play; returns (codec output, {term: loss tensor})."""
-        warming_up = self.step < self.cfg.train.quantizer_warmup_steps
+        warming_up = quantizer_warm_up(self.cfg.train, self.step)
         terms = {name: term for name, term in self.loss_terms.items() if adversarial or not term.adversarial}
         out = self.codec_ddp(wav, n_q=self.tied_n_q, return_stages=any(t.needs_stages for t in terms.values()),
                              bypass_quantizer=warming_up)
@@ -325,8 +325,7 @@ class Trainer:
         """Mel distance, SI-SDR and per-level codebook usage/perplexity on the held-out clips."""
         codec = self.ema if self.ema is not None else self.codec
         # Codebooks not initialised yet (warm-up, or levels still pooling frames for k-means): validate unquantized.
-        warming_up = (self.step < self.cfg.train.quantizer_warmup_steps
-                      or not getattr(codec.quantizer, "ready", True))
+        warming_up = quantizer_warm_up(self.cfg.train, self.step) or not getattr(codec.quantizer, "ready", True)
         clips = [wav.to(self.device) for wav in self.valid]
         return validation_metrics(codec, clips, self.cfg.data.sample_rate, n_q, bypass_quantizer=warming_up)
 
