@@ -139,7 +139,7 @@ def _end_pid(pid: int, grace: float = 5.0) -> None:
 
 
 @contextmanager
-def jupyter_lab(root: Path, start_timeout: float = 45.0, kernel_pid_file: Path | None = None):
+def jupyter_lab(root: Path, start_timeout: float = 120.0, kernel_pid_file: Path | None = None):
     """Run JupyterLab on 127.0.0.1 for the duration of the block; yields `(base_url, token)`."""
     port, token = _free_port(), secrets.token_hex(16)
     private = root / ".jupyter"
