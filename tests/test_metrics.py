@@ -2,6 +2,7 @@
 import math
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ from lib.analysis.baselines import (
     mulaw_bitrate,
     opus_level_for_kbps,
 )
-from lib.analysis.metrics import (SI_SDR_CAP_DB, band_energy_db, bitrate, envelope_swap, evaluate_all, pesq_wb,
-                                  si_sdr, spectral_swap, stft_distance, stoi)
+from lib.analysis.metrics import (METRIC_MIN_SECONDS, SI_SDR_CAP_DB, band_energy_db, bitrate, envelope_swap,
+                                  evaluate_all, pesq_wb, si_sdr, spectral_swap, stft_distance, stoi,
+                                  unavailable_reason)
 
 SR = 16000
 
@@ -161,6 +163,97 @@ def test_evaluate_all_on_identical_speech(speech):
     assert results["si_sdr"] == SI_SDR_CAP_DB and results["stft_distance"] == 0.0 and results["mel_distance"] == 0.0
     assert abs(results["pesq_wb"] - 4.64) < 0.01 and abs(results["stoi"] - 1.0) < 1e-4
     assert set(metrics.METRIC_DIRECTION) >= set(results)
+
+
+# ---------------------------------------------------------------- short clips
+
+
+def _loudest(x: torch.Tensor, seconds: float) -> torch.Tensor:
+    """The `seconds` of `x` (at SR) centred on its loudest sample: speech throughout, no pause."""
+    n = round(seconds * SR)
+    start = min(max(int(x.abs().argmax()) - n // 2, 0), x.numel() - n)
+    return x[start: start + n].contiguous()
+
+
+def test_unavailable_reason_strings():
+    assert unavailable_reason("pesq_wb", 0.184) == "n/a (0.18 s < 0.25 s)"
+    assert unavailable_reason("pesq_wb", 2880 / SR) == "n/a (0.18 s < 0.25 s)"
+    assert unavailable_reason("stoi", 0.18) == "n/a (0.18 s < 0.41 s)"
+    assert unavailable_reason("pesq_wb", 0.2499) == "n/a (0.24 s < 0.25 s)"  # rounded down, never "0.25 < 0.25"
+    assert unavailable_reason("stoi", 0.29) == "n/a (0.29 s < 0.41 s)"
+    assert unavailable_reason("pesq_wb", 0.25) is None and unavailable_reason("stoi", 0.41) is None
+    assert unavailable_reason("si_sdr", 0.001) is None
+    assert unavailable_reason("mel_distance", 0.05) == "n/a (0.05 s < 0.07 s)"
+    assert set(METRIC_MIN_SECONDS) >= set(metrics.METRIC_DIRECTION)
+    with pytest.raises(ValueError, match="unknown metric 'pesq'"):
+        unavailable_reason("pesq", 1.0)
+
+
+def test_short_clip_gives_nan_from_evaluate_all_with_one_warning(speech):
+    clip = _loudest(speech, 0.18)  # the drum hit that crashed the main job was 0.18 s
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = evaluate_all(_add_noise(clip, 10.0), clip, SR)
+    assert math.isnan(results["pesq_wb"]) and math.isnan(results["stoi"])
+    assert math.isfinite(results["si_sdr"]) and results["mel_distance"] > 0 and results["stft_distance"] > 0
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert "pesq_wb n/a (0.18 s < 0.25 s)" in message and "stoi n/a (0.18 s < 0.41 s)" in message
+    # a batch shares one length: every item NaN, one warning per metric call
+    batch = torch.stack([clip, 0.5 * clip, _add_noise(clip, 5.0)])[:, None]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = pesq_wb(batch, batch, SR)
+        extended = stoi(batch, batch, SR, extended=True)
+    assert values.shape == (3,) and values.isnan().all() and extended.shape == (3,) and extended.isnan().all()
+    assert [str(w.message) for w in caught] == ["pesq_wb: n/a (0.18 s < 0.25 s); returning NaN",
+                                                "stoi: n/a (0.18 s < 0.41 s); returning NaN"]
+    with pytest.warns(RuntimeWarning, match="n/a"):
+        assert math.isnan(pesq_wb(clip, clip, SR)) and math.isnan(stoi(clip, clip, SR))  # [T] in, float out
+    # even below every spectral metric's minimum nothing raises: a 5 ms click is NaN but for SI-SDR
+    click = _loudest(clip, 0.005)
+    with warnings.catch_warnings(record=True):
+        results = evaluate_all(click, click, SR)
+    assert results["si_sdr"] == SI_SDR_CAP_DB and all(math.isnan(v) for k, v in results.items() if k != "si_sdr")
+
+
+def test_half_second_clip_is_scored(speech):
+    clip = _loudest(speech, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all on a clip long enough
+        identical = evaluate_all(clip, clip, SR)
+        noisy = evaluate_all(_add_noise(clip, 5.0), clip, SR)
+    assert abs(identical["pesq_wb"] - 4.64) < 0.01 and abs(identical["stoi"] - 1.0) < 1e-4
+    assert 1.0 <= noisy["pesq_wb"] < 3.0 and 0.3 < noisy["stoi"] < 0.99
+
+
+def test_minimum_lengths_are_where_the_packages_stop(speech):
+    """PESQ runs from exactly 0.25 s at any rate; pystoi's own answer 10 ms under 0.41 s is its 1e-5 placeholder
+    (on steady noise, which has no silent frame for pystoi to drop: the limit is the clip's length alone)."""
+    from pystoi import stoi as pystoi_stoi
+
+    clip = _loudest(speech, 1.0)
+    at_min = clip[: round(0.25 * SR)]
+    assert abs(pesq_wb(at_min, at_min, SR) - 4.64) < 0.02
+    for rate in (22050, 24000):  # 5513 and 6000 samples, resampled to at least PESQ's 4000
+        resampled = torchaudio.functional.resample(clip, SR, rate)[: math.ceil(0.25 * rate)]
+        assert abs(pesq_wb(resampled, resampled, rate) - 4.64) < 0.02
+    noise = 0.1 * torch.randn(round(METRIC_MIN_SECONDS["stoi"] * SR), dtype=torch.float64)
+    assert abs(stoi(noise, noise, SR) - 1.0) < 1e-4
+    under = noise[: round(0.40 * SR)].numpy()
+    with pytest.warns(RuntimeWarning, match="Not enough STFT frames"):
+        assert pystoi_stoi(under, under, SR) == 1e-5
+
+
+def test_stoi_is_nan_where_silence_leaves_too_few_frames(speech):
+    """1 s clips that pass the length check, one of them silent but for 0.1 s: pystoi's 1e-5 becomes NaN."""
+    clip = _loudest(speech, 1.0)
+    mostly_silent = torch.zeros_like(clip)
+    mostly_silent[: SR // 10] = clip[: SR // 10]
+    batch = torch.stack([clip, mostly_silent])
+    with pytest.warns(RuntimeWarning, match=r"stoi: items \[1\] have under 30 frames"):
+        values = stoi(batch, batch, SR)
+    assert abs(float(values[0]) - 1.0) < 1e-4 and math.isnan(float(values[1]))
 
 
 def test_bitrate_hand_computed():

@@ -18,6 +18,10 @@ batched inputs return a float64 tensor `[B]` with one value per item, except `me
 dB (0 = the band's level is right; -30 = the band is missing, as in a codec that low-passes). `spectral_swap`
 builds hybrids for the same purpose: the reference with the estimate's magnitudes, phases or both in one band, so
 that a score of the hybrid says how much of the estimate's loss sits in that band and in that component.
+
+Every metric has a minimum clip length, `METRIC_MIN_SECONDS`. On a shorter clip a metric gives NaN (one
+RuntimeWarning) rather than an exception or a number without meaning; `unavailable_reason(metric, seconds)` gives the
+text to show in its place, e.g. "n/a (0.18 s < 0.25 s)".
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ __all__ = [
     "SI_SDR_CAP_DB",
     "METRIC_DIRECTION",
     "METRIC_UNITS",
+    "METRIC_MIN_SECONDS",
+    "unavailable_reason",
     "si_sdr",
     "mel_distance",
     "stft_distance",
@@ -72,6 +78,19 @@ METRIC_UNITS = {
 }
 
 PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
+
+# The shortest clip, in seconds, on which each metric is defined; shorter clips give NaN. Sample-count limits are
+# given for every rate from 8 kHz up.
+METRIC_MIN_SECONDS = {
+    "si_sdr": 0.0,  # any non-empty clip
+    "mel_distance": 0.07,  # more than 512 samples (lib.training.losses.mel_distance): 0.064 s at 8 kHz
+    "stft_distance": 0.01,  # 64 samples, its smallest FFT size
+    "pesq_wb": 0.25,  # the pesq package refuses fewer than 4000 samples at 16 kHz (BufferTooShortError)
+    # pystoi needs 30 STFT frames (256 samples, hop 128, at 10 kHz) after its silent-frame removal, which takes 31
+    # frames of the same size: 4097 samples, 0.4097 s, here rounded up to 10 ms. Below it pystoi returns 1e-5.
+    "stoi": 0.41,
+    "bitrate": 0.0,  # a property of the code stream, not of a clip
+}
 
 
 def _as_batch(x, name: str) -> torch.Tensor:
@@ -123,6 +142,31 @@ def _check_rate(sample_rate) -> int:
 
 def _out(values: torch.Tensor, single: bool):
     return float(values[0]) if single else values
+
+
+def unavailable_reason(metric: str, seconds: float) -> str | None:
+    """Why `metric` is NaN on a clip of `seconds`: "n/a (0.18 s < 0.25 s)" when the clip is shorter than
+    `METRIC_MIN_SECONDS[metric]`, else None. The length is shown rounded down to 10 ms, so it never reads as the
+    minimum itself. Raises ValueError for a metric not in `METRIC_MIN_SECONDS`."""
+    if metric not in METRIC_MIN_SECONDS:
+        raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRIC_MIN_SECONDS)}")
+    minimum = METRIC_MIN_SECONDS[metric]
+    if seconds >= minimum:
+        return None
+    shown = math.floor(seconds * 100 + 1e-9) / 100  # the epsilon keeps 0.29 * 100 = 28.999... at 0.29
+    return f"n/a ({shown:.2f} s < {minimum:g} s)"
+
+
+def _too_short(metric: str, n_samples: int, sample_rate: int) -> bool:
+    """True (after one RuntimeWarning naming the metric and the length) when the clip is below the metric's minimum."""
+    reason = unavailable_reason(metric, n_samples / sample_rate)
+    if reason is not None:
+        warnings.warn(f"{metric}: {reason}; returning NaN", RuntimeWarning, stacklevel=3)
+    return reason is not None
+
+
+def _nan(batch: int) -> torch.Tensor:
+    return torch.full((batch,), math.nan, dtype=torch.float64)
 
 
 def si_sdr(estimate, reference):
@@ -208,7 +252,8 @@ def pesq_wb(estimate, reference, sample_rate: int):
     Units: MOS-LQO from 1.04 (bad) to 4.64 (identical signals). Both signals are resampled to
     16 kHz first (PESQ is only defined at 8/16 kHz). Speech-only metric: music or noise give
     numbers without meaning. A clip in which PESQ finds no speech ("no utterances detected")
-    gives NaN and a RuntimeWarning instead of an exception, so a batch still evaluates.
+    gives NaN and a RuntimeWarning instead of an exception, so a batch still evaluates; so does
+    a clip shorter than 0.25 s (`METRIC_MIN_SECONDS`), with one warning for the batch.
 
     Args:
         estimate, reference: `[T]`, `[B, T]` or `[B, 1, T]`, same shape, at `sample_rate`.
@@ -220,9 +265,10 @@ def pesq_wb(estimate, reference, sample_rate: int):
 
     sample_rate = _check_rate(sample_rate)
     est, ref, single = _pair(estimate, reference)
+    if _too_short("pesq_wb", est.shape[-1], sample_rate):
+        return _out(_nan(est.shape[0]), single)
+    # 0.25 s at any rate resamples to at least the 4000 samples at 16 kHz that the pesq package needs
     est, ref = _resample(est, sample_rate, PESQ_RATE), _resample(ref, sample_rate, PESQ_RATE)
-    if est.shape[-1] < PESQ_RATE // 4:
-        raise ValueError(f"PESQ needs at least 0.25 s of audio; got {est.shape[-1] / PESQ_RATE:.3f} s")
     values = torch.empty(est.shape[0], dtype=torch.float64)
     for i in range(est.shape[0]):
         try:
@@ -240,7 +286,10 @@ def stoi(estimate, reference, sample_rate: int, extended: bool = False):
     """Short-time objective intelligibility through `pystoi`. Higher is better.
 
     Units: correlation-based score, 0..1 (1 = identical); `extended=True` gives ESTOI.
-    pystoi resamples to 10 kHz internally and drops silent frames; speech-only metric.
+    pystoi resamples to 10 kHz internally and drops silent frames (40 dB below the reference's
+    loudest); speech-only metric. Where fewer than 30 frames of 25.6 ms are left, pystoi would
+    return 1e-5: that item is NaN instead, and so is a whole batch shorter than 0.41 s
+    (`METRIC_MIN_SECONDS`), each with one RuntimeWarning.
 
     Args:
         estimate, reference: `[T]`, `[B, T]` or `[B, 1, T]`, same shape, at `sample_rate`.
@@ -252,10 +301,21 @@ def stoi(estimate, reference, sample_rate: int, extended: bool = False):
 
     sample_rate = _check_rate(sample_rate)
     est, ref, single = _pair(estimate, reference)
-    values = torch.tensor(
-        [_pystoi(ref[i].numpy(), est[i].numpy(), sample_rate, extended=extended) for i in range(est.shape[0])],
-        dtype=torch.float64,
-    )
+    if _too_short("stoi", est.shape[-1], sample_rate):
+        return _out(_nan(est.shape[0]), single)
+    values = _nan(est.shape[0])
+    for i in range(est.shape[0]):
+        with warnings.catch_warnings():
+            # pystoi's "Not enough STFT frames ... Returning 1e-5" becomes an exception here, and the item NaN
+            warnings.filterwarnings("error", message="Not enough STFT frames", category=RuntimeWarning)
+            try:
+                values[i] = _pystoi(ref[i].numpy(), est[i].numpy(), sample_rate, extended=extended)
+            except RuntimeWarning:
+                pass
+    if values.isnan().any():
+        items = values.isnan().nonzero().flatten().tolist()
+        warnings.warn(f"stoi: items {items} have under 30 frames of speech once silence is dropped; returning NaN",
+                      RuntimeWarning, stacklevel=2)
     return _out(values, single)
 
 
@@ -386,7 +446,8 @@ def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
     Returns `{"si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi"}`; see
     `METRIC_DIRECTION` / `METRIC_UNITS` for the direction and units of each. `perceptual=False`
     skips PESQ and STOI (the slow, speech-only ones); `pesq=False` skips PESQ alone (NaN), for
-    where the `pesq` package is missing.
+    where the `pesq` package is missing. A metric the clip is too short for (`METRIC_MIN_SECONDS`)
+    is NaN, with one RuntimeWarning that names them all; `unavailable_reason` gives the text to show.
     """
     sample_rate = _check_rate(sample_rate)
     est, ref, _ = _pair(estimate, reference)  # validates once, with the user's argument names
@@ -395,12 +456,18 @@ def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
         v = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
         return float(torch.nanmean(v)) if not torch.isnan(v).all() else math.nan
 
-    results = {
-        "si_sdr": mean(si_sdr(est, ref)),
-        "mel_distance": mean(mel_distance(est.float().unsqueeze(1), ref.float().unsqueeze(1), sample_rate)),
-        "stft_distance": mean(stft_distance(est, ref)),
+    compute = {
+        "si_sdr": lambda: si_sdr(est, ref),
+        "mel_distance": lambda: mel_distance(est.float().unsqueeze(1), ref.float().unsqueeze(1), sample_rate),
+        "stft_distance": lambda: stft_distance(est, ref),
     }
     if perceptual:
-        results["pesq_wb"] = mean(pesq_wb(est, ref, sample_rate)) if pesq else math.nan
-        results["stoi"] = mean(stoi(est, ref, sample_rate))
-    return results
+        compute["pesq_wb"] = (lambda: pesq_wb(est, ref, sample_rate)) if pesq else (lambda: math.nan)
+        compute["stoi"] = lambda: stoi(est, ref, sample_rate)
+    seconds = est.shape[-1] / sample_rate
+    short = {name: reason for name in compute if (reason := unavailable_reason(name, seconds))}
+    if short:  # the clip's length, not the codec: said once here rather than by each metric
+        said = ", ".join(f"{name} {reason}" for name, reason in short.items())
+        warnings.warn(f"evaluate_all: a {seconds:.2f} s clip is too short for {said}; those are NaN",
+                      RuntimeWarning, stacklevel=2)
+    return {name: math.nan if name in short else mean(fn()) for name, fn in compute.items()}
