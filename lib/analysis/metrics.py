@@ -30,8 +30,8 @@ import warnings
 
 import numpy as np
 import torch
-import torchaudio
 
+from lib.analysis.inputs import as_batch, check_rate, ndim, pair, resample
 from lib.training.losses import mel_distance  # re-exported: one mel distance for training and evaluation
 
 __all__ = [
@@ -93,53 +93,6 @@ METRIC_MIN_SECONDS = {
 }
 
 
-def _as_batch(x, name: str) -> torch.Tensor:
-    """Any of `[T]`, `[B, T]`, `[B, 1, T]` (tensor or array) -> float64 `[B, T]`."""
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x))
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{name} must be floating-point audio, got dtype {x.dtype}")
-    if x.dim() == 1:
-        x = x.unsqueeze(0)
-    elif x.dim() == 3:
-        if x.shape[1] != 1:
-            raise ValueError(f"{name} must be mono [B, 1, T], got {x.shape[1]} channels (shape {tuple(x.shape)})")
-        x = x[:, 0]
-    elif x.dim() != 2:
-        raise ValueError(f"{name} must have shape [T], [B, T] or [B, 1, T], got {tuple(x.shape)}")
-    if x.shape[-1] == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
-    return x.detach().to(torch.float64).cpu()
-
-
-def _ndim(x) -> int:
-    return x.dim() if isinstance(x, torch.Tensor) else np.ndim(x)
-
-
-def _pair(estimate, reference) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Check shapes agree; return both as `[B, T]` and whether the input was a single `[T]` clip."""
-    single = _ndim(estimate) == 1 and _ndim(reference) == 1
-    est, ref = _as_batch(estimate, "estimate"), _as_batch(reference, "reference")
-    if est.shape[-1] != ref.shape[-1]:
-        raise ValueError(
-            f"length mismatch: estimate has {est.shape[-1]} samples, reference has {ref.shape[-1]}; "
-            "trim or pad the estimate to the reference length first"
-        )
-    if est.shape[0] != ref.shape[0]:
-        raise ValueError(f"batch mismatch: estimate has {est.shape[0]} items, reference has {ref.shape[0]}")
-    if not torch.isfinite(est).all():
-        raise ValueError("estimate contains NaN or inf samples")
-    if not torch.isfinite(ref).all():
-        raise ValueError("reference contains NaN or inf samples")
-    return est, ref, single
-
-
-def _check_rate(sample_rate) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
-    return int(sample_rate)
-
-
 def _out(values: torch.Tensor, single: bool):
     return float(values[0]) if single else values
 
@@ -184,7 +137,7 @@ def si_sdr(estimate, reference):
     Raises:
         ValueError on shape/length mismatch or a silent (constant) reference.
     """
-    est, ref, single = _pair(estimate, reference)
+    est, ref, single = pair(estimate, reference)
     est = est - est.mean(dim=-1, keepdim=True)
     ref = ref - ref.mean(dim=-1, keepdim=True)
     ref_energy = (ref * ref).sum(-1)
@@ -224,7 +177,7 @@ def stft_distance(
     Returns:
         float for `[T]` input, else float64 tensor `[B]`.
     """
-    est, ref, single = _pair(estimate, reference)
+    est, ref, single = pair(estimate, reference)
     sizes = [n for n in fft_sizes if n <= est.shape[-1]]
     if not sizes:
         raise ValueError(f"signal of {est.shape[-1]} samples is shorter than every FFT size in fft_sizes={fft_sizes}")
@@ -238,12 +191,6 @@ def stft_distance(
         diff = mag_est.clamp_min(eps).log() - mag_ref.clamp_min(eps).log()
         per_size.append(diff.abs().mean(dim=(-2, -1)))
     return _out(torch.stack(per_size).mean(0), single)
-
-
-def _resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    if orig_sr == new_sr:
-        return x
-    return torchaudio.functional.resample(x, orig_sr, new_sr)
 
 
 def pesq_wb(estimate, reference, sample_rate: int):
@@ -263,12 +210,12 @@ def pesq_wb(estimate, reference, sample_rate: int):
     """
     from pesq import NoUtterancesError, pesq  # deferred: optional C extension
 
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if _too_short("pesq_wb", est.shape[-1], sample_rate):
         return _out(_nan(est.shape[0]), single)
     # 0.25 s at any rate resamples to at least the 4000 samples at 16 kHz that the pesq package needs
-    est, ref = _resample(est, sample_rate, PESQ_RATE), _resample(ref, sample_rate, PESQ_RATE)
+    est, ref = resample(est, sample_rate, PESQ_RATE), resample(ref, sample_rate, PESQ_RATE)
     values = torch.empty(est.shape[0], dtype=torch.float64)
     for i in range(est.shape[0]):
         try:
@@ -299,8 +246,8 @@ def stoi(estimate, reference, sample_rate: int, extended: bool = False):
     """
     from pystoi import stoi as _pystoi
 
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if _too_short("stoi", est.shape[-1], sample_rate):
         return _out(_nan(est.shape[0]), single)
     values = _nan(est.shape[0])
@@ -346,8 +293,8 @@ def band_energy_db(estimate, reference, sample_rate: int, edges=None):
     ``[B, 1, T]``, same shape. Returns float64 ``[n_bands]`` for ``[T]`` input, else ``[B, n_bands]``. A band the
     reference leaves silent gives NaN.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     edges = [float(e) for e in (edges if edges is not None else [e for e in BAND_EDGES_HZ if e < sample_rate / 2])]
     if any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] >= sample_rate / 2:
         raise ValueError(f"edges must increase from >= 0 to below Nyquist ({sample_rate / 2:g} Hz), got {edges}")
@@ -396,8 +343,8 @@ def spectral_swap(estimate, reference, sample_rate: int, lo_hz: float, hi_hz: fl
     (perfect reconstruction). Args ``[T]``, ``[B, T]`` or ``[B, 1, T]``, same shape; returns float64 ``[T]`` or
     ``[B, T]``.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if part not in SWAP_PARTS:
         raise ValueError(f"part must be one of {SWAP_PARTS}, got {part!r}")
     if not 0 <= lo_hz < hi_hz:
@@ -424,8 +371,8 @@ def envelope_swap(estimate, reference, sample_rate: int, n_bands: int = 24, n_ff
     nearest 20 ms, 512 at 24 kHz), hop ``n_fft // 4``. Args ``[T]``, ``[B, T]`` or ``[B, 1, T]``, same shape;
     returns float64 ``[T]`` or ``[B, T]``.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if n_bands < 1:
         raise ValueError(f"n_bands must be >= 1, got {n_bands}")
     spec_est, spec_ref, freqs, inverse = _stft_pair(est, ref, sample_rate, n_fft, 0.02)
@@ -449,8 +396,8 @@ def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
     where the `pesq` package is missing. A metric the clip is too short for (`METRIC_MIN_SECONDS`)
     is NaN, with one RuntimeWarning that names them all; `unavailable_reason` gives the text to show.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, _ = _pair(estimate, reference)  # validates once, with the user's argument names
+    sample_rate = check_rate(sample_rate)
+    est, ref, _ = pair(estimate, reference)  # validates once, with the user's argument names
 
     def mean(v) -> float:
         v = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
