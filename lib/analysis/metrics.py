@@ -13,6 +13,10 @@ batched inputs return a float64 tensor `[B]` with one value per item, except `me
 | `pesq_wb`       | MOS-LQO, 1.04 .. 4.64         | higher |
 | `stoi`          | intelligibility, 0 .. 1       | higher |
 | `bitrate`       | bits per second               | lower (at equal quality) |
+| `dnsmos_sig`, `dnsmos_bak`, `dnsmos_ovrl`, `dnsmos_p808` | MOS 1 .. 5 | higher |
+
+`dnsmos` needs no reference: DNSMOS P.835 (speech, background, overall) and P.808 (`lib.analysis.dnsmos`) score
+the estimate alone.
 
 `band_energy_db` is a diagnostic, not a score: the estimate's energy over the reference's per frequency band, in
 dB (0 = the band's level is right; -30 = the band is missing, as in a codec that low-passes). `spectral_swap`
@@ -25,12 +29,14 @@ text to show in its place, e.g. "n/a (0.18 s < 0.25 s)".
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
 import numpy as np
 import torch
 
+from lib.analysis.dnsmos import DNSMOS_KEYS, DNSMOS_MIN_SECONDS, dnsmos_scores, dnsmos_unavailable
 from lib.analysis.inputs import as_batch, check_rate, ndim, pair, resample
 from lib.training.losses import mel_distance  # re-exported: one mel distance for training and evaluation
 
@@ -45,6 +51,9 @@ __all__ = [
     "stft_distance",
     "pesq_wb",
     "stoi",
+    "dnsmos",
+    "DNSMOS_KEYS",
+    "dnsmos_unavailable",
     "bitrate",
     "band_energy_db",
     "BAND_EDGES_HZ",
@@ -67,6 +76,7 @@ METRIC_DIRECTION = {
     "pesq_wb": "higher",
     "stoi": "higher",
     "bitrate": "lower",
+    **dict.fromkeys(DNSMOS_KEYS, "higher"),
 }
 METRIC_UNITS = {
     "si_sdr": "dB",
@@ -75,6 +85,7 @@ METRIC_UNITS = {
     "pesq_wb": "MOS-LQO",
     "stoi": "0..1",
     "bitrate": "bit/s",
+    **dict.fromkeys(DNSMOS_KEYS, "MOS 1..5"),
 }
 
 PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
@@ -90,6 +101,8 @@ METRIC_MIN_SECONDS = {
     # frames of the same size: 4097 samples, 0.4097 s, here rounded up to 10 ms. Below it pystoi returns 1e-5.
     "stoi": 0.41,
     "bitrate": 0.0,  # a property of the code stream, not of a clip
+    # DNSMOS tiles a short clip into its 9.01 s window: from 1 s on it still ranks conditions (lib.analysis.dnsmos)
+    **dict.fromkeys(DNSMOS_KEYS, DNSMOS_MIN_SECONDS),
 }
 
 
@@ -110,11 +123,12 @@ def unavailable_reason(metric: str, seconds: float) -> str | None:
     return f"n/a ({shown:.2f} s < {minimum:g} s)"
 
 
-def _too_short(metric: str, n_samples: int, sample_rate: int) -> bool:
-    """True (after one RuntimeWarning naming the metric and the length) when the clip is below the metric's minimum."""
+def _too_short(metric: str, n_samples: int, sample_rate: int, label: str | None = None) -> bool:
+    """True (after one RuntimeWarning naming `label` or the metric, and the length) when the clip is below the
+    metric's minimum."""
     reason = unavailable_reason(metric, n_samples / sample_rate)
     if reason is not None:
-        warnings.warn(f"{metric}: {reason}; returning NaN", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{label or metric}: {reason}; returning NaN", RuntimeWarning, stacklevel=3)
     return reason is not None
 
 
@@ -266,6 +280,29 @@ def stoi(estimate, reference, sample_rate: int, extended: bool = False):
     return _out(values, single)
 
 
+def dnsmos(estimate, sample_rate: int) -> dict:
+    """DNSMOS P.835 (speech, background, overall) and P.808 MOS of `estimate` alone, 1 .. 5, higher is better.
+
+    No reference: `lib.analysis.dnsmos` scores the estimate resampled to 16 kHz, in 9.01 s windows (about 0.4 s
+    per distinct window on one thread: 1.5 s for a 4 s clip). Deterministic. Speech-only, like PESQ and STOI.
+
+    Args:
+        estimate: `[T]`, `[B, T]` or `[B, 1, T]` at `sample_rate`, full scale +-1.
+        sample_rate: Hz.
+    Returns:
+        `{"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"}`: floats for `[T]` input, else float64 tensors
+        `[B]`; NaN for a batch shorter than `METRIC_MIN_SECONDS` (one RuntimeWarning).
+    Raises:
+        RuntimeError naming the package to install when DNSMOS cannot run here (see `dnsmos_unavailable`).
+    """
+    single, est, sample_rate = ndim(estimate) == 1, as_batch(estimate, "estimate"), check_rate(sample_rate)
+    if _too_short(DNSMOS_KEYS[0], est.shape[-1], sample_rate, label="dnsmos"):  # the four share one minimum
+        scores = torch.full((est.shape[0], len(DNSMOS_KEYS)), math.nan, dtype=torch.float64)
+    else:
+        scores = dnsmos_scores(est, sample_rate)
+    return {key: _out(scores[:, k], single) for k, key in enumerate(DNSMOS_KEYS)}
+
+
 def bitrate(n_q: int, codebook_size: int, frame_rate: float) -> float:
     """Bitrate of a residual-VQ code stream, in bits per second (lower = more compression).
 
@@ -387,13 +424,14 @@ def envelope_swap(estimate, reference, sample_rate: int, n_bands: int = 24, n_ff
 
 
 def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
-                 pesq: bool = True) -> dict[str, float]:
+                 pesq: bool = True, dnsmos: bool = False) -> dict[str, float]:
     """All quality metrics for one clip or a batch, as plain floats (batch mean; NaNs ignored).
 
     Returns `{"si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi"}`; see
     `METRIC_DIRECTION` / `METRIC_UNITS` for the direction and units of each. `perceptual=False`
     skips PESQ and STOI (the slow, speech-only ones); `pesq=False` skips PESQ alone (NaN), for
-    where the `pesq` package is missing. A metric the clip is too short for (`METRIC_MIN_SECONDS`)
+    where the `pesq` package is missing. `dnsmos=True` adds the four `DNSMOS_KEYS`, the estimate's
+    DNSMOS (about 1.5 s per 4 s clip on one thread). A metric the clip is too short for (`METRIC_MIN_SECONDS`)
     is NaN, with one RuntimeWarning that names them all; `unavailable_reason` gives the text to show.
     """
     sample_rate = check_rate(sample_rate)
@@ -411,6 +449,9 @@ def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
     if perceptual:
         compute["pesq_wb"] = (lambda: pesq_wb(est, ref, sample_rate)) if pesq else (lambda: math.nan)
         compute["stoi"] = lambda: stoi(est, ref, sample_rate)
+    if dnsmos:
+        scores = functools.cache(lambda: dnsmos_scores(est, sample_rate))  # one run for the four keys
+        compute.update({key: (lambda k=k: scores()[:, k]) for k, key in enumerate(DNSMOS_KEYS)})
     seconds = est.shape[-1] / sample_rate
     short = {name: reason for name in compute if (reason := unavailable_reason(name, seconds))}
     if short:  # the clip's length, not the codec: said once here rather than by each metric
