@@ -9,7 +9,7 @@ PRESET ?= cpu
 RUN    ?= runs/workbook
 STEPS  ?=
 MINUTES ?=
-DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils
+DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils opus-tools
 # OpenMP threads that sleep rather than spin while waiting: on a machine whose cores are shared with other work,
 # spinning made 2-thread torch 5-12x slower (see bench/README.md). Set it yourself to override.
 OMP_WAIT_POLICY ?= PASSIVE
@@ -28,9 +28,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml .ci/torchaudio-check.py
 	touch $@
 
 # Debian packages: real recordings and speech for the default corpus (without them it is synthesised, and says
-# so), and Chromium for the browser test of the listening widget (skipped, with the reason, without it).
+# so), opusenc/opusdec for the Opus baseline as users run it (skipped, with the reason, without them), and Chromium
+# for the browser test of the listening widget (skipped, with the reason, without it).
 data-packages:
-	@sh .ci/apt-install.sh "the default corpus will be synthesised audio" $(DEBIAN_DATA)
+	@sh .ci/apt-install.sh "the default corpus will be synthesised audio, the opusenc baseline skipped" $(DEBIAN_DATA)
 
 browser-packages:
 	@sh .ci/apt-install.sh "the browser test will be skipped" chromium

@@ -1,4 +1,4 @@
-"""Shared test settings: deterministic seeds, one thread (CI has 2 cores), headless matplotlib."""
+"""Shared test settings: deterministic seeds, one thread (CI has 2 cores), headless matplotlib; real speech."""
 import os
 import random
 
@@ -9,6 +9,39 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+HUMAN_SPEECH_RATE = 16000
+
+
+def _alsa_voice_files() -> list:
+    from lib.data.corpus import ALSA_SOUNDS_DIR
+
+    return sorted(p for p in ALSA_SOUNDS_DIR.glob("*.wav") if p.stem != "Noise")
+
+
+@pytest.fixture(scope="session")
+def speech_source() -> str:
+    """Where `human_speech` comes from: "alsa-utils" (a human voice) or "espeak-ng" (synthetic)."""
+    return "alsa-utils" if _alsa_voice_files() else "espeak-ng"
+
+
+@pytest.fixture(scope="session")
+def human_speech(speech_source) -> torch.Tensor:
+    """Speech, 16 kHz mono float32 `[T]` of about 11 s, peak 0.5: a human voice, alsa-utils' recordings ("Front
+    Left", "Rear Right", ...; Noise.wav left out) one after another; where alsa-utils is missing, espeak-ng reading
+    four sentences. Skips the test when neither is installed."""
+    from lib.data.audio import load_audio
+    from lib.data.corpus import ENGLISH_SENTENCES, _speak
+
+    if speech_source == "alsa-utils":
+        wav = torch.cat([load_audio(p, HUMAN_SPEECH_RATE)[0] for p in _alsa_voice_files()])
+    else:
+        spoken = [_speak("en", 150, 50, " ".join(ENGLISH_SENTENCES[i: i + 2]), HUMAN_SPEECH_RATE) for i in (0, 2)]
+        if any(s is None for s in spoken):
+            pytest.skip("no speech: install the Debian package alsa-utils (or espeak-ng); make data-packages")
+        wav = torch.cat([s[0] for s in spoken])
+    return 0.5 * wav / wav.abs().max()
 
 
 @pytest.fixture(autouse=True)

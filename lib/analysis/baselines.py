@@ -4,6 +4,9 @@
 - `mulaw_8bit`: 8-bit mu-law companding (G.711-style, 8 bits per sample: 64 kb/s at 8 kHz).
 - `codec_roundtrip`: a real codec through soundfile/libsndfile (Opus or Vorbis in OGG, MP3),
   encoded and decoded in memory, with the bitrate measured from the encoded size.
+- `opus_tools_roundtrip`: Opus as users run it, the `opusenc` / `opusdec` programs of Debian's opus-tools
+  (`opusenc --bitrate 6`: VBR, libopus' default "audio" application), with the payload bitrate read from the
+  Ogg pages; `opus_tools_unavailable()` says why it cannot run here (None when it can).
 - `available_baselines(sample_rate)`: the list that works on this machine, ready to run.
 
 Audio in and out: `[T]`, `[C, T]` or `[B, C, T]` float tensors in [-1, 1]; outputs keep the
@@ -13,8 +16,12 @@ from __future__ import annotations
 
 import functools
 import io
+import shutil
+import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -30,6 +37,9 @@ __all__ = [
     "mulaw_bitrate",
     "codec_roundtrip",
     "opus_level_for_kbps",
+    "opus_tools_roundtrip",
+    "opus_tools_unavailable",
+    "ogg_packet_sizes",
     "available_baselines",
     "OPUS_SAMPLE_RATES",
 ]
@@ -215,6 +225,95 @@ def opus_level_for_kbps(kbps: float) -> float:
     if not 6.0 <= kbps <= 256.0:
         raise ValueError(f"kbps must be within Opus' range 6..256, got {kbps}")
     return (256.0 - kbps) / 250.0
+
+
+OPUS_TOOLS = ("opusenc", "opusdec")  # Debian package opus-tools
+
+
+def opus_tools_unavailable() -> str | None:
+    """Why `opus_tools_roundtrip` cannot run here (the programs missing from PATH and the Debian package that has
+    them), or None when it can."""
+    missing = [program for program in OPUS_TOOLS if shutil.which(program) is None]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} not found on PATH: install the Debian package opus-tools "
+            "(apt-get install -y opus-tools, or make data-packages)")
+
+
+def ogg_packet_sizes(data: bytes) -> list[int]:
+    """Sizes in bytes of the packets of a single-stream Ogg file, in order, joined across pages.
+
+    Each page: "OggS", 22 header bytes, a segment count n, n lacing values, then the body; a packet is a run of
+    lacing values that ends with one below 255 (RFC 3533). In an Ogg Opus file packets 0 and 1 are the OpusHead
+    and OpusTags headers (RFC 7845), the rest one audio packet each.
+    """
+    sizes, current, position = [], 0, 0
+    while position < len(data):
+        if data[position: position + 4] != b"OggS" or position + 27 > len(data):
+            raise ValueError(f"not an Ogg page at byte {position} (found {data[position: position + 4]!r})")
+        n_segments = data[position + 26]
+        lacing = data[position + 27: position + 27 + n_segments]
+        for value in lacing:
+            current += value
+            if value < 255:
+                sizes.append(current)
+                current = 0
+        position += 27 + n_segments + sum(lacing)
+    return sizes
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed with exit status {result.returncode}: "
+                           f"{result.stderr.strip()[-500:]}")
+
+
+def opus_tools_roundtrip(wav: torch.Tensor, sample_rate: int, kbps: float,
+                         extra_args: tuple[str, ...] = ()) -> tuple[torch.Tensor, float]:
+    """Encode with `opusenc --bitrate kbps` and decode with `opusdec`, through temporary files, as users run Opus.
+
+    opusenc's defaults hold: VBR, complexity 10, 20 ms frames, libopus' "audio" application (it picks SILK,
+    hybrid or CELT itself); `extra_args` go to opusenc as they are (e.g. `("--hard-cbr",)` or `("--speech",)`).
+    Any input rate works: opusenc resamples where libopus needs it, opusdec decodes to `sample_rate`, drops the
+    pre-skip and stops at the input's length (the granule position), so the output is sample-aligned with the
+    input: the cross-correlation peak sits at lag 0 at 64 kb/s, within 1 sample at 6-12 kb/s at 16 and 24 kHz on a
+    human voice (2 on espeak-ng speech: the SILK filters' own phase, not an offset); a length that still differs
+    is trimmed or zero-padded.
+
+    Args:
+        wav: `[T]`, `[C, T]` or `[B, C, T]` float in [-1, 1] (clipped outside), at `sample_rate`; each `[C, T]`
+            item is one file.
+        sample_rate: Hz.
+        kbps: target bitrate in kbit/s for the whole file (opusenc accepts 6 .. 256 per channel).
+    Returns:
+        (decoded, payload_bits_per_second): decoded has the input's shape, dtype and length; the rate counts the
+        audio packets' bytes (Ogg pages and the OpusHead/OpusTags headers excluded) over the input's duration,
+        averaged over items. opusinfo's "w/o overhead" figure is the same number, rounded to 0.1 kbit/s.
+    Raises:
+        FileNotFoundError naming the missing program and the Debian package; RuntimeError when a program fails.
+    """
+    sample_rate = _check_rate(sample_rate)
+    if (reason := opus_tools_unavailable()) is not None:
+        raise FileNotFoundError(reason)
+    wav = wav if isinstance(wav, torch.Tensor) else torch.as_tensor(np.asarray(wav))
+    items, shape = _to_numpy_items(wav)
+    channels, length = (shape[-2] if len(shape) > 1 else 1), shape[-1]
+    if not 6.0 <= kbps <= 256.0 * channels:
+        raise ValueError(f"kbps must be within opusenc's 6 .. {256 * channels} for {channels} channel(s), got {kbps}")
+    decoded, rates = [], []
+    with tempfile.TemporaryDirectory(prefix="opus-tools-") as folder:
+        source, encoded, output = (Path(folder) / name for name in ("in.wav", "coded.opus", "out.wav"))
+        for item in np.clip(items, -1.0, 1.0).reshape(-1, channels, length):
+            sf.write(source, item.T.astype(np.float32), sample_rate, subtype="FLOAT")  # float: no 16-bit rounding
+            _run(["opusenc", "--quiet", "--bitrate", f"{kbps:g}", *extra_args, str(source), str(encoded)])
+            _run(["opusdec", "--quiet", "--float", "--rate", str(sample_rate), str(encoded), str(output)])
+            payload = sum(ogg_packet_sizes(encoded.read_bytes())[2:])
+            rates.append(8.0 * payload / (length / sample_rate))
+            out, _ = sf.read(output, dtype="float64", always_2d=True)  # [T', C]
+            out = out.T[:, :length]
+            decoded.append(np.pad(out, ((0, 0), (0, length - out.shape[1]))))
+    return _from_numpy_items(np.stack(decoded), shape, wav), float(np.mean(rates))
 
 
 def _probe_clip(sample_rate: int, seconds: float = 2.0) -> torch.Tensor:

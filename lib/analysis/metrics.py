@@ -13,6 +13,10 @@ batched inputs return a float64 tensor `[B]` with one value per item, except `me
 | `pesq_wb`       | MOS-LQO, 1.04 .. 4.64         | higher |
 | `stoi`          | intelligibility, 0 .. 1       | higher |
 | `bitrate`       | bits per second               | lower (at equal quality) |
+| `dnsmos_sig`, `dnsmos_bak`, `dnsmos_ovrl`, `dnsmos_p808` | MOS 1 .. 5 | higher |
+
+`dnsmos` needs no reference: DNSMOS P.835 (speech, background, overall) and P.808 (`lib.analysis.dnsmos`) score
+the estimate alone.
 
 `band_energy_db` is a diagnostic, not a score: the estimate's energy over the reference's per frequency band, in
 dB (0 = the band's level is right; -30 = the band is missing, as in a codec that low-passes). `spectral_swap`
@@ -25,13 +29,15 @@ text to show in its place, e.g. "n/a (0.18 s < 0.25 s)".
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
 import numpy as np
 import torch
-import torchaudio
 
+from lib.analysis.dnsmos import DNSMOS_KEYS, DNSMOS_MIN_SECONDS, dnsmos_scores, dnsmos_unavailable
+from lib.analysis.inputs import as_batch, check_rate, ndim, pair, resample
 from lib.training.losses import mel_distance  # re-exported: one mel distance for training and evaluation
 
 __all__ = [
@@ -45,6 +51,9 @@ __all__ = [
     "stft_distance",
     "pesq_wb",
     "stoi",
+    "dnsmos",
+    "DNSMOS_KEYS",
+    "dnsmos_unavailable",
     "bitrate",
     "band_energy_db",
     "BAND_EDGES_HZ",
@@ -67,6 +76,7 @@ METRIC_DIRECTION = {
     "pesq_wb": "higher",
     "stoi": "higher",
     "bitrate": "lower",
+    **dict.fromkeys(DNSMOS_KEYS, "higher"),
 }
 METRIC_UNITS = {
     "si_sdr": "dB",
@@ -75,6 +85,7 @@ METRIC_UNITS = {
     "pesq_wb": "MOS-LQO",
     "stoi": "0..1",
     "bitrate": "bit/s",
+    **dict.fromkeys(DNSMOS_KEYS, "MOS 1..5"),
 }
 
 PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
@@ -90,54 +101,9 @@ METRIC_MIN_SECONDS = {
     # frames of the same size: 4097 samples, 0.4097 s, here rounded up to 10 ms. Below it pystoi returns 1e-5.
     "stoi": 0.41,
     "bitrate": 0.0,  # a property of the code stream, not of a clip
+    # DNSMOS tiles a short clip into its 9.01 s window: from 1 s on it still ranks conditions (lib.analysis.dnsmos)
+    **dict.fromkeys(DNSMOS_KEYS, DNSMOS_MIN_SECONDS),
 }
-
-
-def _as_batch(x, name: str) -> torch.Tensor:
-    """Any of `[T]`, `[B, T]`, `[B, 1, T]` (tensor or array) -> float64 `[B, T]`."""
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x))
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{name} must be floating-point audio, got dtype {x.dtype}")
-    if x.dim() == 1:
-        x = x.unsqueeze(0)
-    elif x.dim() == 3:
-        if x.shape[1] != 1:
-            raise ValueError(f"{name} must be mono [B, 1, T], got {x.shape[1]} channels (shape {tuple(x.shape)})")
-        x = x[:, 0]
-    elif x.dim() != 2:
-        raise ValueError(f"{name} must have shape [T], [B, T] or [B, 1, T], got {tuple(x.shape)}")
-    if x.shape[-1] == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
-    return x.detach().to(torch.float64).cpu()
-
-
-def _ndim(x) -> int:
-    return x.dim() if isinstance(x, torch.Tensor) else np.ndim(x)
-
-
-def _pair(estimate, reference) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Check shapes agree; return both as `[B, T]` and whether the input was a single `[T]` clip."""
-    single = _ndim(estimate) == 1 and _ndim(reference) == 1
-    est, ref = _as_batch(estimate, "estimate"), _as_batch(reference, "reference")
-    if est.shape[-1] != ref.shape[-1]:
-        raise ValueError(
-            f"length mismatch: estimate has {est.shape[-1]} samples, reference has {ref.shape[-1]}; "
-            "trim or pad the estimate to the reference length first"
-        )
-    if est.shape[0] != ref.shape[0]:
-        raise ValueError(f"batch mismatch: estimate has {est.shape[0]} items, reference has {ref.shape[0]}")
-    if not torch.isfinite(est).all():
-        raise ValueError("estimate contains NaN or inf samples")
-    if not torch.isfinite(ref).all():
-        raise ValueError("reference contains NaN or inf samples")
-    return est, ref, single
-
-
-def _check_rate(sample_rate) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
-    return int(sample_rate)
 
 
 def _out(values: torch.Tensor, single: bool):
@@ -157,11 +123,12 @@ def unavailable_reason(metric: str, seconds: float) -> str | None:
     return f"n/a ({shown:.2f} s < {minimum:g} s)"
 
 
-def _too_short(metric: str, n_samples: int, sample_rate: int) -> bool:
-    """True (after one RuntimeWarning naming the metric and the length) when the clip is below the metric's minimum."""
+def _too_short(metric: str, n_samples: int, sample_rate: int, label: str | None = None) -> bool:
+    """True (after one RuntimeWarning naming `label` or the metric, and the length) when the clip is below the
+    metric's minimum."""
     reason = unavailable_reason(metric, n_samples / sample_rate)
     if reason is not None:
-        warnings.warn(f"{metric}: {reason}; returning NaN", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{label or metric}: {reason}; returning NaN", RuntimeWarning, stacklevel=3)
     return reason is not None
 
 
@@ -184,7 +151,7 @@ def si_sdr(estimate, reference):
     Raises:
         ValueError on shape/length mismatch or a silent (constant) reference.
     """
-    est, ref, single = _pair(estimate, reference)
+    est, ref, single = pair(estimate, reference)
     est = est - est.mean(dim=-1, keepdim=True)
     ref = ref - ref.mean(dim=-1, keepdim=True)
     ref_energy = (ref * ref).sum(-1)
@@ -224,7 +191,7 @@ def stft_distance(
     Returns:
         float for `[T]` input, else float64 tensor `[B]`.
     """
-    est, ref, single = _pair(estimate, reference)
+    est, ref, single = pair(estimate, reference)
     sizes = [n for n in fft_sizes if n <= est.shape[-1]]
     if not sizes:
         raise ValueError(f"signal of {est.shape[-1]} samples is shorter than every FFT size in fft_sizes={fft_sizes}")
@@ -238,12 +205,6 @@ def stft_distance(
         diff = mag_est.clamp_min(eps).log() - mag_ref.clamp_min(eps).log()
         per_size.append(diff.abs().mean(dim=(-2, -1)))
     return _out(torch.stack(per_size).mean(0), single)
-
-
-def _resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    if orig_sr == new_sr:
-        return x
-    return torchaudio.functional.resample(x, orig_sr, new_sr)
 
 
 def pesq_wb(estimate, reference, sample_rate: int):
@@ -263,12 +224,12 @@ def pesq_wb(estimate, reference, sample_rate: int):
     """
     from pesq import NoUtterancesError, pesq  # deferred: optional C extension
 
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if _too_short("pesq_wb", est.shape[-1], sample_rate):
         return _out(_nan(est.shape[0]), single)
     # 0.25 s at any rate resamples to at least the 4000 samples at 16 kHz that the pesq package needs
-    est, ref = _resample(est, sample_rate, PESQ_RATE), _resample(ref, sample_rate, PESQ_RATE)
+    est, ref = resample(est, sample_rate, PESQ_RATE), resample(ref, sample_rate, PESQ_RATE)
     values = torch.empty(est.shape[0], dtype=torch.float64)
     for i in range(est.shape[0]):
         try:
@@ -299,8 +260,8 @@ def stoi(estimate, reference, sample_rate: int, extended: bool = False):
     """
     from pystoi import stoi as _pystoi
 
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if _too_short("stoi", est.shape[-1], sample_rate):
         return _out(_nan(est.shape[0]), single)
     values = _nan(est.shape[0])
@@ -317,6 +278,29 @@ def stoi(estimate, reference, sample_rate: int, extended: bool = False):
         warnings.warn(f"stoi: items {items} have under 30 frames of speech once silence is dropped; returning NaN",
                       RuntimeWarning, stacklevel=2)
     return _out(values, single)
+
+
+def dnsmos(estimate, sample_rate: int) -> dict:
+    """DNSMOS P.835 (speech, background, overall) and P.808 MOS of `estimate` alone, 1 .. 5, higher is better.
+
+    No reference: `lib.analysis.dnsmos` scores the estimate resampled to 16 kHz, in 9.01 s windows (about 0.4 s
+    per distinct window on one thread: 1.5 s for a 4 s clip). Deterministic. Speech-only, like PESQ and STOI.
+
+    Args:
+        estimate: `[T]`, `[B, T]` or `[B, 1, T]` at `sample_rate`, full scale +-1.
+        sample_rate: Hz.
+    Returns:
+        `{"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"}`: floats for `[T]` input, else float64 tensors
+        `[B]`; NaN for a batch shorter than `METRIC_MIN_SECONDS` (one RuntimeWarning).
+    Raises:
+        RuntimeError naming the package to install when DNSMOS cannot run here (see `dnsmos_unavailable`).
+    """
+    single, est, sample_rate = ndim(estimate) == 1, as_batch(estimate, "estimate"), check_rate(sample_rate)
+    if _too_short(DNSMOS_KEYS[0], est.shape[-1], sample_rate, label="dnsmos"):  # the four share one minimum
+        scores = torch.full((est.shape[0], len(DNSMOS_KEYS)), math.nan, dtype=torch.float64)
+    else:
+        scores = dnsmos_scores(est, sample_rate)
+    return {key: _out(scores[:, k], single) for k, key in enumerate(DNSMOS_KEYS)}
 
 
 def bitrate(n_q: int, codebook_size: int, frame_rate: float) -> float:
@@ -346,8 +330,8 @@ def band_energy_db(estimate, reference, sample_rate: int, edges=None):
     ``[B, 1, T]``, same shape. Returns float64 ``[n_bands]`` for ``[T]`` input, else ``[B, n_bands]``. A band the
     reference leaves silent gives NaN.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     edges = [float(e) for e in (edges if edges is not None else [e for e in BAND_EDGES_HZ if e < sample_rate / 2])]
     if any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] >= sample_rate / 2:
         raise ValueError(f"edges must increase from >= 0 to below Nyquist ({sample_rate / 2:g} Hz), got {edges}")
@@ -396,8 +380,8 @@ def spectral_swap(estimate, reference, sample_rate: int, lo_hz: float, hi_hz: fl
     (perfect reconstruction). Args ``[T]``, ``[B, T]`` or ``[B, 1, T]``, same shape; returns float64 ``[T]`` or
     ``[B, T]``.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if part not in SWAP_PARTS:
         raise ValueError(f"part must be one of {SWAP_PARTS}, got {part!r}")
     if not 0 <= lo_hz < hi_hz:
@@ -424,8 +408,8 @@ def envelope_swap(estimate, reference, sample_rate: int, n_bands: int = 24, n_ff
     nearest 20 ms, 512 at 24 kHz), hop ``n_fft // 4``. Args ``[T]``, ``[B, T]`` or ``[B, 1, T]``, same shape;
     returns float64 ``[T]`` or ``[B, T]``.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, single = _pair(estimate, reference)
+    sample_rate = check_rate(sample_rate)
+    est, ref, single = pair(estimate, reference)
     if n_bands < 1:
         raise ValueError(f"n_bands must be >= 1, got {n_bands}")
     spec_est, spec_ref, freqs, inverse = _stft_pair(est, ref, sample_rate, n_fft, 0.02)
@@ -440,17 +424,18 @@ def envelope_swap(estimate, reference, sample_rate: int, n_bands: int = 24, n_ff
 
 
 def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
-                 pesq: bool = True) -> dict[str, float]:
+                 pesq: bool = True, dnsmos: bool = False) -> dict[str, float]:
     """All quality metrics for one clip or a batch, as plain floats (batch mean; NaNs ignored).
 
     Returns `{"si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi"}`; see
     `METRIC_DIRECTION` / `METRIC_UNITS` for the direction and units of each. `perceptual=False`
     skips PESQ and STOI (the slow, speech-only ones); `pesq=False` skips PESQ alone (NaN), for
-    where the `pesq` package is missing. A metric the clip is too short for (`METRIC_MIN_SECONDS`)
+    where the `pesq` package is missing. `dnsmos=True` adds the four `DNSMOS_KEYS`, the estimate's
+    DNSMOS (about 1.5 s per 4 s clip on one thread). A metric the clip is too short for (`METRIC_MIN_SECONDS`)
     is NaN, with one RuntimeWarning that names them all; `unavailable_reason` gives the text to show.
     """
-    sample_rate = _check_rate(sample_rate)
-    est, ref, _ = _pair(estimate, reference)  # validates once, with the user's argument names
+    sample_rate = check_rate(sample_rate)
+    est, ref, _ = pair(estimate, reference)  # validates once, with the user's argument names
 
     def mean(v) -> float:
         v = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
@@ -464,6 +449,9 @@ def evaluate_all(estimate, reference, sample_rate: int, perceptual: bool = True,
     if perceptual:
         compute["pesq_wb"] = (lambda: pesq_wb(est, ref, sample_rate)) if pesq else (lambda: math.nan)
         compute["stoi"] = lambda: stoi(est, ref, sample_rate)
+    if dnsmos:
+        scores = functools.cache(lambda: dnsmos_scores(est, sample_rate))  # one run for the four keys
+        compute.update({key: (lambda k=k: scores()[:, k]) for k, key in enumerate(DNSMOS_KEYS)})
     seconds = est.shape[-1] / sample_rate
     short = {name: reason for name in compute if (reason := unavailable_reason(name, seconds))}
     if short:  # the clip's length, not the codec: said once here rather than by each metric
