@@ -9,7 +9,9 @@ PRESET ?= cpu
 RUN    ?= runs/workbook
 STEPS  ?=
 MINUTES ?=
-DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils opus-tools
+DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils opus-tools \
+	asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 \
+	asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722
 # OpenMP threads that sleep rather than spin while waiting: on a machine whose cores are shared with other work,
 # spinning made 2-thread torch 5-12x slower (see bench/README.md). Set it yourself to override.
 OMP_WAIT_POLICY ?= PASSIVE
@@ -27,11 +29,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml .ci/torchaudio-check.py
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
+<<<<<<< Updated upstream
 # Debian packages: real recordings and speech for the default corpus (without them it is synthesised, and says
 # so), opusenc/opusdec for the Opus baseline as users run it (skipped, with the reason, without them), and Chromium
 # for the browser test of the listening widget (skipped, with the reason, without it).
 data-packages:
 	@sh .ci/apt-install.sh "the default corpus will be synthesised audio, the opusenc baseline skipped" $(DEBIAN_DATA)
+=======
+# Debian packages: real recordings, recorded human speech (the asterisk voice prompts) and synthetic speech for the
+# default corpus (without them it is synthesised, and says so), and Chromium for the browser test of the listening
+# widget (skipped, with the reason, without it).
+data-packages:
+	@sh .ci/apt-install.sh "the default corpus will do without them (notebook 01 says which sources it used)" $(DEBIAN_DATA)
+>>>>>>> Stashed changes
 
 browser-packages:
 	@sh .ci/apt-install.sh "the browser test will be skipped" chromium

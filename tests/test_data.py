@@ -16,7 +16,7 @@ import lib.data.datasets as data
 import lib.data.manifest as manifest_module
 from lib.data.audio import AudioError, check_audio
 from lib.data.corpus import build_default_corpus
-from lib.data.datasets import (AudioFolder, ManifestEntry, SkippedFileWarning, build_manifest, collate_segments,
+from lib.data.datasets import (SPLITS, AudioFolder, ManifestEntry, SkippedFileWarning, build_manifest, collate_segments,
                                convert_folder, format_report, held_out_clips, manifest_table, pick_examples,
                                read_manifest, scan_folder, split_of, summarize_manifest)
 
@@ -341,6 +341,7 @@ def test_corpus_is_reused_and_rebuilt_when_the_request_changes(tmp_path):
 def test_auto_corpus_falls_back_to_synthetic_without_debian_packages(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "SONIC_PI_DIR", tmp_path / "no_sonic_pi")
     monkeypatch.setattr(corpus, "ALSA_SOUNDS_DIR", tmp_path / "no_alsa")
+    monkeypatch.setattr(corpus, "ASTERISK_DIR", tmp_path / "no_asterisk")
     monkeypatch.setattr(corpus, "ESPEAK_BINARY", "espeak-ng-not-installed")
     report = build_default_corpus(tmp_path / "out", sample_rate=8000, minutes=0.1, progress=False)
     assert list(report["sources"]) == ["synthetic"] and report["sources"]["synthetic"]["minutes"] >= 0.1
@@ -363,6 +364,7 @@ def test_default_corpus_with_real_sources(tmp_path):
     assert all(e.ok and e.sample_rate == 24000 and e.channels == 1 for e in entries)
     kinds = Counter((e.path.split("/")[0], e.kind) for e in entries)
     assert kinds[("alsa", "speech")] >= 1 and kinds[("speech", "synthetic speech")] >= 2
+    assert {e.split for e in entries if e.path.startswith("alsa/")} == {"train"}  # its speakers never held out
     assert kinds[("sonic_pi", "music")] >= 1
     assert {kind for (folder, kind) in kinds if folder == "sonic_pi"} <= {"music", "other"}
     assert build_default_corpus(tmp_path, sample_rate=24000, minutes=1.0, progress=False)["reused"]
@@ -493,4 +495,41 @@ def test_splits_are_the_same_in_every_process(tmp_path):
     assert len(set(runs.values())) == 1
     assert runs[0] == "".join(split_of(n)[0] for n in names)
     assert {"t", "v"} <= set(runs[0])  # the names do spread over the splits
+
+
+@pytest.mark.skipif(not corpus.available_sources()["asterisk"],
+                    reason="the asterisk-core-sounds-*-g722 packages or the G722 wheel are not installed")
+def test_recorded_speech_keeps_its_held_out_speakers_out_of_training(tmp_path):
+    report = build_default_corpus(tmp_path, sample_rate=24000, minutes=1.0, sources=["asterisk", "synthetic"],
+                                  progress=False, real_speech_share=0.5)
+    prompts = [f for f in report["files"] if f["source"] == "asterisk"]
+    trained = sum(f["seconds"] for f in prompts if f["split"] == "train") / 60
+    assert 0.5 <= trained < 0.5 + 0.2  # the share of the minutes, on top of which come the held-out voices
+    entries = {e.path: e for e in build_manifest(tmp_path, progress=False)}
+    speakers = {split: {f["speaker"] for f in prompts if entries[f["path"]].split == split} for split in SPLITS}
+    assert speakers == {"train": {"Allison"}, "valid": {"June"}, "test": {"Carlo", "IvrvoiceRU"}}
+    held_out = [f for f in prompts if f["split"] != "train"]
+    assert len(held_out) == 3 * corpus.HELD_OUT_PROMPTS and all(f["seconds"] >= 3.0 for f in held_out)
+    assert all(entries[f["path"]].kind == "speech" for f in prompts)
+    # the same held-out prompts whatever the training share: races of two mixes score the same clips
+    other = build_default_corpus(tmp_path / "b", sample_rate=24000, minutes=1.0, sources=["asterisk", "synthetic"],
+                                 progress=False, real_speech_share=0.0)
+    assert [f["path"] for f in other["files"] if f.get("split", "train") != "train"] == [f["path"] for f in held_out]
+    # decoded G.722 is wideband speech: its energy sits below 7 kHz, mostly in 100 Hz - 4 kHz
+    wav, rate = sf.read(tmp_path / held_out[0]["path"])
+    power = np.abs(np.fft.rfft(wav)) ** 2
+    freqs = np.fft.rfftfreq(len(wav), 1 / rate)
+    assert power[(freqs > 100) & (freqs < 4000)].sum() > 0.8 * power.sum()
+    assert power[freqs > 7500].sum() < 1e-3 * power.sum()
+
+
+def test_splits_a_corpus_fixes_win_over_the_hash(tmp_path):
+    write_tone(tmp_path / "a.wav", 0.5)
+    write_tone(tmp_path / "b.wav", 0.5)
+    (tmp_path / "corpus.json").write_text(json.dumps({"files": [{"path": "a.wav", "split": "test"}]}))
+    entries = {e.path: e.split for e in build_manifest(tmp_path, progress=False, fractions=(1.0, 0.0, 0.0))}
+    assert entries == {"a.wav": "test", "b.wav": "train"}
+    (tmp_path / "corpus.json").write_text(json.dumps({"files": [{"path": "a.wav", "split": "holdout"}]}))
+    with pytest.raises(ValueError, match=r"corpus.json: unknown split for \{'a.wav': 'holdout'\}"):
+        build_manifest(tmp_path, progress=False)
 

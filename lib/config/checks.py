@@ -37,6 +37,8 @@ def _check_ranges(cfg: Config) -> None:
         ("data.segment_seconds", d.segment_seconds, d.segment_seconds > 0, "> 0"),
         ("data.valid_clips", d.valid_clips, d.valid_clips >= 1, ">= 1"),
         ("data.valid_seconds", d.valid_seconds, d.valid_seconds > 0, "> 0"),
+        ("data.corpus_real_speech_share", d.corpus_real_speech_share, 0 <= d.corpus_real_speech_share <= 1,
+         "in [0, 1]"),
         ("train.lr", t.lr, t.lr > 0, "> 0"),
         ("train.disc_lr", t.disc_lr, t.disc_lr > 0, "> 0"),
         ("train.betas", t.betas, len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "two numbers in [0, 1)"),

@@ -22,6 +22,9 @@ class DataConfig:
     valid_clips: int = 8  # held-out clips used for validation metrics
     valid_seconds: float = 4.0  # validation clips are cut to at most this length
     corpus_minutes: float = 30.0  # embedded default corpus (data/default); docs/results.md "A larger default corpus"
+    # share of those minutes given to recorded human speech (the asterisk voice prompts; their held-out speakers'
+    # prompts come on top, for the valid and test splits)
+    corpus_real_speech_share: float = 0.0
 
 
 @dataclass

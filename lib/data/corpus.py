@@ -34,8 +34,20 @@ from lib.data.synth import SYNTH_KINDS, fade
 SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")  # Debian sonic-pi-samples: CC0 recordings from freesound.org
 ALSA_SOUNDS_DIR = Path("/usr/share/sounds/alsa")  # Debian alsa-utils: short human speech clips
 ESPEAK_BINARY = "espeak-ng"  # Debian espeak-ng
+# Debian asterisk-core-sounds-{en,es,fr,it,ru}-g722: professional voice prompts, recorded human speech (CC-BY-SA 3.0),
+# 16 kHz wideband G.722, one speaker per folder (Allison Smith recorded both the US English and the Mexican Spanish).
+# Speaker-disjoint splits: the held-out voices' prompts go to valid or test only, never to training.
+ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
+ASTERISK_VOICES = {  # folder: (speaker, split); "train" voices fill the budget, held-out ones give HELD_OUT_PROMPTS
+    "en_US_f_Allison": ("Allison", "train"),
+    "es_MX_f_Allison": ("Allison", "train"),
+    "fr_CA_f_June": ("June", "valid"),
+    "it_IT_m_Carlo": ("Carlo", "test"),
+    "ru_RU_f_IvrvoiceRU": ("IvrvoiceRU", "test"),
+}
+HELD_OUT_PROMPTS = 12  # prompts of at least 3 s per held-out voice
 CORPUS_VERSION = 1
-CORPUS_SOURCES = ("alsa", "sonic_pi", "espeak", "synthetic")
+CORPUS_SOURCES = ("alsa", "asterisk", "sonic_pi", "espeak", "synthetic")
 _CORPUS_LUFS, _CORPUS_MAX_PEAK = -20.0, 0.95  # every clip gets the same loudness, peaks kept below clipping
 
 ENGLISH_SENTENCES = [
@@ -106,7 +118,7 @@ VOICE_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+
                   "+michel", "+norbert", "+steph", "+whisperf"]
 
 
-SOURCE_KINDS = {"alsa": "speech", "espeak": "synthetic speech"}  # the kind (lib.data.manifest.CLIP_KINDS) per source
+SOURCE_KINDS = {"alsa": "speech", "asterisk": "speech", "espeak": "synthetic speech"}  # lib.data.manifest.CLIP_KINDS
 OTHER_SAMPLES = ("misc_", "vinyl_")  # sonic-pi samples that are effects rather than music (a burp, vinyl hiss)
 OTHER_SYNTH = ("chirps", "noise")  # procedural clips that are not music
 
@@ -124,6 +136,7 @@ def available_sources() -> dict[str, bool]:
     """Which corpus sources exist on this machine (the Debian packages are optional)."""
     return {
         "alsa": ALSA_SOUNDS_DIR.is_dir() and any(ALSA_SOUNDS_DIR.glob("*.wav")),
+        "asterisk": g722_decoder() is not None and all(any((ASTERISK_DIR / v).rglob("*.g722")) for v in ASTERISK_VOICES),
         "sonic_pi": SONIC_PI_DIR.is_dir() and any(SONIC_PI_DIR.glob("*.flac")),
         "espeak": shutil.which(ESPEAK_BINARY) is not None,
         "synthetic": True,
@@ -139,7 +152,8 @@ def _resolve_sources(sources: str | Sequence[str]) -> list[str]:
     if sources == "real":
         chosen = [s for s in CORPUS_SOURCES if s != "synthetic" and available[s]]
         if not chosen:
-            raise ValueError("sources='real' but none of sonic-pi-samples, espeak-ng, alsa-utils is installed")
+            raise ValueError("sources='real' but none of sonic-pi-samples, espeak-ng, alsa-utils, the asterisk "
+                             "sounds is installed")
         return chosen
     if isinstance(sources, str):
         raise ValueError(f"sources must be 'auto', 'real', 'synthetic' or a list of {CORPUS_SOURCES}, got {sources!r}")
@@ -179,6 +193,57 @@ def _copy_recordings(files: list[Path], subdir: str, out_dir: Path, sample_rate:
     with ThreadPoolExecutor(max_workers=4) as pool:
         jobs = pool.map(convert, chosen)
         return list(tqdm(jobs, total=len(chosen), desc=subdir, unit="file", disable=not progress))
+
+
+def g722_decoder():
+    """A function `bytes -> int16 array at 16 kHz` decoding ITU G.722 at 64 kb/s (the `G722` wheel, a bit-exact
+    implementation that passes the ITU test vectors), or None where the wheel is not installed."""
+    try:
+        from G722 import G722
+    except ImportError:
+        return None
+    return lambda data: np.asarray(G722(16000, 64000).decode(data), dtype=np.int16)
+
+
+def _prompt_records(voice: str, rng: random.Random, budget: float | None) -> list[tuple[Path, float]]:
+    """(file, seconds) of one asterisk voice: shuffled, until `budget` seconds (training voices) or, for a
+    held-out voice (budget None), HELD_OUT_PROMPTS prompts of at least 3 s. G.722 is 64 kb/s: 8000 bytes a second."""
+    files = sorted((ASTERISK_DIR / voice).rglob("*.g722"))
+    rng.shuffle(files)
+    timed = [(f, f.stat().st_size / 8000) for f in files]
+    if budget is None:
+        return [ft for ft in timed if ft[1] >= 3.0][:HELD_OUT_PROMPTS]
+    chosen, total = [], 0.0
+    for f, seconds in timed:
+        if total >= budget:
+            break
+        chosen.append((f, seconds))
+        total += seconds
+    return chosen
+
+
+def _copy_prompts(out_dir: Path, sample_rate: int, budget: float, rng: random.Random, progress: bool) -> list[dict]:
+    """The asterisk voices' prompts, decoded from G.722, resampled and levelled: the training voices (shared
+    equally) until `budget` seconds, and HELD_OUT_PROMPTS prompts of each held-out voice. Every record carries its
+    voice's split, so that no prompt of a training speaker is held out by the hash and none of a held-out one trains."""
+    decode = g722_decoder()
+    train_voices = [v for v, (_, split) in ASTERISK_VOICES.items() if split == "train"]
+    jobs = []
+    for voice, (speaker, split) in ASTERISK_VOICES.items():
+        chosen = _prompt_records(voice, rng, budget / len(train_voices) if split == "train" else None)
+        jobs += [(voice, speaker, split, f) for f, _ in chosen]
+
+    def convert(job) -> dict:
+        voice, speaker, split, file = job
+        pcm = decode(file.read_bytes()).astype(np.float32) / 32768.0
+        wav = _finish_clip(resample(torch.from_numpy(pcm)[None], 16000, sample_rate), sample_rate)
+        rel = f"asterisk/{voice}/{file.relative_to(ASTERISK_DIR / voice).with_suffix('.wav').as_posix()}"
+        save_audio(out_dir / rel, wav, sample_rate)
+        return {"path": rel, "source": "asterisk", "seconds": wav.shape[-1] / sample_rate,
+                "origin": f"{speaker}: {voice}/{file.name}", "speaker": speaker, "split": split}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(tqdm(pool.map(convert, jobs), total=len(jobs), desc="asterisk", unit="file", disable=not progress))
 
 
 def _espeak_jobs(rng: random.Random):
@@ -276,11 +341,15 @@ def _reusable_report(out_dir: Path, request: dict) -> dict | None:
 
 
 def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, minutes: float = 12,
-                         seed: int = 0, sources: str | Sequence[str] = "auto", progress: bool = True) -> dict:
+                         seed: int = 0, sources: str | Sequence[str] = "auto", progress: bool = True,
+                         real_speech_share: float = 0.0) -> dict:
     """Write a mixed corpus of about `minutes` of mono WAV at `sample_rate` into `out_dir`; return a report.
 
     Sources, in this order (see CORPUS_SOURCES):
       alsa      - /usr/share/sounds/alsa speech clips (alsa-utils), at most 5 % of the total;
+      asterisk  - recorded voice prompts (asterisk-core-sounds-*-g722, decoded with the `G722` wheel), the training
+                  voices up to `real_speech_share` of the total; the held-out voices' prompts (ASTERISK_VOICES) go
+                  to valid or test, whole speakers, and come on top of `minutes`;
       sonic_pi  - CC0 recordings from /usr/share/sonic-pi/samples (drums, loops, instruments, ambience),
                   at most half of the total;
       espeak    - espeak-ng speech: English voices and accents, German, French, Spanish, Italian, with voice
@@ -297,8 +366,12 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
         raise ValueError(f"minutes must be positive, got {minutes}")
     out_dir = Path(out_dir)
     chosen = _resolve_sources(sources)
+    if not 0 <= real_speech_share <= 1:
+        raise ValueError(f"real_speech_share must be in [0, 1], got {real_speech_share}")
     request = {"version": CORPUS_VERSION, "sample_rate": int(sample_rate), "minutes": float(minutes),
                "seed": int(seed), "sources": chosen}
+    if "asterisk" in chosen:  # (a corpus without it keeps the request, and so the files, it had before)
+        request["real_speech_share"] = float(real_speech_share)
     report = _reusable_report(out_dir, request)
     if report is not None:
         if any("kind" not in r for r in report["files"]):  # a corpus built before clips had kinds
@@ -309,16 +382,21 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
 
     started, target = time.perf_counter(), minutes * 60.0
     has_filler = "espeak" in chosen or "synthetic" in chosen
-    shares = {"alsa": 0.05, "sonic_pi": 0.5} if has_filler else {"alsa": 1.0, "sonic_pi": 1.0}
+    shares = ({"alsa": 0.05, "asterisk": real_speech_share, "sonic_pi": 0.5} if has_filler else
+              {"alsa": 1.0, "asterisk": 1.0, "sonic_pi": 1.0})
     records: list[dict] = []
     for name in chosen:
-        remaining = target - sum(r["seconds"] for r in records)
+        # the held-out voices' prompts come on top of the minutes
+        remaining = target - sum(r["seconds"] for r in records if r.get("split", "train") == "train")
         if remaining <= 0:
             break
         rng = random.Random(f"{seed}-{name}")  # one stream per source: adding a source leaves the others alone
-        if name == "alsa":
-            records += _copy_recordings(list(ALSA_SOUNDS_DIR.glob("*.wav")), "alsa", out_dir, sample_rate,
-                                        min(remaining, shares["alsa"] * target), rng, progress)
+        if name == "alsa":  # a speaker or two whom the test split must not meet: training only
+            records += [{**r, "split": "train"} for r in _copy_recordings(
+                list(ALSA_SOUNDS_DIR.glob("*.wav")), "alsa", out_dir, sample_rate,
+                min(remaining, shares["alsa"] * target), rng, progress)]
+        elif name == "asterisk":
+            records += _copy_prompts(out_dir, sample_rate, min(remaining, shares["asterisk"] * target), rng, progress)
         elif name == "sonic_pi":
             records += _copy_recordings(list(SONIC_PI_DIR.glob("*.flac")), "sonic_pi", out_dir, sample_rate,
                                         min(remaining, shares["sonic_pi"] * target), rng, progress)

@@ -181,10 +181,24 @@ def kind_labeller(root: str | os.PathLike, kinds: str | Mapping[str, str] | None
         return lambda rel: next((kind for pattern, kind in patterns if fnmatch.fnmatchcase(rel, pattern)), "")
     if kinds is not None:
         raise ValueError(f"kinds must be a kind, a mapping of glob patterns to kinds, or None; got {kinds!r}")
-    report = Path(root) / CORPUS_REPORT
-    records = (_read_json(report) or {}).get("files", [])
-    recorded = {r["path"]: _check_kind(r.get("kind", ""), f"{report} ({r['path']})") for r in records}
+    recorded = {path: _check_kind(r.get("kind", ""), f"{Path(root) / CORPUS_REPORT} ({path})")
+                for path, r in corpus_records(root).items()}
     return lambda rel: recorded.get(rel, "")
+
+
+def corpus_records(root: str | os.PathLike) -> dict[str, dict]:
+    """`{relative path: record}` of the clips `root/corpus.json` lists ({} where there is none)."""
+    return {r["path"]: r for r in (_read_json(Path(root) / CORPUS_REPORT) or {}).get("files", [])}
+
+
+def recorded_splits(root: str | os.PathLike) -> dict[str, str]:
+    """The splits `root/corpus.json` fixes for some clips (`{relative path: split}`): the default corpus's held-out
+    speakers, whose every clip goes to valid or test so that no test speaker is ever trained on."""
+    fixed = {path: r["split"] for path, r in corpus_records(root).items() if r.get("split")}
+    bad = {path: split for path, split in fixed.items() if split not in SPLITS}
+    if bad:
+        raise ValueError(f"{Path(root) / CORPUS_REPORT}: unknown split for {bad}; choose from {SPLITS}")
+    return fixed
 
 
 def _remember_kinds(root: Path, kinds: str | Mapping[str, str] | None) -> None:
@@ -205,7 +219,8 @@ def build_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike | N
 
     A row from an existing manifest is reused when the file's size and mtime are unchanged, so only new or
     modified files are read (bad rows are reused too: a corrupt file stays skipped until it changes).
-    Splits are recomputed from `fractions` every time (cheap, and stable per file), and so are the clip kinds
+    Splits are recomputed from `fractions` every time (cheap, and stable per file; a split that `root/corpus.json`
+    fixes for a clip wins, see `recorded_splits`), and so are the clip kinds
     from `kinds` (see `kind_labeller`; kinds given are kept in `root/kinds.json` for later builds). Each newly
     found bad file gives one SkippedFileWarning. Raises ValueError naming the folder when no file is usable.
     """
@@ -214,6 +229,10 @@ def build_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike | N
     fractions = _check_fractions(fractions)
     kind_of = kind_labeller(root, kinds)
     _remember_kinds(root, kinds)
+    fixed = recorded_splits(root)
+
+    def split_for(rel: str) -> str:
+        return fixed.get(rel) or split_of(rel, fractions)
     manifest_path = Path(manifest_path) if manifest_path is not None else root / MANIFEST_NAME
     previous: dict[str, ManifestEntry] = {}
     if manifest_path.is_file():
@@ -228,17 +247,17 @@ def build_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike | N
         try:
             stat = file.stat()
         except OSError as err:  # a dangling or looping symlink: skipped like any missing file
-            entries.append(ManifestEntry(rel, MISSING, split_of(rel, fractions), kind=kind_of(rel)))
+            entries.append(ManifestEntry(rel, MISSING, split_for(rel), kind=kind_of(rel)))
             warnings.warn(f"skipping {AudioError(file, MISSING, err.strerror or str(err))}", SkippedFileWarning,
                           stacklevel=2)
             continue
         old = previous.get(rel)
         if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
-            entries.append(replace(old, split=split_of(rel, fractions), kind=kind_of(rel)))
+            entries.append(replace(old, split=split_for(rel), kind=kind_of(rel)))
         else:
             to_check.append((file, rel, stat))
     for file, rel, stat in tqdm(to_check, desc="checking audio", unit="file", disable=not progress or not to_check):
-        entry = ManifestEntry(rel, "ok", split_of(rel, fractions), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+        entry = ManifestEntry(rel, "ok", split_for(rel), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                               kind=kind_of(rel))
         try:
             info = check_audio(file, silence_threshold=silence_threshold)
