@@ -20,7 +20,9 @@ apart: PESQ-WB, STOI, SI-SDR and mel distance.
 
 Systems: ``default`` (the ``cpu`` preset), ``seanet`` (the SEANet codec of the ``cpu_seanet`` preset),
 ``encodec`` (EnCodec's 24 kHz SEANet + LSTM and its RVQ from the ``encodec`` package, random init, behind the
-workbook's ``Codec`` interface, trained with the ``cpu`` preset's losses and schedule), and any preset name.
+workbook's ``Codec`` interface, trained with the ``cpu`` preset's losses and schedule), and any preset name;
+``LABEL:SYSTEM`` races a copy of a system under another name, e.g. trained on another corpus (``--train-data
+LABEL=DIR``; the held-out clips stay those of ``--data``, so that two mixes are scored on the same clips).
 Writes ``bench/results/quality.csv`` (one row per system x time x n_q x kind) and ``figures/bench_quality.png``.
 After each system's last evaluation: its code use per level (``quality_levels.csv``), its output/input energy per
 band (``quality_bands.csv``) and, on speech, the scores of the input with the codec's magnitudes, phases or both
@@ -45,8 +47,10 @@ from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lib.analysis.metrics import (BAND_EDGES_HZ, SWAP_PARTS, band_energy_db, envelope_swap, evaluate_all,  # noqa: E402
-                                  pesq_wb, spectral_swap, stoi)
+from lib.analysis.baselines import opus_tools_roundtrip, opus_tools_unavailable  # noqa: E402
+from lib.analysis.evaluation import report_group  # noqa: E402
+from lib.analysis.metrics import (BAND_EDGES_HZ, DNSMOS_KEYS, SWAP_PARTS, band_energy_db,  # noqa: E402
+                                  envelope_swap, evaluate_all, pesq_wb, spectral_swap, stoi)
 from lib.config import load_config  # noqa: E402
 from lib.data.datasets import held_out_clips  # noqa: E402
 from lib.model.codebook import codebook_stats  # noqa: E402
@@ -54,7 +58,7 @@ from lib.model.codec import Codec  # noqa: E402
 from lib.model.quantize import RVQOutput  # noqa: E402
 from lib.training.trainer import Trainer  # noqa: E402
 
-SPEECH_FOLDERS = ("speech", "alsa")  # the default corpus's speech sources; everything else counts as "other"
+SPEECH_GROUPS = ("speech", "synthetic speech")  # the groups scored with the speech metrics and diagnosed band by band
 SYSTEMS = {"default": ("cpu", []), "seanet": ("cpu_seanet", []), "encodec": ("cpu", [])}
 
 
@@ -114,44 +118,78 @@ def encodec_codec(sample_rate: int = 24000, n_q: int = 8):
 
 
 def held_out(data_dir: str | Path, split: str, sample_rate: int, seconds: float) -> list[tuple[str, str, torch.Tensor]]:
-    """(name, kind, clip ``[1, 1, T]``) for every clip of ``split``, cut to ``seconds``; kind = speech | other."""
+    """(name, kind, clip ``[1, 1, T]``) for every clip of ``split``, cut to its most active ``seconds``; kind is the
+    group it is reported in (``lib.analysis.evaluation.report_group``): speech (recorded), synthetic speech, other
+    sounds, or unlabelled."""
     out = []
-    for name, wav in held_out_clips(data_dir, sample_rate, n=10**6, seconds=seconds, split=split).items():
+    clips = held_out_clips(data_dir, sample_rate, n=10**6, seconds=seconds, split=split)
+    for name, wav in clips.items():
         if wav.shape[-1] < sample_rate // 2 or float(wav.abs().max()) < 1e-4:
             continue  # too short or silent for PESQ/STOI
-        kind = "speech" if name.split("/")[0] in SPEECH_FOLDERS else "other"
-        out.append((name, kind, wav.unsqueeze(0)))
+        out.append((name, report_group(clips.kinds[name]), wav.unsqueeze(0)))
     return out
 
 
-NAN_METRICS = ("si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi")
+NAN_METRICS = ("si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi", *DNSMOS_KEYS)
 
 
-def _metrics(recon: torch.Tensor, wav: torch.Tensor, sample_rate: int, pesq: bool, name: str) -> dict[str, float]:
-    """``evaluate_all`` of one clip; NaN metrics (and a warning) where a diverged codec output NaN or inf, so that
-    one system's divergence is a gap in its curve instead of the end of everyone's race."""
+def _metrics(recon: torch.Tensor, wav: torch.Tensor, sample_rate: int, pesq: bool, name: str,
+             dnsmos: bool = False) -> dict[str, float]:
+    """``evaluate_all`` of one clip (DNSMOS NaN unless ``dnsmos``); NaN metrics (and a warning) where a diverged codec
+    output NaN or inf, so that one system's divergence is a gap in its curve instead of the end of everyone's race."""
     if not torch.isfinite(recon).all():
         print(f"  warning: {name}: the reconstruction has NaN/inf samples; its metrics are NaN", flush=True)
         return dict.fromkeys(NAN_METRICS, math.nan)
-    return evaluate_all(recon, wav, sample_rate, pesq=pesq)
+    return {**dict.fromkeys(DNSMOS_KEYS, math.nan), **evaluate_all(recon, wav, sample_rate, pesq=pesq, dnsmos=dnsmos)}
+
+
+def _mean_rows(per_kind: dict[str, list[dict]], **fields) -> list[dict]:
+    """One row per kind: ``fields``, the number of clips and each metric's mean over them (NaNs left out)."""
+    return [{**fields, "kind": kind, "clips": len(ms),
+             **{k: float(np.nanmean(v)) if np.isfinite(v := [m[k] for m in ms]).any() else math.nan for k in ms[0]}}
+            for kind, ms in per_kind.items()]
 
 
 @torch.no_grad()
-def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True) -> list[dict]:
+def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True, dnsmos: bool = False) -> list[dict]:
     """Mean metrics per (n_q, kind) over ``clips``; ``n_q = 0`` is the unquantized latent (the quantizer bypassed:
-    what the encoder and decoder could do with an unlimited bitrate)."""
+    what the encoder and decoder could do with an unlimited bitrate). ``dnsmos``: DNSMOS of the speech clips too
+    (about 1.5 s a clip, so the race computes it at its last mark only)."""
     codec.eval()
     rows = []
     for n_q in n_qs:
         per_kind: dict[str, list[dict]] = {}
         for name, kind, wav in clips:
             recon = codec(wav, bypass_quantizer=True).recon if n_q == 0 else codec(wav, n_q=n_q).recon
-            per_kind.setdefault(kind, []).append(_metrics(recon[:, 0], wav[:, 0], sample_rate, pesq, name))
-        for kind, ms in per_kind.items():
-            kbps = round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf")
-            rows.append({"n_q": n_q, "kind": kind, "kbps": kbps, "clips": len(ms),
-                         **{k: float(np.mean([m[k] for m in ms])) for k in ms[0]}})
+            per_kind.setdefault(kind, []).append(
+                _metrics(recon[:, 0], wav[:, 0], sample_rate, pesq, name, dnsmos and kind in SPEECH_GROUPS))
+        rows += _mean_rows(per_kind, n_q=n_q, kbps=round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf"))
     codec.train()
+    return rows
+
+
+OPUS_KBPS = (6, 8)  # Opus as users run it (opusenc --bitrate, VBR), scored on the race's clips in the same run
+
+
+def baselines(clips, sample_rate: int, pesq: bool = True, dnsmos: bool = True) -> list[dict]:
+    """The references every race is read against, on the same clips: each speech group's originals (their DNSMOS:
+    the ceiling a codec can reach) and Opus at ``OPUS_KBPS`` through opusenc/opusdec, with its payload bitrate
+    measured per clip (``kbps``: the mean). Empty, with a note, where opus-tools is not installed."""
+    speech = [c for c in clips if c[1] in SPEECH_GROUPS]
+    per_kind: dict[str, list[dict]] = {}
+    for name, kind, wav in speech:
+        per_kind.setdefault(kind, []).append(_metrics(wav[:, 0], wav[:, 0], sample_rate, pesq, name, dnsmos))
+    rows = _mean_rows(per_kind, system="original", n_q=-1, kbps=float("nan"))
+    if (reason := opus_tools_unavailable()) is not None:
+        print(f"note: no Opus baseline: {reason}", flush=True)
+        return rows
+    for kbps in OPUS_KBPS:
+        per_kind, payload = {}, []
+        for name, kind, wav in speech:
+            decoded, bits = opus_tools_roundtrip(wav[0], sample_rate, kbps)
+            payload.append(bits / 1000)
+            per_kind.setdefault(kind, []).append(_metrics(decoded, wav[:, 0], sample_rate, pesq, name, dnsmos))
+        rows += _mean_rows(per_kind, system=f"opus {kbps} kbps", n_q=-1, kbps=round(float(np.mean(payload)), 2))
     return rows
 
 
@@ -178,7 +216,7 @@ def band_diagnostics(codec, clips, sample_rate: int, pesq: bool = True) -> tuple
         if not torch.isfinite(recon).all():
             continue
         per_kind.setdefault(kind, []).append(band_energy_db(recon, wav[:, 0], sample_rate)[0])
-        if kind != "speech":
+        if kind not in SPEECH_GROUPS:
             continue
         ref = wav[0, 0]
         for lo, hi in SWAP_BANDS_HZ:
@@ -257,11 +295,12 @@ class Runner:
     """One system in the race: its trainer, its own training clock (evaluation excluded) and its checkpoint marks."""
 
     def __init__(self, name: str, args, clips, extra_clips=()):
-        preset, overrides = SYSTEMS.get(name, (name, []))
+        name, _, system = name.partition(":") if ":" in name else (name, "", name)  # "label:system" names a copy
+        preset, overrides = SYSTEMS.get(system, (system, []))
         overrides = overrides + list(args.set)
         cfg = load_config(preset, overrides + schedule_overrides(args, load_config(preset, overrides).train))
         cfg.train.device = args.device
-        codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if name == "encodec" else None
+        codec = encodec_codec(cfg.data.sample_rate, cfg.model.quantizer.n_q) if system == "encodec" else None
         # the trainer's logs, removed by close() unless --keep names a folder for them (then a checkpoint is saved
         # at every mark, to be scored again with --score); a system named by a YAML path gets its file's stem
         self.keep = getattr(args, "keep", None)
@@ -270,7 +309,8 @@ class Runner:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         else:
             self.run_dir = Path(tempfile.mkdtemp(prefix=f"race-{Path(name).stem}-"))
-        self.trainer = Trainer(cfg, args.data, self.run_dir, resume=False, progress=False, codec=codec)
+        data = dict(d.split("=", 1) for d in getattr(args, "train_data", None) or []).get(name, args.data)
+        self.trainer = Trainer(cfg, data, self.run_dir, resume=False, progress=False, codec=codec)
         self.name, self.args, self.clips, self.cfg = system_label(name), args, clips, cfg
         self.extra_clips = list(extra_clips)  # another split scored at every mark (``--also-split``)
         self.marks = sorted(args.eval_steps) if args.steps else sorted(m * 60 for m in args.eval_minutes)
@@ -312,9 +352,10 @@ class Runner:
             tr.save(self.run_dir / f"step{tr.step}.pt")
         codec = tr.ema if tr.ema is not None else tr.codec
         codec = codec.cpu() if args.device != "cpu" else codec
+        last = not self.marks  # DNSMOS (slow) at the last mark only
         for split, clips in ((args.split, self.clips), (getattr(args, "also_split", None), self.extra_clips)):
-            for r in (evaluate(codec, clips, self.cfg.data.sample_rate, self.n_qs, pesq=not args.no_pesq)
-                      if clips else []):
+            for r in (evaluate(codec, clips, self.cfg.data.sample_rate, self.n_qs, pesq=not args.no_pesq,
+                               dnsmos=last and not args.no_dnsmos) if clips else []):
                 self.rows.append({"system": self.name, "minutes": round(self.clock / 60, 2), "step": tr.step,
                                   "split": split, **r})
         if not self.marks:  # the last evaluation: how the codes use each level
@@ -324,14 +365,15 @@ class Runner:
             self.swaps = [{"system": self.name, "step": tr.step, **r} for r in swaps]
         codec.to(tr.device)
         top = max(self.n_qs)
-        for split in dict.fromkeys(r["split"] for r in self.rows if r["step"] == tr.step):
-            mine = [r for r in self.rows if r["kind"] == "speech" and r["split"] == split and r["step"] == tr.step]
-            if not mine:
+        for split, kind in dict.fromkeys((r["split"], r["kind"]) for r in self.rows if r["step"] == tr.step):
+            mine = [r for r in self.rows if (r["split"], r["kind"], r["step"]) == (split, kind, tr.step)]
+            if kind not in SPEECH_GROUPS:
                 continue
             b = next(r for r in mine if r["n_q"] == top)
-            print(f"  {self.name} step {tr.step} ({self.clock / 60:.1f} min), {split}: speech@{b['kbps']}kbps PESQ "
-                  f"{b['pesq_wb']:.2f} STOI {b['stoi']:.3f} SI-SDR {b['si_sdr']:.1f} mel {b['mel_distance']:.3f}",
-                  flush=True)
+            print(f"  {self.name} step {tr.step} ({self.clock / 60:.1f} min), {split}, {kind} at {b['kbps']} kbps: "
+                  f"PESQ {b['pesq_wb']:.2f} STOI {b['stoi']:.3f} SI-SDR {b['si_sdr']:.1f} mel {b['mel_distance']:.3f}"
+                  + (f" DNSMOS OVRL {b['dnsmos_ovrl']:.2f} P.808 {b['dnsmos_p808']:.2f}"
+                     if math.isfinite(b["dnsmos_ovrl"]) else ""), flush=True)
             if 0 in self.n_qs:
                 u = next(r for r in mine if r["n_q"] == 0)
                 print(f"  {self.name} unquantized: PESQ {u['pesq_wb']:.2f} STOI {u['stoi']:.3f} "
@@ -342,7 +384,7 @@ def race(args, clips, extra_clips=()) -> list[dict]:
     """Interleaved: every system takes one step in turn, so that whatever else the machine does slows all alike.
     ``clips`` are the ``--split``'s, on which the per-level and per-band diagnostics are read too; ``extra_clips``
     (``--also-split``) are scored at every mark as well, their rows marked with their split."""
-    stems = [Path(name).stem for name in args.systems]
+    stems = [Path(name.partition(":")[0]).stem for name in args.systems]
     if getattr(args, "keep", None) and len(set(stems)) < len(stems):
         raise ValueError(f"--keep: systems {args.systems} would share a run folder (same file stem) under {args.keep}")
     runners: list[Runner] = []
@@ -387,8 +429,10 @@ def score(args) -> tuple[list[dict], list[dict]]:
         sr = cfg.data.sample_rate
         if sr not in clips_at:
             clips_at[sr] = held_out(args.data, args.split, sr, args.clip_seconds)
+            rows += [{**r, "split": args.split} for r in baselines(clips_at[sr], sr, not args.no_pesq,
+                                                                   not args.no_dnsmos)]
         for r in evaluate(codec, clips_at[sr], sr, ladder(cfg.model.quantizer.n_q, args.ceiling),
-                          pesq=not args.no_pesq):
+                          pesq=not args.no_pesq, dnsmos=not args.no_dnsmos):
             rows.append({"system": str(path), "split": args.split, **r})
         levels += [{"system": str(path), **r} for r in level_usage(codec, clips_at[sr])]
     return rows, levels
@@ -411,11 +455,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every system")
+    ap.add_argument("--train-data", nargs="*", default=[], metavar="SYSTEM=DIR",
+                    help="train a system on another corpus (held-out clips still from --data): races of two mixes")
     ap.add_argument("--out", default=None, help="name of the CSVs and figure (default: quality; quick with --quick)")
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="keep each system's run folder under DIR, with a checkpoint step{N}.pt at every mark")
     ap.add_argument("--ceiling", action="store_true", help="also evaluate the unquantized latents (n_q = 0)")
     ap.add_argument("--no-pesq", action="store_true", help="skip PESQ (where the pesq package is missing)")
+    ap.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS at the last mark (and on the baselines)")
     ap.add_argument("--score", nargs="+", metavar="CHECKPOINT",
                     help="score trained checkpoints on --split instead of racing (writes {out}.csv, default scores)")
     ap.add_argument("--beam-width", type=int, default=None,
@@ -431,7 +478,7 @@ def main(argv=None) -> int:
         write_csv(rows, out)
         write_csv(levels, f"{out}_levels")
         print(markdown_table(rows, ["system", "split", "kind", "n_q", "kbps", "pesq_wb", "stoi", "si_sdr",
-                                    "mel_distance"]))
+                                    "mel_distance", "dnsmos_ovrl", "dnsmos_p808"]))
         print(markdown_table(levels, ["system", "level", "frames", "codes_used", "usage", "perplexity"]))
         return 0
     if args.long:
@@ -448,11 +495,14 @@ def main(argv=None) -> int:
     clips = held_out(args.data, args.split, 24000, args.clip_seconds)
     print(f"{len(clips)} {args.split} clips ({sum(k == 'speech' for _, k, _ in clips)} speech)", flush=True)
     extra = held_out(args.data, args.also_split, 24000, args.clip_seconds) if args.also_split else []
+    reference = [{**r, "split": split} for split, c in ((args.split, clips), (args.also_split, extra)) if c
+                 for r in baselines(c, 24000, not args.no_pesq, not args.no_dnsmos)]  # the same clips, the same run
     rows = race(args, clips, extra)
-    write_csv(rows, args.out)
-    final = [r for r in rows if r["kind"] == "speech" and r["split"] == args.split]
-    print(markdown_table(final, ["system", "minutes", "step", "n_q", "kbps", "pesq_wb", "stoi", "si_sdr",
-                                 "mel_distance"]))
+    write_csv(rows + reference, args.out)
+    columns = ["system", "kind", "minutes", "step", "n_q", "kbps", "pesq_wb", "stoi", "si_sdr", "mel_distance",
+               "dnsmos_ovrl", "dnsmos_p808"]
+    final = [r for r in rows + reference if r["kind"] in SPEECH_GROUPS and r["split"] == args.split]
+    print(markdown_table(final, columns))
     figure = race_figure([r for r in rows if r["split"] == args.split])
     figure.savefig(REPO / "figures" / f"bench_{args.out}.png", dpi=110, bbox_inches="tight")
     return 0
@@ -468,15 +518,18 @@ def race_figure(rows: list[dict]):
     metrics = [("pesq_wb", "PESQ-WB"), ("stoi", "STOI"), ("si_sdr", "SI-SDR (dB)"), ("mel_distance", "mel distance")]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     top = max(r["n_q"] for r in rows)
-    for name in dict.fromkeys(r["system"] for r in rows):
-        pts = [r for r in rows if r["system"] == name and r["kind"] == "speech" and r["n_q"] == top]
-        for ax, (key, label) in zip(axes, metrics):
-            ax.plot([r["minutes"] for r in pts], [r[key] for r in pts], marker="o", label=name)
-            ax.set_xlabel("training minutes (2 CPU threads)")
-            ax.set_title(label)
-            ax.grid(alpha=0.3)
+    styles = dict(zip(SPEECH_GROUPS, ("-", "--")))  # recorded speech solid, synthetic speech dashed
+    for i, name in enumerate(dict.fromkeys(r["system"] for r in rows)):
+        for kind, ls in styles.items():
+            pts = [r for r in rows if r["system"] == name and r["kind"] == kind and r["n_q"] == top]
+            for ax, (key, label) in zip(axes, metrics if pts else []):
+                ax.plot([r["minutes"] for r in pts], [r[key] for r in pts], marker="o", ls=ls, color=f"C{i}",
+                        label=f"{name}, {kind}")
+                ax.set_xlabel("training minutes (2 CPU threads)")
+                ax.set_title(label)
+                ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"Quality race: held-out speech at n_q = {top}")
+    fig.suptitle(f"Quality race: held-out speech at n_q = {top} (recorded: solid, synthetic: dashed)")
     fig.tight_layout()
     return fig
 

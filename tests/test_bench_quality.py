@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality  # noqa: E402
 from quality import evaluate, level_usage  # noqa: E402
 
-from lib.analysis.metrics import stoi  # noqa: E402
+from lib.analysis.metrics import dnsmos_unavailable, stoi  # noqa: E402
 from lib.build import build_codec  # noqa: E402
 from lib.config import load_config  # noqa: E402
 from lib.data.corpus import build_default_corpus  # noqa: E402
@@ -122,7 +122,7 @@ def test_a_step_budget_race_evaluates_at_each_mark_and_leaves_no_run_folder(tmp_
     mkdtemp = quality.tempfile.mkdtemp
     monkeypatch.setattr(quality.tempfile, "mkdtemp", lambda **kw: made.append(mkdtemp(**kw)) or made[-1])
     args = Namespace(systems=["tiny"], data=str(corpus), split="valid", also_split="test", steps=2, eval_steps=[1, 2],
-                     device="cpu", ceiling=True, no_pesq=True, out="race",
+                     device="cpu", ceiling=True, no_pesq=True, no_dnsmos=True, out="race",
                      set=["data.batch_size=2", "model.quantizer.n_q=2", "train.quantizer_warmup_steps=0",
                           "train.stft_n_ffts=[256]"])
     clips = [("speech/a", "speech", torch.randn(1, 1, 12000) * 0.1), ("other/b", "other", torch.randn(1, 1, 12000))]
@@ -156,7 +156,7 @@ def test_a_race_with_keep_saves_a_checkpoint_per_mark_that_scores_like_the_race(
     build_default_corpus(corpus, minutes=0.4, sources="synthetic", progress=False)
     monkeypatch.setattr(quality, "write_csv", lambda rows, name: None)
     args = Namespace(systems=["tiny"], data=str(corpus), split="valid", also_split=None, steps=3, eval_steps=[1, 3],
-                     device="cpu", ceiling=False, no_pesq=True, out="race", keep=str(tmp_path / "kept"),
+                     device="cpu", ceiling=False, no_pesq=True, no_dnsmos=True, out="race", keep=str(tmp_path / "kept"),
                      set=["data.batch_size=2", "model.quantizer.n_q=2", "train.quantizer_warmup_steps=0",
                           "train.stft_n_ffts=[256]"])
     clips = [("speech/a", "speech", torch.randn(1, 1, 12000, generator=torch.Generator().manual_seed(1)) * 0.1)]
@@ -180,7 +180,7 @@ def test_a_system_named_by_a_yaml_path_is_labelled_by_its_file_name(tmp_path, mo
     variant.parent.mkdir(parents=True)
     variant.write_text("base: tiny\nloss:\n  stft_hop_fraction: 0.5\n")
     args = Namespace(systems=[str(variant)], data=str(corpus), split="valid", also_split=None, steps=1,
-                     eval_steps=[1], device="cpu", ceiling=False, no_pesq=True, out="race",
+                     eval_steps=[1], device="cpu", ceiling=False, no_pesq=True, no_dnsmos=True, out="race",
                      set=["data.batch_size=2", "model.quantizer.n_q=2", "train.quantizer_warmup_steps=0",
                           "train.stft_n_ffts=[256]"])
     clips = [("speech/a", "speech", torch.randn(1, 1, 12000) * 0.1)]
@@ -241,9 +241,12 @@ def test_score_mode_scores_saved_checkpoints_without_training(tmp_path, monkeypa
     monkeypatch.setattr(quality, "held_out", lambda data, split, sr, seconds: asked.append((split, sr)) or clips)
     monkeypatch.setattr(quality, "write_csv", lambda rows, name: written.__setitem__(name, list(rows)))
     monkeypatch.setattr(quality, "set_threads", lambda n: None)
-    assert quality.main(["--score", str(path), str(path), "--split", "test", "--ceiling", "--no-pesq"]) == 0
+    monkeypatch.setattr(quality, "baselines", lambda clips, sr, pesq, dnsmos: [{"system": "opus 6 kbps"}])
+    assert quality.main(["--score", str(path), str(path), "--split", "test", "--ceiling", "--no-pesq",
+                         "--no-dnsmos"]) == 0
     assert asked == [("test", cfg.data.sample_rate)]  # the clips are read once for both checkpoints
-    rows = written["scores"]
+    assert written["scores"][0] == {"system": "opus 6 kbps", "split": "test"}  # the baselines, scored once
+    rows = written["scores"][1:]
     assert [(r["n_q"], r["kind"]) for r in rows[:6]] == [(q, k) for q in (1, 2, 0) for k in ("speech", "other")]
     assert len(rows) == 12 and {r["system"] for r in rows} == {str(path)} and {r["split"] for r in rows} == {"test"}
     direct = evaluate(codec, clips, cfg.data.sample_rate, [1, 2, 0], pesq=False)  # the saved weights, not new ones
@@ -257,3 +260,18 @@ def test_score_mode_names_a_missing_checkpoint(tmp_path, capsys):
         quality.main(["--score", str(tmp_path / "nothing.pt")])
     err = capsys.readouterr().err
     assert "no such checkpoint" in err and "nothing.pt" in err
+
+
+@pytest.mark.skipif(quality.opus_tools_unavailable() is not None or dnsmos_unavailable() is not None,
+                    reason="opus-tools or the DNSMOS packages are not installed")
+def test_baselines_score_the_originals_and_opus_on_the_race_clips(human_speech):
+    sample_rate = 16000  # the fixture's
+    clip = human_speech[: 3 * sample_rate].float().view(1, 1, -1)
+    clips = [("speech/a", "speech", clip), ("other/b", "other sounds", torch.randn(1, 1, clip.shape[-1]) * 0.1)]
+    rows = quality.baselines(clips, sample_rate, pesq=True, dnsmos=True)
+    by = {r["system"]: r for r in rows}
+    assert list(by) == ["original", "opus 6 kbps", "opus 8 kbps"] and {r["kind"] for r in rows} == {"speech"}
+    assert by["original"]["pesq_wb"] == pytest.approx(4.64, abs=0.01)  # the reference against itself
+    assert 1.0 < by["opus 6 kbps"]["dnsmos_ovrl"] <= 5.0 and by["opus 6 kbps"]["pesq_wb"] < by["opus 8 kbps"]["pesq_wb"]
+    assert 4.0 < by["opus 6 kbps"]["kbps"] < 8.0 and by["opus 6 kbps"]["kbps"] < by["opus 8 kbps"]["kbps"]
+
