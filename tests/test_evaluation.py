@@ -338,3 +338,38 @@ def test_summarize_keeps_one_session(ladder, tmp_path):
     assert summary["codec 0.45 kbps"]["n"] == 2 and summary["codec 0.45 kbps"]["mean"] == expected
     assert summarize(path, simulated=True)["codec 0.45 kbps"]["n"] == 4
     assert summarize(path, session_id="nobody") == {}
+
+
+def test_opus_runs_as_users_run_it_or_says_why_not(codec, monkeypatch):
+    import lib.analysis.evaluation as evaluation
+
+    clips = {"x": _tone_clip(1.0, 200.0, 0)}
+    if evaluation.opus_tools_unavailable() is None:
+        ladder = bitrate_ladder(codec, clips, n_qs=[1], opus_kbps=(6.0,), vorbis=False)
+        expected, bits = evaluation.opus_tools_roundtrip(clips["x"], SR, 6.0)  # deterministic
+        torch.testing.assert_close(ladder["x"]["opus 6 kbps"], expected)
+        assert ladder.bitrates[("x", "opus 6 kbps")] == bits and "opusenc" not in ladder.skipped
+    monkeypatch.setattr(evaluation, "opus_tools_unavailable", lambda: "opusenc and opusdec not found on PATH")
+    ladder = bitrate_ladder(codec, clips, n_qs=[1], opus_kbps=(6.0,), vorbis=False)
+    assert "opus 6 kbps" in ladder.systems  # through libsndfile instead, and said so
+    assert ladder.skipped["opusenc"].startswith("opusenc and opusdec not found on PATH; Opus runs through libsndfile")
+
+
+@pytest.mark.skipif(lib.analysis.evaluation.dnsmos_unavailable() is not None, reason="DNSMOS packages not installed")
+def test_speech_gets_dnsmos_and_its_original_the_ceiling_row(codec, human_speech):
+    import torchaudio
+
+    talk = torchaudio.functional.resample(human_speech[:32000], 16000, SR)[None].float()  # 2 s of a human voice
+    clips = ClipSet({"talk": "speech", "song": "music"})
+    clips.update(talk=talk, song=_tone_clip(1.5, 300.0, 1))
+    rows = metrics_table(bitrate_ladder(codec, clips, n_qs=[4], opus_kbps=(), vorbis=False, mulaw=False), SR)
+    by = {(r["clip"], r["system"]): r for r in rows}
+    original = by[("talk", REFERENCE)]
+    assert original["family"] == "reference" and math.isnan(original["si_sdr"]) and math.isnan(original["pesq_wb"])
+    assert 1.0 <= original["dnsmos_ovrl"] <= 5.0 and 1.0 <= original["dnsmos_p808"] <= 5.0
+    codec_row = by[("talk", "codec 1.8 kbps")]  # an untrained codec: perceived as far worse than the recording
+    assert codec_row["dnsmos_p808"] < original["dnsmos_p808"] - 0.5
+    assert ("song", REFERENCE) not in by and math.isnan(by[("song", "codec 1.8 kbps")]["dnsmos_ovrl"])
+    summary = {(r["clips"], r["system"]): r for r in summary_rows(rows)}
+    assert summary[("speech (1)", REFERENCE)]["si_sdr"] == "-"
+    assert summary[("other sounds (1)", "codec 1.8 kbps")]["dnsmos_ovrl"] == "n/a (not speech)"

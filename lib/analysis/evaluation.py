@@ -23,8 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lib.analysis.baselines import codec_roundtrip, lowpass_anchor, mulaw_8bit, mulaw_bitrate, opus_level_for_kbps
-from lib.analysis.metrics import evaluate_all, unavailable_reason
+from lib.analysis.baselines import (codec_roundtrip, lowpass_anchor, mulaw_8bit, mulaw_bitrate, opus_level_for_kbps,
+                                    opus_tools_roundtrip, opus_tools_unavailable)
+from lib.analysis.metrics import dnsmos_unavailable, evaluate_all, unavailable_reason
 from lib.data.audio import AudioError, load_audio
 from lib.data.datasets import ClipSet, active_window, held_out_clips, scan_folder
 from lib.data.manifest import SPEECH_KINDS, kind_labeller
@@ -47,8 +48,10 @@ __all__ = [
 ]
 
 REFERENCE = "original"  # ladder key of the unprocessed clip
-METRICS = ("si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi")
-SPEECH_METRICS = ("pesq_wb", "stoi")  # defined on speech only: left out (NaN) on clips of other kinds
+METRICS = ("si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi", "dnsmos_ovrl", "dnsmos_p808")
+# defined on speech only: left out (NaN) on clips of other kinds. DNSMOS (P.835 overall and P.808) is the perceived
+# quality of the estimate alone, from the models in the speechmos wheel.
+SPEECH_METRICS = ("pesq_wb", "stoi", "dnsmos_ovrl", "dnsmos_p808")
 TABLE_COLUMNS = ("clip", "kind", "seconds", "system", "family", "n_q", "bitrate", *METRICS)
 # The groups results are reported in, in this order: a clip's kind (lib.data.manifest.CLIP_KINDS) -> its group.
 GROUPS = ("speech", "synthetic speech", "other sounds", "unlabelled")
@@ -158,6 +161,24 @@ def _as_clip(wav: torch.Tensor, name: str) -> torch.Tensor:
     return wav
 
 
+def _real_codecs(opus_kbps: Sequence[float], vorbis: bool, sample_rate: int, notes: dict[str, str]) -> list[tuple]:
+    """`(system, family, roundtrip)` of the real codecs of the ladder; `roundtrip(wav [1, T]) -> (wav, bits/s)`.
+    Opus through opusenc where it is installed, else through libsndfile (the reason goes into `notes`)."""
+    if (reason := opus_tools_unavailable()) is None:
+        codecs = [(f"opus {k:g} kbps", "opus", lambda w, k=k: opus_tools_roundtrip(w, sample_rate, k))
+                  for k in opus_kbps]
+    else:
+        if opus_kbps:
+            notes["opusenc"] = f"{reason}; Opus runs through libsndfile instead"
+        codecs = [(f"opus {k:g} kbps", "opus", lambda w, k=k: codec_roundtrip(w, sample_rate, "OGG", "OPUS",
+                                                                              opus_level_for_kbps(k)))
+                  for k in opus_kbps]
+    if vorbis:
+        codecs.append(("vorbis q-0.1", "vorbis", lambda w: codec_roundtrip(w, sample_rate, "OGG", "VORBIS",
+                                                                           VORBIS_LOWEST)))
+    return codecs
+
+
 def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | None = None,
                    opus_kbps: Sequence[float] = (6.0, 8.0, 12.0), vorbis: bool = True, mulaw: bool = True,
                    anchor: bool = True) -> Ladder:
@@ -167,7 +188,9 @@ def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | 
         codec: a `lib.model.codec.Codec` (eval mode); its `sample_rate` is the clips' rate.
         clips: `{name: wav [1, T] or [T]}` at `codec.sample_rate`.
         n_qs: quantizer counts (None: `default_n_qs(codec.quantizer.n_q)`), each in 1..n_q.
-        opus_kbps: Opus target rates in kb/s; 6 is the lowest libsndfile offers. Empty = no Opus.
+        opus_kbps: Opus target rates in kb/s, run as users run it (`opusenc --bitrate`, VBR; its payload bitrate
+            measured per clip) where opus-tools is installed, else through libsndfile (noted in `ladder.skipped`).
+            Empty = no Opus.
         vorbis: Vorbis at its lowest quality; mulaw: 8-bit mu-law; anchor: the 3.5 kHz low-pass anchor.
     Returns:
         `Ladder` `{clip: {"original": wav, "codec 1.5 kbps": wav, ..., "opus 6 kbps": wav, ...}}`, all `[1, T]`
@@ -182,9 +205,7 @@ def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | 
         raise ValueError(f"n_qs must be quantizer counts in 1..{max_n_q}, got {n_qs}")
     sample_rate = int(codec.sample_rate)
     ladder = Ladder(sample_rate)
-    real_codecs = [(f"opus {k:g} kbps", "opus", "OPUS", opus_level_for_kbps(k)) for k in opus_kbps]
-    if vorbis:
-        real_codecs.append(("vorbis q-0.1", "vorbis", "VORBIS", VORBIS_LOWEST))
+    real_codecs = _real_codecs(opus_kbps, vorbis, sample_rate, ladder.skipped)
     for name, wav in clips.items():
         wav = _as_clip(wav, name)
         ladder.setdefault(name, {})[REFERENCE] = wav
@@ -198,11 +219,11 @@ def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | 
             ladder.add(name, ANCHOR, lowpass_anchor(wav, sample_rate), "anchor", None)
         if mulaw:
             ladder.add(name, "mu-law 8-bit", mulaw_8bit(wav), "mulaw", mulaw_bitrate(sample_rate))
-        for system, family, subtype, level in real_codecs:
+        for system, family, roundtrip in real_codecs:
             if system in ladder.skipped:
                 continue
             try:
-                decoded, bits = codec_roundtrip(wav, sample_rate, "OGG", subtype, level)
+                decoded, bits = roundtrip(wav)
             except Exception as error:  # libsndfile without this codec: report, keep the rest of the ladder
                 ladder.skipped[system] = f"{type(error).__name__}: {error}"
                 ladder.drop(system)  # in case it worked on an earlier clip
@@ -212,16 +233,19 @@ def bitrate_ladder(codec, clips: dict[str, torch.Tensor], n_qs: Sequence[int] | 
     return ladder
 
 
-def metrics_table(ladder: Ladder, sample_rate: int, perceptual: bool = True) -> list[dict]:
+def metrics_table(ladder: Ladder, sample_rate: int, perceptual: bool = True, dnsmos: bool = True) -> list[dict]:
     """Objective metrics of every system on every clip, against that clip's original.
 
-    Returns one row per clip x system (the original itself is the reference, not a row), in ladder order:
-    `{"clip", "kind", "seconds", "system", "family", "n_q", "bitrate" (bits/s or None), "si_sdr", "mel_distance",
-    "stft_distance", "pesq_wb", "stoi"}`. The speech metrics (`SPEECH_METRICS`) are NaN on clips of a kind that is
-    not speech (they are computed on unlabelled clips), with `perceptual=False`, on a clip shorter than a metric's
-    minimum (`lib.analysis.metrics.METRIC_MIN_SECONDS`) and where PESQ finds no speech. Units and directions:
+    Returns one row per clip x system in ladder order: `{"clip", "kind", "seconds", "system", "family", "n_q",
+    "bitrate" (bits/s or None), "si_sdr", "mel_distance", "stft_distance", "pesq_wb", "stoi", "dnsmos_ovrl",
+    "dnsmos_p808"}`, and, where DNSMOS is computed, a row of the original itself (family "reference": its DNSMOS is
+    the ceiling, its other metrics NaN). The speech metrics (`SPEECH_METRICS`) are NaN on clips of a kind that is
+    not speech (they are computed on unlabelled clips), with `perceptual=False` (DNSMOS also with `dnsmos=False`
+    or where its packages are missing), on a clip shorter than a metric's minimum
+    (`lib.analysis.metrics.METRIC_MIN_SECONDS`) and where PESQ finds no speech. Units and directions:
     `lib.analysis.metrics.METRIC_UNITS` / `METRIC_DIRECTION`.
     """
+    dnsmos = dnsmos and perceptual and dnsmos_unavailable() is None
     if sample_rate != getattr(ladder, "sample_rate", sample_rate):
         raise ValueError(f"sample_rate {sample_rate} differs from the ladder's {ladder.sample_rate} Hz")
     rows = []
@@ -231,14 +255,17 @@ def metrics_table(ladder: Ladder, sample_rate: int, perceptual: bool = True) -> 
         reference, kind = systems[REFERENCE], getattr(ladder, "kinds", {}).get(clip, "")
         speech_like = report_group(kind) != "other sounds"
         for system, wav in systems.items():
-            if system == REFERENCE:
+            if system == REFERENCE and not (dnsmos and speech_like):
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # "no utterance", "too short" -> NaN, expected
-                values = evaluate_all(wav, reference, sample_rate, perceptual=perceptual and speech_like)
+                values = evaluate_all(wav, reference, sample_rate, perceptual=perceptual and speech_like,
+                                      dnsmos=dnsmos and speech_like)
+            if system == REFERENCE:  # the original against itself: only its DNSMOS says something
+                values = {k: v for k, v in values.items() if k.startswith("dnsmos")}
             rows.append({
                 "clip": clip, "kind": kind, "seconds": reference.shape[-1] / sample_rate, "system": system,
-                "family": getattr(ladder, "family", {}).get(system, system),
+                "family": "reference" if system == REFERENCE else getattr(ladder, "family", {}).get(system, system),
                 "n_q": getattr(ladder, "n_q", {}).get(system),
                 "bitrate": getattr(ladder, "bitrates", {}).get((clip, system)),
                 **{metric: float(values.get(metric, math.nan)) for metric in METRICS},
@@ -289,7 +316,7 @@ def _shown(mean: dict, metric: str):
 
 
 TABLE_HEADERS = {"si_sdr": "SI-SDR dB", "mel_distance": "mel dist", "stft_distance": "STFT dist",
-                 "pesq_wb": "PESQ", "stoi": "STOI"}
+                 "pesq_wb": "PESQ", "stoi": "STOI", "dnsmos_ovrl": "DNSMOS", "dnsmos_p808": "P.808"}
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -318,4 +345,4 @@ def summary_rows(rows: list[dict]) -> list[dict]:
 
 SUMMARY_HEADERS = {"clips": "clips (how many)", "kbps": "kb/s", "si_sdr": "SI-SDR (dB) ↑",
                    "mel_distance": "mel distance ↓", "stft_distance": "STFT distance ↓", "pesq_wb": "PESQ (MOS-LQO) ↑",
-                   "stoi": "STOI (0-1) ↑"}
+                   "stoi": "STOI (0-1) ↑", "dnsmos_ovrl": "DNSMOS OVRL ↑", "dnsmos_p808": "DNSMOS P.808 ↑"}

@@ -41,17 +41,20 @@ def _codec_sentence(means: list[dict], opus: list[dict], metric: str) -> str:
     return text
 
 
-def rate_distortion_comment(rows: list[dict], metric: str = "mel_distance") -> str:
+def rate_distortion_comment(rows: list[dict], metric: str = "mel_distance", speech_metric: str = "dnsmos_ovrl") -> str:
     """Computed sentences on the rate-distortion figure, one per group of clips (speech, other sounds, ...): what
-    each extra codec level buys in `metric`, and where the codec stands against the lowest-rate Opus."""
+    each extra codec level buys, and where the codec stands against the lowest-rate Opus; in `speech_metric` for
+    the speech groups where it was computed (perceived quality), in `metric` otherwise."""
     means = list(_by_system(rows).values())
     sentences = []
     for group in dict.fromkeys(m["group"] for m in means):
         codec = sorted((m for m in means if m["group"] == group and m["family"] == "codec"), key=lambda m: m["n_q"])
         opus = sorted((m for m in means if m["group"] == group and m["family"] == "opus"), key=lambda m: m["bitrate"])
-        if codec and math.isfinite(codec[-1][metric]):
+        chosen = speech_metric if codec and group.endswith("speech") and math.isfinite(codec[-1][speech_metric]) \
+            else metric
+        if codec and math.isfinite(codec[-1][chosen]):
             sentences.append(f"{group.capitalize()} ({codec[0]['n_clips']} clips): "
-                             + _codec_sentence(codec, opus, metric))
+                             + _codec_sentence(codec, opus, chosen))
     return " ".join(sentences) or "No codec rows."
 
 
@@ -61,6 +64,7 @@ FAMILY_STYLE = {  # colour and marker per family, shared by every panel
     "vorbis": ("tab:green", "D"),
     "mulaw": ("tab:purple", "^"),
     "anchor": ("0.4", None),
+    "reference": ("black", None),
 }
 GROUP_STYLE = {"speech": ("-", "full"), "synthetic speech": ("--", "none"), "other sounds": (":", "none"),
                "unlabelled": ("-", "full")}  # line style and marker fill per group of clips
@@ -70,6 +74,8 @@ METRIC_TITLES = {
     "stft_distance": "STFT distance",
     "pesq_wb": "PESQ wide-band (speech)",
     "stoi": "STOI (speech)",
+    "dnsmos_ovrl": "DNSMOS overall, P.835 (speech)",
+    "dnsmos_p808": "DNSMOS P.808 (speech)",
 }
 
 
@@ -93,8 +99,9 @@ def _draw_group(ax, means: list[dict], metric: str, group: str, label_n_q: bool)
                         fontsize=8, color="tab:blue")
     families: dict[str, list[dict]] = {}
     for m in means:
-        if m["family"] == "anchor" or (m["family"] != "codec" and math.isnan(m["bitrate"])):
-            ax.axhline(m[metric], color=FAMILY_STYLE["anchor"][0], ls=ls, lw=1)
+        if m["family"] in ("anchor", "reference") or (m["family"] != "codec" and math.isnan(m["bitrate"])):
+            if math.isfinite(m[metric]):  # no bitrate: a level to read the others against
+                ax.axhline(m[metric], color=FAMILY_STYLE.get(m["family"], FAMILY_STYLE["anchor"])[0], ls=ls, lw=1)
         elif m["family"] != "codec":
             families.setdefault(m["family"], []).append(m)
     for family, members in families.items():
@@ -115,8 +122,9 @@ def _legend(ax, means: list[dict], groups: list[str]) -> None:
     for family, names in systems.items():
         color, marker = FAMILY_STYLE.get(family, ("0.3", "o"))
         names = list(dict.fromkeys(names))
-        label = ("codec (labels: n_q)" if family == "codec" else
-                 f"{names[0]} (anchor, no bitrate)" if marker is None else _family_label(names))
+        label = ("codec (labels: n_q)" if family == "codec" else "original (its DNSMOS: the ceiling)"
+                 if family == "reference" else f"{names[0]} (anchor, no bitrate)" if marker is None
+                 else _family_label(names))
         handles.append(Line2D([], [], color=color, marker=marker, ls="-" if marker is None else "none", label=label))
     first = ax.legend(handles=handles, loc="upper center", frameon=False, title="systems")
     ax.add_artist(first)
@@ -137,8 +145,8 @@ def rate_distortion_figure(rows: list[dict], title: str | None = None) -> plt.Fi
         raise ValueError("rows is empty: nothing to plot")
     means = list(_by_system(rows).values())
     groups = list(dict.fromkeys(m["group"] for m in means))
-    n_cols = 3
-    n_rows = math.ceil((len(METRICS) + 1) / n_cols)
+    n_rows = 2
+    n_cols = math.ceil((len(METRICS) + 1) / n_rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.4 * n_cols, 3.8 * n_rows), squeeze=False)
     for ax, metric in zip(axes.flat, METRICS):
         ax.set_title(METRIC_TITLES[metric])
