@@ -242,3 +242,32 @@ def test_cli_init_from_names_a_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--init-from", str(tmp_path / "nope.pt")])
     assert "--init-from: no such checkpoint" in capsys.readouterr().err
+
+
+def test_adversarial_steps_every_k_and_discriminators_on_crops(corpus, tmp_path):
+    from types import SimpleNamespace
+
+    from lib.training.runtime import adversarial_crop, adversarial_step
+
+    t = SimpleNamespace(adv_warmup_steps=2, disc_every=3, disc_crop_seconds=0.25, seed=0)
+    assert [adversarial_step(t, s, 1) for s in range(9)] == [False, False, True, False, False, True, False, False,
+                                                             True]
+    assert not any(adversarial_step(t, s, 0) for s in range(9))  # no discriminator, no adversarial step
+    wav = torch.randn(4, 1, 8000)
+    real, fake = adversarial_crop(wav, 2 * wav, t, 8000, step=5)
+    assert real.shape == fake.shape == (4, 1, 2000) and torch.equal(fake, 2 * real)  # the same crop of both
+    starts = [int(torch.nonzero(wav[i, 0] == real[i, 0, 0])[0]) for i in range(4)]
+    assert len(set(starts)) > 1  # per item
+    assert torch.equal(adversarial_crop(wav, wav, t, 8000, step=5)[0], real)  # a function of (seed, step)
+    assert not torch.equal(adversarial_crop(wav, wav, t, 8000, step=6)[0], real)
+    whole = SimpleNamespace(**{**vars(t), "disc_crop_seconds": None})
+    assert adversarial_crop(wav, wav, whole, 8000, step=5)[0] is wav
+
+    tr = _trainer(corpus, tmp_path, ["train.discriminators=[stft]", "train.adv_warmup_steps=1", "train.disc_every=2",
+                                     "train.disc_crop_seconds=0.1"])
+    seen = []
+    original = tr.discs["stft"].forward
+    tr.discs["stft"].forward = lambda x: seen.append(x.shape[-1]) or original(x)
+    results = [tr.train_step(tr.batches[s]) for s in range(5)]
+    assert ["adversarial" in r.losses for r in results] == [False, True, False, True, False]
+    assert set(seen) == {int(0.1 * tr.cfg.data.sample_rate)}  # only crops reach the discriminator

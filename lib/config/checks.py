@@ -47,6 +47,9 @@ def _check_ranges(cfg: Config) -> None:
         ("train.disc_window", t.disc_window, t.disc_window >= 1, ">= 1"),
         ("train.quantizer_warmup_steps", t.quantizer_warmup_steps, t.quantizer_warmup_steps >= 0, ">= 0"),
         ("train.adv_warmup_steps", t.adv_warmup_steps, t.adv_warmup_steps >= 0, ">= 0"),
+        ("train.disc_every", t.disc_every, t.disc_every >= 1, ">= 1"),
+        ("train.disc_crop_seconds", t.disc_crop_seconds, t.disc_crop_seconds is None or t.disc_crop_seconds > 0,
+         "> 0 or null (whole crops)"),
         ("train.minutes", t.minutes, t.minutes is None or t.minutes > 0, "> 0 or null (steps only)"),
         ("train.decoder_only_fraction", t.decoder_only_fraction, 0 <= t.decoder_only_fraction < 1, "in [0, 1)"),
     ]:

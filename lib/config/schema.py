@@ -166,6 +166,8 @@ class TrainConfig:
     disc_window: int = 1  # steps between draws of the active discriminator
     tie_bitrate: bool = False  # the drawn discriminator also fixes n_q for the window
     adv_warmup_steps: int = 0  # reconstruction-only steps before the GAN starts
+    disc_every: int = 1  # after it, one adversarial step (generator terms and discriminator update) every k steps
+    disc_crop_seconds: float | None = None  # the discriminators see this long a random crop of each item (None: all)
     # Steps during which latents bypass the quantizer: a random encoder's output is nearly constant, and codebooks
     # k-means-initialised on it collapse to a handful of codes.
     quantizer_warmup_steps: int = 0

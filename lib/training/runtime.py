@@ -99,6 +99,25 @@ def run_progress(t, step: int, seconds: float = 0.0) -> float:
     return min(1.0, progress)
 
 
+def adversarial_step(t, step: int, n_discriminators: int) -> bool:
+    """Whether ``step`` trains adversarially: discriminators configured, the ``t.adv_warmup_steps`` reconstruction-
+    only steps over, and one step in every ``t.disc_every`` (the generator's adversarial terms and the
+    discriminators' own step both)."""
+    return n_discriminators > 0 and step >= t.adv_warmup_steps and (step - t.adv_warmup_steps) % t.disc_every == 0
+
+
+def adversarial_crop(wav: torch.Tensor, recon: torch.Tensor, t, sample_rate: int, step: int):
+    """The discriminators' view of a step: `(wav, recon)` `[B, C, T]` cut to the same random ``t.disc_crop_seconds``
+    per item (their cost scales with the length), drawn from (seed, step) so that a resumed run draws the same;
+    unchanged when ``t.disc_crop_seconds`` is None or not shorter than the batch."""
+    length = wav.shape[-1] if t.disc_crop_seconds is None else int(t.disc_crop_seconds * sample_rate)
+    if length >= wav.shape[-1]:
+        return wav, recon
+    g = torch.Generator().manual_seed(t.seed * 1_000_003 + step)
+    starts = torch.randint(0, wav.shape[-1] - length + 1, (wav.shape[0],), generator=g).tolist()
+    return tuple(torch.stack([x[i, :, s:s + length] for i, s in enumerate(starts)]) for x in (wav, recon))
+
+
 def quantizer_warm_up(t, step: int) -> bool:
     """Whether latents bypass the quantizer at ``step``: the first ``t.quantizer_warmup_steps`` steps of a run
     from scratch; never in a run that starts from a trained codec (``t.init_from``)."""

@@ -49,9 +49,10 @@ from lib.data.datasets import JUDGE_SECONDS, AudioFolder, StepBatches, held_out_
 from lib.training.balancer import Balancer
 from lib.training.losses import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
-from lib.training.runtime import (autocast, configure_optimizers, decoder_phase, ema_update, freeze_all_but_decoder,
-                                  frozen, init_distributed, kmeans_pools, lr_factor, pick_device, quantizer_warm_up,
-                                  rank0_value, restore_kmeans_pools, seed_everything)
+from lib.training.runtime import (adversarial_crop, adversarial_step, autocast, configure_optimizers, decoder_phase,
+                                  ema_update, freeze_all_but_decoder, frozen, init_distributed, kmeans_pools,
+                                  lr_factor, pick_device, quantizer_warm_up, rank0_value, restore_kmeans_pools,
+                                  seed_everything)
 from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
 
@@ -134,9 +135,7 @@ class Trainer:
         self.valid = [wav.unsqueeze(0) for wav in self.held_out.values()]  # [1, C, T] each
 
         # State that a checkpoint must carry for an exact resume.
-        self.step = 0
-        self.bad_in_row = 0
-        self.skipped = 0
+        self.step, self.bad_in_row, self.skipped = 0, 0, 0
         self.train_seconds = 0.0  # time spent in train_step: the clock of the time budget (train.minutes)
         self.disc_loss_ema = {name: 1.0 for name in self.discs}
         self.active: list[str] = list(self.discs)
@@ -187,6 +186,7 @@ class Trainer:
 
     def _discriminate(self, wav: torch.Tensor, recon: torch.Tensor) -> list[tuple]:
         """Per discriminator in play: (fake logits, fake features, real features) for the generator's losses."""
+        wav, recon = adversarial_crop(wav, recon, self.cfg.train, self.cfg.data.sample_rate, self.step)
         outputs = []
         with frozen(self.discs):  # generator gradients must never reach discriminator parameters
             for name in self.active:
@@ -199,8 +199,8 @@ class Trainer:
 
     def discriminator_losses(self, wav: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
         """One loss per active discriminator, on real audio and the detached reconstruction."""
-        lo = self.cfg.loss
-        out = {}
+        wav, recon = adversarial_crop(wav, recon, self.cfg.train, self.cfg.data.sample_rate, self.step)
+        lo, out = self.cfg.loss, {}
         for name in self.active:
             real_logits, _ = self.discs_ddp[name](wav)
             fake_logits, _ = self.discs_ddp[name](recon.detach())
@@ -226,7 +226,7 @@ class Trainer:
     def _step(self, wav: torch.Tensor) -> StepResult:
         t, wav = self.cfg.train, wav.to(self.device)
         self.choose_discriminators()
-        adversarial = len(self.discs) > 0 and self.step >= t.adv_warmup_steps
+        adversarial = adversarial_step(t, self.step, len(self.discs))
         self.codec.train()
         if decoder_phase(t, self.step, self.train_seconds, self.codec):
             freeze_all_but_decoder(self.codec)
