@@ -5,6 +5,7 @@
     python bench/losses.py --quick        # 3 rounds at batch 2: a smoke run of seconds
     python bench/losses.py --train-steps  # also whole Trainer.train_step calls, each setting in turn (~3 min)
     python bench/losses.py --compare loss.phase_derivative=0 loss.stft_hop_fraction=0.5   # other settings
+    python bench/losses.py --train-steps --compare "train.discriminators=[stft];train.disc_crop_seconds=0.25"
 
 Each row times the preset's ``mel`` or ``complex_stft`` term, or the same term under one ``--compare`` override
 (default: ``loss.stft_hop_fraction=0.25`` and ``0.5``, the spectral losses' hop), on a fresh estimate that requires
@@ -12,11 +13,13 @@ a gradient (the reference does not, as in training), interleaved round by round 
 column is its median over the median of the preset's ``complex_stft``. Writes ``bench/results/losses.csv``. With
 ``--train-steps``, one trainer of the preset and one per override on the default corpus (the quantizer on after 2
 warm-up steps) take 8 steps each in turn for ``--repeats`` // 5 rounds after 20 unmeasured ones: the cost in a
-whole step (``bench/results/losses_steps.csv``, ``ratio`` against the preset's step).
+whole step (``bench/results/losses_steps.csv``, ``ratio`` of the mean step against the preset's: with
+``train.disc_every`` the steps alternate between two costs, and the mean is what a run pays).
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -37,7 +40,7 @@ COMPARE = ("loss.stft_hop_fraction=0.25", "loss.stft_hop_fraction=0.5")
 
 def settings(compare: tuple[str, ...]) -> dict[str, list[str]]:
     """``{label: overrides}``: the preset as it is (``preset``), then one entry per ``KEY=VALUE`` of ``compare``."""
-    return {"preset": [], **{item: [item] for item in compare}}
+    return {"preset": [], **{item: item.split(";") for item in compare}}
 
 
 def loss_modules(preset: str, compare: tuple[str, ...] = COMPARE) -> dict[str, torch.nn.Module]:
@@ -70,9 +73,11 @@ def step_times(preset: str, rounds: int, compare: tuple[str, ...] = COMPARE, dat
         times = interleaved({name: task(tr) for name, tr in trainers.items()}, repeats=rounds, warmup=0)
         for tr in trainers.values():
             tr.close()
-    meds = {name: median([t for r in runs for t in r]) for name, runs in times.items()}
-    base = meds["train_step, preset"]
-    return [{"step": name, "median_s": round(m, 3), "ratio": round(m / base, 2)} for name, m in meds.items()]
+    every = {name: [t for r in runs for t in r] for name, runs in times.items()}
+    base = statistics.mean(every["train_step, preset"])
+    # the mean is what a run pays: with train.disc_every = k the steps alternate between two costs
+    return [{"step": name, "median_s": round(median(t), 3), "mean_s": round(statistics.mean(t), 3),
+             "ratio": round(statistics.mean(t) / base, 2)} for name, t in every.items()]
 
 
 def main(argv=None) -> int:
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 rounds at batch 2")
     ap.add_argument("--train-steps", action="store_true", help="also time whole training steps (needs the corpus)")
     ap.add_argument("--compare", nargs="*", default=list(COMPARE), metavar="KEY=VALUE",
-                    help="settings to time beside the preset's, one override each")
+                    help="settings to time beside the preset's: one override each, or several joined by ';'")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.batch = 3, 2
@@ -112,7 +117,7 @@ def main(argv=None) -> int:
     if args.train_steps:
         steps = step_times(args.preset, max(1, args.repeats // 5), tuple(args.compare))
         write_csv(steps, "losses_steps")
-        print(markdown_table(steps, ["step", "median_s", "ratio"]))
+        print(markdown_table(steps, ["step", "median_s", "mean_s", "ratio"]))
     print(machine_note())
     return 0
 

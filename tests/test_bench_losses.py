@@ -31,10 +31,13 @@ def test_each_override_gets_its_own_loss_modules():
 
 def test_step_times_runs_the_preset_and_each_override(tmp_path):
     build_default_corpus(tmp_path, minutes=0.3, sources="synthetic", progress=False)
-    rows = losses.step_times("tiny", rounds=1, compare=("loss.stft_hop_fraction=0.5",), data=tmp_path,
+    gan = "train.discriminators=[stft];train.disc_every=2"  # several overrides make one setting
+    rows = losses.step_times("tiny", rounds=1, compare=("loss.stft_hop_fraction=0.5", gan), data=tmp_path,
                              warmup_steps=1)
-    assert [r["step"] for r in rows] == ["train_step, preset", "train_step, loss.stft_hop_fraction=0.5"]
-    assert rows[0]["ratio"] == 1.0 and all(r["median_s"] > 0 for r in rows)
+    assert [r["step"] for r in rows] == ["train_step, preset", "train_step, loss.stft_hop_fraction=0.5",
+                                         f"train_step, {gan}"]
+    assert rows[0]["ratio"] == 1.0 and all(r["median_s"] > 0 and r["mean_s"] > 0 for r in rows)
+    assert losses.settings((gan,))[gan] == ["train.discriminators=[stft]", "train.disc_every=2"]
 
 
 def test_step_times_names_a_missing_corpus(tmp_path):
