@@ -1,12 +1,35 @@
-"""The prior over codes (lib.model.prior): shapes, causality and the incremental path against the full forward."""
+"""The prior over codes (lib.model.prior) and its training (lib.bitstream.prior_fit): shapes, causality, the
+incremental path against the full forward, learning a strongly structured code sequence, exact resumes, safe
+loading, generation and fit-prior."""
+import os
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from lib.model.prior import PriorConfig, TransformerPrior
+from lib.bitstream.cli import main
+from lib.bitstream.prior_file import PRIOR_NAME, PriorError, load_prior
+from lib.bitstream.prior_fit import PriorTraining, evaluate_prior, train_prior
+from lib.build import build_codec
+from lib.config import load_config
+from lib.model.prior import PriorConfig, TransformerPrior, sample_continuation
 from lib.model.registries import PRIORS
+from lib.training.checkpoint import load_checkpoint, save_checkpoint
 
 K = 16
+PERMUTATION = np.random.default_rng(7).permutation(K)
+
+
+def synthetic(n_clips: int, frames: int, seed: int = 0) -> list[np.ndarray]:
+    """Codes ``[3, frames]`` with strong structure: level 0 counts up mod K from a random start, level 1 is a fixed
+    permutation of level 0, level 2 copies level 1."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for _ in range(n_clips):
+        c0 = (rng.integers(0, K) + np.arange(frames)) % K
+        clips.append(np.stack([c0, PERMUTATION[c0], PERMUTATION[c0]]))
+    return clips
 
 
 def make_prior(embedding: str = "learned", seed: int = 0, **settings) -> TransformerPrior:
@@ -23,6 +46,19 @@ def make_prior(embedding: str = "learned", seed: int = 0, **settings) -> Transfo
 
 def random_codes(batch: int, frames: int, levels: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, K, (batch, levels, frames), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small prior trained for 150 steps on the synthetic codes, with its metrics before and after."""
+    prior = make_prior(n_layers=1, n_heads=2, context=16)
+    valid = synthetic(2, 64, seed=1)
+    training = PriorTraining(steps=150, batch_size=8, lr=3e-3, warmup_steps=10, val_every=150, ckpt_every=150,
+                             level_dropout=0.0)
+    before = evaluate_prior(prior, valid, 16)
+    path = tmp_path_factory.mktemp("prior") / "prior.pt"
+    after = train_prior(prior, synthetic(8, 64), valid, path, training)
+    return dict(prior=prior, before=before, after=after, path=path, valid=valid)
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -84,3 +120,110 @@ def test_incremental_path_equals_the_full_forward(embedding):
         full = prior(codes[:, :, 10:], prev=codes[:, :, 9])
         state, h = prior.step(prior.init_state(2), codes[:, :, 9])
         torch.testing.assert_close(prior.level_logits(h, codes[:, :, 10], 1), full[1][:, 0], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+def test_training_learns_a_structured_code_sequence(trained):
+    before, after = trained["before"], trained["after"]
+    print(f"synthetic codes, K={K}: {before['bits_per_code']:.3f} -> {after['bits_per_code']:.3f} bits/code, "
+          f"top-1 {after['top1']}")
+    assert before["bits_per_code"] > 3.5  # about log2 K untrained
+    assert after["bits_per_code"] < 0.5 and min(after["top1"]) > 0.9 and min(after["top5"]) > 0.95
+    prior, state = load_prior(trained["path"])
+    assert state["step"] == 150 and state["config"]["prior"]["kind"] == "transformer"
+    assert state["extra"]["history"][-1]["valid"] == after
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+    clips, valid = synthetic(4, 40), synthetic(1, 40, seed=1)
+    training = PriorTraining(steps=12, batch_size=4, warmup_steps=2, val_every=6, ckpt_every=100, level_dropout=0.5)
+    whole = make_prior(dropout=0.1)  # dropout: the RNG states must come back too
+    train_prior(whole, clips, valid, tmp_path / "whole.pt", training)
+    train_prior(make_prior(dropout=0.1), clips, valid, tmp_path / "parts.pt", training, stop_after=5)
+    assert load_checkpoint(tmp_path / "parts.pt")["step"] == 5
+    resumed = make_prior(dropout=0.1, seed=1)  # other initial weights: the checkpoint's replace them
+    train_prior(resumed, clips, valid, tmp_path / "parts.pt", training)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    a, b = load_checkpoint(tmp_path / "whole.pt"), load_checkpoint(tmp_path / "parts.pt")
+    assert a["step"] == b["step"] == 12 and a["extra"]["history"] == b["extra"]["history"]
+    with pytest.raises(PriorError, match="other codec weights|codec weights"):
+        train_prior(make_prior(), clips, valid, tmp_path / "parts.pt", training, codec_hash=b"x" * 16)
+    with pytest.raises(PriorError, match="other settings"):
+        train_prior(make_prior(d_model=16), clips, valid, tmp_path / "parts.pt", training)
+
+
+def test_loading_refuses_a_pickle_that_runs_code(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"config": {"prior": {}}, "model": {"prior": {}}, "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(PriorError, match="refusing"):
+        load_prior(tmp_path / "evil.pt")
+    assert not marker.exists()
+    save_checkpoint(tmp_path / "codec.pt", config={"model": {}}, step=0, model={"codec": {}})
+    with pytest.raises(PriorError, match="not a prior checkpoint"):
+        load_prior(tmp_path / "codec.pt")
+    with pytest.raises(PriorError, match="missing.pt"):
+        load_prior(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------------------------------------ generation
+
+def test_generation_is_reproducible_and_top_k_one_is_argmax(trained):
+    prior, prompt = trained["prior"], synthetic(1, 5, seed=4)[0]
+    greedy = sample_continuation(prior, prompt, 10, temperature=0)
+    assert greedy.shape == (3, 15) and np.array_equal(greedy[:, :5].numpy(), prompt)
+    assert torch.equal(greedy, sample_continuation(prior, prompt, 10, temperature=0, seed=9))
+    assert torch.equal(greedy, sample_continuation(prior, prompt, 10, top_k=1, seed=3))
+    np.testing.assert_array_equal(greedy[0, 5:].numpy(), (prompt[0, -1] + 1 + np.arange(10)) % K)  # it learned
+    draws = [sample_continuation(make_prior(), prompt, 20, temperature=1.5, seed=s) for s in (1, 1, 2)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    assert sample_continuation(prior, np.zeros((2, 0), np.int64), 4, top_k=3).shape == (2, 4)
+
+
+# ------------------------------------------------------------------------------------------------ fit-prior
+
+@pytest.fixture(scope="module")
+def codec_files(tmp_path_factory):
+    """A tiny codec's checkpoint (untrained), a folder of 8 one-second clips, the prior fitted by the command
+    line beside the checkpoint, and a two-second input file."""
+    root = tmp_path_factory.mktemp("codec")
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    codec = build_codec(cfg).eval()
+    ckpt = save_checkpoint(root / "run" / "checkpoint.pt", config=cfg.to_dict(), step=0,
+                           model={"codec": codec.state_dict()})
+    data, rng = root / "data", np.random.default_rng(0)
+    data.mkdir()
+    t = np.arange(24000) / 24000
+    for i in range(8):
+        x = 0.3 * np.sin(2 * np.pi * (110 + 40 * i) * t * (1 + 0.2 * t)) + 0.02 * rng.standard_normal(t.size)
+        sf.write(str(data / f"clip{i}.wav"), x.astype(np.float32), 24000, subtype="FLOAT")
+    argv = ["fit-prior", "--checkpoint", str(ckpt), "--data", str(data), "--steps", "20", "--d-model", "32",
+            "--layers", "1", "--context", "16", "--batch-size", "4", "-q"]
+    assert main(argv) == 0
+    wav = root / "in.wav"
+    sf.write(str(wav), (0.3 * np.sin(2 * np.pi * 220 * np.arange(48000) / 24000 * (1 + np.arange(48000) / 96000)))
+             .astype(np.float32), 24000, subtype="FLOAT")
+    return dict(root=root, ckpt=ckpt, data=data, argv=argv, wav=wav)
+
+
+def test_fit_prior_caches_the_codes_and_resumes(codec_files, monkeypatch):
+    prior_path = codec_files["ckpt"].parent / PRIOR_NAME
+    state = load_checkpoint(prior_path)
+    assert state["step"] == 20 and len(state["config"]["codec_weights_hash"]) == 32
+    cache = codec_files["ckpt"].parent / f"codes-{state['config']['codec_weights_hash']}.npz"
+    assert cache.is_file()
+    import lib.bitstream.entropy as entropy
+
+    monkeypatch.setattr(entropy, "clip_codes", lambda *a, **k: pytest.fail("the cached codes were not used"))
+    out = codec_files["root"] / "more.pt"
+    out.write_bytes(prior_path.read_bytes())
+    argv = [a if a != "20" else "25" for a in codec_files["argv"]] + ["--out", str(out)]
+    assert main(argv) == 0
+    assert load_checkpoint(out)["step"] == 25

@@ -4,6 +4,7 @@
     python -m lib decompress out.vqc out.wav [--checkpoint ...] [--offline] [--sample-rate source]
     python -m lib info out.vqc [--json]
     python -m lib fit-entropy --checkpoint runs/x/checkpoint.pt --data data/default
+    python -m lib fit-prior --checkpoint runs/x/checkpoint.pt --data data/default [--steps 3000]
 
 Any file soundfile reads goes in, at any rate and channel count: it is mixed down and resampled to what the
 codec takes (said on stderr), block by block, so long files need bounded memory (the codec's streaming encoder
@@ -29,14 +30,16 @@ import soundfile as sf
 import torch
 
 from lib.bitstream.entropy import SIDECAR_NAME, EntropyModel, EntropyModelError
+from lib.bitstream.prior_file import PRIOR_NAME, PriorError
 from lib.bitstream.vqc import (DEFAULT_BLOCK_FRAMES, VqcError, alphabet_sizes, atomic_output, bits_per_level,
                                check_codec, check_model, check_output, decode_audio, encode_to_file, read_header,
                                weights_hash)
 from lib.data.audio import (_FLOAT_SUBTYPES, _FORMAT_ALIASES, EMPTY, NON_FINITE, ZERO_CHANNELS, AudioError,
                             _check_path, _translate)
+from lib.model.prior import EMBEDDINGS
 from lib.training.checkpoint import CheckpointError
 
-ERRORS = (VqcError, AudioError, CheckpointError, EntropyModelError)
+ERRORS = (VqcError, AudioError, CheckpointError, EntropyModelError, PriorError)
 
 
 class UsageError(Exception):
@@ -302,6 +305,25 @@ def cmd_fit_entropy(args) -> int:
     return 0
 
 
+def cmd_fit_prior(args) -> int:
+    from lib.bitstream.prior_fit import PriorTraining, fit_prior
+
+    settings = {k: v for k, v in (("d_model", args.d_model), ("n_layers", args.layers), ("context", args.context))
+                if v is not None}
+    training = PriorTraining(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    prior, path, metrics = fit_prior(args.checkpoint, args.data, args.out, embedding=args.embedding,
+                                     settings=settings, training=training, progress=not args.quiet)
+    packed = bits_per_level(prior.alphabet)
+    for l, (bits, top1, top5) in enumerate(zip(metrics.get("bits", []), metrics.get("top1", []),
+                                               metrics.get("top5", []))):
+        _say(args, f"level {l}: held-out {bits:.3f} bits/code (packed {packed[l]}), top-1 {top1:.3f}, "
+                   f"top-5 {top5:.3f}")
+    if metrics:
+        _say(args, f"all levels: {metrics['bits_per_code']:.3f} bits/code over {metrics['frames']} held-out frames")
+    print(path)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,6 +374,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help=f"default: {SIDECAR_NAME} beside the checkpoint")
     common(p)
     p.set_defaults(run=cmd_fit_entropy)
+
+    p = sub.add_parser("fit-prior", help=f"train a prior over the codes of a checkpoint ({PRIOR_NAME} beside it)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="the dataset folder the codec was trained on")
+    p.add_argument("--out", default=None, help=f"default: {PRIOR_NAME} beside the checkpoint (resumed when there)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps in all (default 3000)")
+    p.add_argument("--embedding", choices=EMBEDDINGS, default="learned", help="code embeddings (default learned)")
+    p.add_argument("--d-model", type=int, default=None, help="transformer width (default 192)")
+    p.add_argument("--layers", type=int, default=None, help="transformer layers (default 4)")
+    p.add_argument("--context", type=int, default=None, help="frames attended to (default 256)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(run=cmd_fit_prior)
     return ap
 
 
