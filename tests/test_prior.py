@@ -1,7 +1,9 @@
-"""The prior over codes (lib.model.prior) and its training (lib.bitstream.prior_fit): shapes, causality, the
-incremental path against the full forward, learning a strongly structured code sequence, exact resumes, safe
-loading, generation and fit-prior."""
+"""The prior over codes (lib.model.prior), its training (lib.bitstream.prior_fit) and the .vqc payload coded with it
+(lib.bitstream.prior_coding): shapes, causality, the incremental path against the full forward, learning a strongly
+structured code sequence, bit-exact range coding at any caller thread count, exact resumes, safe loading, generation
+and the command line."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +11,10 @@ import soundfile as sf
 import torch
 
 from lib.bitstream.cli import main
+from lib.bitstream.prior_coding import PriorModel
 from lib.bitstream.prior_file import PRIOR_NAME, PriorError, load_prior
 from lib.bitstream.prior_fit import PriorTraining, evaluate_prior, train_prior
+from lib.bitstream.vqc import Header, iter_codes, read_header
 from lib.build import build_codec
 from lib.config import load_config
 from lib.model.prior import PriorConfig, TransformerPrior, sample_continuation
@@ -133,6 +137,9 @@ def test_training_learns_a_structured_code_sequence(trained):
     prior, state = load_prior(trained["path"])
     assert state["step"] == 150 and state["config"]["prior"]["kind"] == "transformer"
     assert state["extra"]["history"][-1]["valid"] == after
+    # The coder's quantised probabilities spend about what the model does on the whole (unwindowed) stream.
+    model = PriorModel(prior, bytes(16))
+    assert model.bits(trained["valid"][0]) / trained["valid"][0].size < 0.5
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
@@ -172,7 +179,48 @@ def test_loading_refuses_a_pickle_that_runs_code(tmp_path):
         load_prior(tmp_path / "missing.pt")
 
 
-# ------------------------------------------------------------------------------------------------ generation
+# ------------------------------------------------------------------------------------------------ coding
+
+def _code(model: PriorModel, codes: np.ndarray, block: int) -> list[np.ndarray]:
+    coder, prev, words = model.block_coder(), None, []
+    for s in range(0, codes.shape[1], block):
+        words.append(coder.encode_block(codes[:, s:s + block], prev))
+        prev = codes[:, min(s + block, codes.shape[1]) - 1]
+    return words
+
+
+def _decode(model: PriorModel, words: list[np.ndarray], n_levels: int, frames: int, block: int) -> np.ndarray:
+    coder, prev, out = model.block_coder(), None, []
+    for i, s in enumerate(range(0, frames, block)):
+        out.append(coder.decode_block(words[i], n_levels, min(block, frames - s), prev))
+        prev = out[-1][:, -1]
+    return np.concatenate(out, axis=1)
+
+
+@pytest.mark.parametrize("block", [8, 24, 512])
+def test_range_coding_with_the_prior_is_bit_exact_at_any_thread_count(trained, block):
+    model = PriorModel(trained["prior"], bytes(16))
+    codes = np.concatenate([synthetic(1, 70, seed=3)[0], np.stack([np.arange(30) % K] * 3)], axis=1)  # and a jump
+    try:
+        for enc_threads, dec_threads in ((1, 2), (2, 1)):
+            torch.set_num_threads(enc_threads)
+            words = _code(model, codes, block)
+            torch.set_num_threads(dec_threads)
+            np.testing.assert_array_equal(_decode(model, words, 3, codes.shape[1], block), codes)
+            assert torch.get_num_threads() == dec_threads  # the caller's setting comes back
+        again = _code(model, codes, block)
+        assert all(np.array_equal(a, b) for a, b in zip(words, again))  # the same words at either thread count
+        size, ideal = 4 * sum(len(w) for w in words), model.bits(codes) / 8
+        assert ideal <= size <= ideal + 8 * len(words)  # within two words a block of the ideal code length
+        if block == 512:
+            assert size < codes.size * 4 / 8 / 2  # half the packed size (4 bits a code), surprises included
+        two = _code(model, codes[:2], block)  # a prefix of the levels, as a lower bitrate codes them
+        np.testing.assert_array_equal(_decode(model, two, 2, codes.shape[1], block), codes[:2])
+    finally:
+        torch.set_num_threads(1)
+    with pytest.raises(ValueError, match="in order"):
+        model.block_coder().encode_block(codes[:, :8], codes[:, 0])
+
 
 def test_generation_is_reproducible_and_top_k_one_is_argmax(trained):
     prior, prompt = trained["prior"], synthetic(1, 5, seed=4)[0]
@@ -186,7 +234,25 @@ def test_generation_is_reproducible_and_top_k_one_is_argmax(trained):
     assert sample_continuation(prior, np.zeros((2, 0), np.int64), 4, top_k=3).shape == (2, 4)
 
 
-# ------------------------------------------------------------------------------------------------ fit-prior
+# ------------------------------------------------------------------------------------------------ .vqc and CLI
+
+OLD_PACKED_VQC = bytes.fromhex(  # written by the version 1 code (before the prior mode): 10 frames of 2 levels
+    "895651430100700000000201c05d0000400100000800000000000000000000000a00000000000000760c0000000000000f00000000"
+    "0000007d7bb7fd000102030405060708090a0b0c0d0e0f000000000000000000000000000000004000000040000000060"
+    "06f6c642e7074828a86530fa0491070491432420a61841460da")
+
+
+def test_old_files_still_read(tmp_path):
+    path = tmp_path / "old.vqc"
+    path.write_bytes(OLD_PACKED_VQC)
+    header = read_header(path)
+    assert (header.version, header.mode, header.alphabet, header.checkpoint) == (1, "packed", (64, 64), "old.pt")
+    codes = np.concatenate(list(iter_codes(path, header)), axis=1)
+    np.testing.assert_array_equal(codes, [[3, 1, 4, 1, 5, 9, 2, 6, 5, 3], [58, 9, 7, 9, 3, 2, 38, 4, 6, 26]])
+    assert header.to_bytes() == OLD_PACKED_VQC[:header.size]  # packed files are still written as version 1
+    prior_header = Header(**{**header.__dict__, "mode": "prior"})
+    assert Header.from_bytes(prior_header.to_bytes()).version == 2
+
 
 @pytest.fixture(scope="module")
 def codec_files(tmp_path_factory):
@@ -227,3 +293,42 @@ def test_fit_prior_caches_the_codes_and_resumes(codec_files, monkeypatch):
     argv = [a if a != "20" else "25" for a in codec_files["argv"]] + ["--out", str(out)]
     assert main(argv) == 0
     assert load_checkpoint(out)["step"] == 25
+
+
+def test_prior_coded_file_decodes_like_the_packed_one(codec_files, tmp_path):
+    ckpt, wav = str(codec_files["ckpt"]), str(codec_files["wav"])
+    for mode in ("auto", "packed"):
+        assert main(["compress", wav, str(tmp_path / f"{mode}.vqc"), "--checkpoint", ckpt, "--mode", mode,
+                     "--block-frames", "16", "-q"]) == 0
+        assert main(["decompress", str(tmp_path / f"{mode}.vqc"), str(tmp_path / f"{mode}.wav"), "-q"]) == 0
+    header = read_header(tmp_path / "auto.vqc")
+    assert (header.mode, header.version) == ("prior", 2) and read_header(tmp_path / "packed.vqc").version == 1
+    model = PriorModel.load(codec_files["ckpt"].parent / PRIOR_NAME)
+    assert header.model_hash == model.digest()
+    packed = np.concatenate(list(iter_codes(tmp_path / "packed.vqc", read_header(tmp_path / "packed.vqc"))), 1)
+    np.testing.assert_array_equal(np.concatenate(list(iter_codes(tmp_path / "auto.vqc", header, model)), 1), packed)
+    a, b = sf.read(str(tmp_path / "auto.wav"))[0], sf.read(str(tmp_path / "packed.wav"))[0]
+    assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_a_prior_for_other_codec_weights_is_refused_naming_both_files(codec_files, tmp_path, capsys):
+    ckpt, wav = codec_files["ckpt"], str(codec_files["wav"])
+    state = load_checkpoint(ckpt.parent / PRIOR_NAME)
+    state["config"]["codec_weights_hash"] = "ab" * 16
+    other = save_checkpoint(tmp_path / "other_prior.pt", config=state["config"], step=state["step"],
+                            model=state["model"])
+    assert main(["compress", wav, str(tmp_path / "x.vqc"), "--checkpoint", str(ckpt), "--mode", "prior",
+                 "--prior", str(other), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert str(other) in err and str(ckpt) in err and not (tmp_path / "x.vqc").exists()
+    assert main(["compress", wav, str(tmp_path / "p.vqc"), "--checkpoint", str(ckpt), "--prior", str(other)]) == 0
+    assert "not used" in capsys.readouterr().err and read_header(tmp_path / "p.vqc").mode == "packed"
+    assert main(["compress", wav, str(tmp_path / "g.vqc"), "--checkpoint", str(ckpt), "-q"]) == 0
+    assert main(["decompress", str(tmp_path / "g.vqc"), str(tmp_path / "g.wav"), "--prior", str(other), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "g.vqc") in err and str(other) in err and "prior" in err
+    assert not (tmp_path / "g.wav").exists()
+    missing = Path(tmp_path / "none.pt")
+    assert main(["compress", wav, str(tmp_path / "y.vqc"), "--checkpoint", str(ckpt), "--mode", "prior",
+                 "--prior", str(missing), "-q"]) == 1
+    assert "none.pt" in capsys.readouterr().err
