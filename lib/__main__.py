@@ -1,4 +1,4 @@
-"""``python -m lib``: compress / decompress / info / fit-entropy (see lib/bitstream/cli.py)."""
+"""``python -m lib``: compress / decompress / info / fit-entropy / fit-prior (see lib/bitstream/cli.py)."""
 import sys
 
 from lib.bitstream.cli import main

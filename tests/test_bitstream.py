@@ -15,6 +15,8 @@ import torchaudio.functional as AF
 
 from lib.bitstream.cli import StreamingResampler, main
 from lib.bitstream.entropy import EntropyModel, EntropyModelError, count_codes, fit_for_checkpoint
+from lib.bitstream.prior_coding import PriorModel
+from lib.bitstream.prior_fit import fit_prior
 from lib.bitstream.vqc import (DEFAULT_BLOCK_FRAMES, Header, VqcError, bits_per_level, decode_audio,
                                encode_to_file, iter_codes, pack_codes, read_header, reference_decode, unpack_codes)
 from lib.config import load_config
@@ -32,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny codec trained for 30 steps on real audio where the Debian packages exist (else synthetic), its
-    entropy model beside the checkpoint, and held-out clips (valid + test splits)."""
+    entropy model beside the checkpoint, a small prior over its codes (in a folder of its own, so that ``--mode
+    auto`` still finds the entropy model) and held-out clips (valid + test splits)."""
     root = tmp_path_factory.mktemp("vqc")
     corpus = root / "corpus"
     build_default_corpus(corpus, minutes=1.0, sources="auto", progress=False)
@@ -41,6 +44,8 @@ def trained(tmp_path_factory):
     Trainer(cfg, corpus, root / "run", resume=False, progress=False, device="cpu").fit()
     ckpt = root / "run" / "checkpoint.pt"
     model, _ = fit_for_checkpoint(ckpt, corpus)
+    _, prior_path, _ = fit_prior(ckpt, corpus, root / "prior" / "prior.pt", steps=30,
+                                 settings=dict(d_model=32, n_layers=1, context=32))
     codec, _ = load_codec(ckpt)
     heldout = []
     for split in ("valid", "test"):
@@ -50,7 +55,8 @@ def trained(tmp_path_factory):
             continue
         heldout += [ds.load(i) for i in range(len(ds))]
     assert heldout, "the corpus has no held-out clips"
-    return dict(root=root, corpus=corpus, ckpt=ckpt, codec=codec, model=model, heldout=heldout)
+    return dict(root=root, corpus=corpus, ckpt=ckpt, codec=codec, model=model, heldout=heldout,
+                prior=PriorModel.load(prior_path), prior_path=prior_path)
 
 
 @pytest.fixture(scope="module")
@@ -146,32 +152,34 @@ def test_entropy_model_save_load_and_bad_files(tmp_path, trained):
 
 # ------------------------------------------------------------------------------------------------ round trips
 
-@pytest.mark.parametrize("mode", ["packed", "entropy"])
+@pytest.mark.parametrize("mode", ["packed", "entropy", "prior"])
 @pytest.mark.parametrize("n_q", [4, 2])
 def test_round_trip_is_exact(tmp_path, trained, clip, mode, n_q):
-    codec, path = trained["codec"], tmp_path / "x.vqc"
-    header = encode_to_file(codec, _chunks(clip), path, n_q=n_q, mode=mode, model=trained["model"], block_frames=16)
+    codec, path, model = trained["codec"], tmp_path / "x.vqc", trained["prior" if mode == "prior" else "model"]
+    header = encode_to_file(codec, _chunks(clip), path, n_q=n_q, mode=mode, model=model, block_frames=16)
     assert read_header(path) == header and header.n_frames > 4 * 16
     with torch.inference_mode():
         expected_codes = codec.encode(clip.unsqueeze(0), n_q=n_q)[0]
         offline = codec.decode(expected_codes.unsqueeze(0), length=clip.shape[-1])[0]
-    codes = _codes(path, header, trained["model"])
+    codes = _codes(path, header, model)
     np.testing.assert_array_equal(codes, expected_codes.numpy())  # the file holds codec.encode(x) exactly
-    streamed = torch.cat(list(decode_audio(codec, path, header, trained["model"])), dim=-1)
+    streamed = torch.cat(list(decode_audio(codec, path, header, model)), dim=-1)
     assert streamed.shape == clip.shape
     assert torch.equal(streamed, reference_decode(codec, expected_codes, clip.shape[-1], block_frames=16))
-    whole = torch.cat(list(decode_audio(codec, path, header, trained["model"], offline=True)), dim=-1)
+    whole = torch.cat(list(decode_audio(codec, path, header, model, offline=True)), dim=-1)
     assert torch.equal(whole, offline)  # sample for sample codec.decode(codec.encode(x))
     assert (streamed - offline).abs().max() < 1e-5  # streaming differs by float rounding only
 
 
-@pytest.mark.parametrize("mode", ["packed", "entropy"])
+@pytest.mark.parametrize("mode", ["packed", "entropy", "prior"])
 def test_cli_round_trip_is_exact(tmp_path, trained, clip, mode):
     wav, vqc, out, out_off = (_write_wav(tmp_path / "in.wav", clip), tmp_path / "a.vqc", tmp_path / "out.wav",
                               tmp_path / "off.wav")
-    assert main(["compress", str(wav), str(vqc), "--checkpoint", str(trained["ckpt"]), "--mode", mode, "-q"]) == 0
-    assert main(["decompress", str(vqc), str(out), "-q"]) == 0
-    assert main(["decompress", str(vqc), str(out_off), "--offline", "-q"]) == 0
+    prior = ["--prior", str(trained["prior_path"])]
+    assert main(["compress", str(wav), str(vqc), "--checkpoint", str(trained["ckpt"]), "--mode", mode, "-q",
+                 *prior]) == 0
+    assert main(["decompress", str(vqc), str(out), "-q", *prior]) == 0
+    assert main(["decompress", str(vqc), str(out_off), "--offline", "-q", *prior]) == 0
     codec = trained["codec"]
     with torch.inference_mode():
         codes = codec.encode(clip.unsqueeze(0))[0]
@@ -296,7 +304,7 @@ def _rewrite(path, edit):
     (lambda d: d.__setitem__(13, d[13] ^ 0x01), "corrupted header"),
     (lambda d: d.extend(b"junk"), "unexpected bytes"),
     (lambda d: d.__setitem__(slice(0, 4), b"RIFF"), "not a .vqc file"),
-    (lambda d: d.__setitem__(slice(4, 6), (2).to_bytes(2, "little")), "format version 2"),
+    (lambda d: d.__setitem__(slice(4, 6), (3).to_bytes(2, "little")), "format version 3"),
     (lambda d: d.clear(), "not a .vqc file (empty)"),
 ])
 def test_damaged_files_are_refused(tmp_path, made, capsys, damage, needle):

@@ -4,11 +4,13 @@
     python -m lib decompress out.vqc out.wav [--checkpoint ...] [--offline] [--sample-rate source]
     python -m lib info out.vqc [--json]
     python -m lib fit-entropy --checkpoint runs/x/checkpoint.pt --data data/default
+    python -m lib fit-prior --checkpoint runs/x/checkpoint.pt --data data/default [--steps 3000]
 
 Any file soundfile reads goes in, at any rate and channel count: it is mixed down and resampled to what the
 codec takes (said on stderr), block by block, so long files need bounded memory (the codec's streaming encoder
-and decoder keep only their causal state). ``--mode auto`` (default) range-codes the codes when an entropy model
-fitted for the checkpoint lies beside it (``entropy_model.npz``, made by ``fit-entropy``), else packs them.
+and decoder keep only their causal state). ``--mode auto`` (default) range-codes the codes under a prior over codes
+trained for the checkpoint when one lies beside it (``prior.pt``, made by ``fit-prior``), else under the per-level
+context models (``entropy_model.npz``, made by ``fit-entropy``), else packs them.
 ``decompress`` writes float WAV by default, so the samples are exactly those of
 ``lib.bitstream.vqc.reference_decode`` (see lib/bitstream/vqc.py for the file format and what it equals).
 
@@ -29,14 +31,17 @@ import soundfile as sf
 import torch
 
 from lib.bitstream.entropy import SIDECAR_NAME, EntropyModel, EntropyModelError
+from lib.bitstream.prior_coding import PriorModel
+from lib.bitstream.prior_file import PRIOR_NAME, PriorError
 from lib.bitstream.vqc import (DEFAULT_BLOCK_FRAMES, VqcError, alphabet_sizes, atomic_output, bits_per_level,
                                check_codec, check_model, check_output, decode_audio, encode_to_file, read_header,
                                weights_hash)
 from lib.data.audio import (_FLOAT_SUBTYPES, _FORMAT_ALIASES, EMPTY, NON_FINITE, ZERO_CHANNELS, AudioError,
                             _check_path, _translate)
+from lib.model.prior import EMBEDDINGS
 from lib.training.checkpoint import CheckpointError
 
-ERRORS = (VqcError, AudioError, CheckpointError, EntropyModelError)
+ERRORS = (VqcError, AudioError, CheckpointError, EntropyModelError, PriorError)
 
 
 class UsageError(Exception):
@@ -184,21 +189,47 @@ def _entropy_model(args, checkpoint: Path, required: bool) -> tuple[EntropyModel
     return EntropyModel.load(path), path
 
 
+def _prior(args, checkpoint: Path, required: bool) -> tuple[PriorModel | None, Path]:
+    path = Path(args.prior) if args.prior else checkpoint.parent / PRIOR_NAME
+    if not path.is_file() and not required:
+        return None, path
+    if not path.is_file():
+        raise PriorError(f"prior {path} does not exist (make one with python -m lib fit-prior, or pass --prior)")
+    return PriorModel.load(path), path
+
+
+def _payload_model(args, ckpt: Path, codec) -> tuple[str, PriorModel | EntropyModel | None, Path | None]:
+    """(mode, model, its path) for ``--mode``: auto takes a prior made for these weights, then such context
+    models, then packs; prior / entropy insist on theirs."""
+    mine = weights_hash(codec)
+    tried = []
+    for mode, load in (("prior", _prior), ("entropy", _entropy_model)):
+        if args.mode not in ("auto", mode):
+            continue
+        model, path = load(args, ckpt, args.mode == mode)
+        if model is not None and model.weights_hash != mine:
+            if args.mode == mode:
+                raise VqcError(path, f"was made for codec weights {model.weights_hash.hex()}, but checkpoint {ckpt} "
+                                     f"holds weights {mine.hex()}; make one for it (python -m lib fit-{mode})")
+            _say(args, f"note: {path} was made for other codec weights than {ckpt}'s; not used "
+                       f"(python -m lib fit-{mode} makes one for them)")
+            model = None
+        if model is not None:
+            return mode, model, path
+        tried.append(str(path))
+    if args.mode == "auto":
+        _say(args, f"note: no prior or entropy model for {ckpt} ({' or '.join(tried)}; make one with python -m lib "
+                   "fit-prior or fit-entropy); writing the packed payload")
+    return "packed", None, None
+
+
 def cmd_compress(args) -> int:
     if args.block_frames < 8 or args.block_frames % 8:
         raise UsageError(f"--block-frames must be a positive multiple of 8, got {args.block_frames}")
     src, out, ckpt = Path(args.input), check_output(args.output), Path(args.checkpoint)
     codec = _load_codec(ckpt, args.device, args.beam_width)
     n_q = _choose_n_q(args, codec)
-    model, model_path = (None, None) if args.mode == "packed" else _entropy_model(args, ckpt, args.mode == "entropy")
-    mode = "entropy" if model is not None else "packed"
-    if args.mode == "auto" and model is not None and model.weights_hash != weights_hash(codec):
-        _say(args, f"note: {model_path} was fitted for other weights than {ckpt}; writing the packed payload "
-                   "(refit it with python -m lib fit-entropy)")
-        model, mode = None, "packed"
-    elif args.mode == "auto" and model is None:
-        _say(args, f"note: no entropy model at {model_path} (make one with python -m lib fit-entropy); "
-                   "writing the packed payload")
+    mode, model, model_path = _payload_model(args, ckpt, codec)
     facts, chunks = read_audio(src, int(codec.sample_rate), codec.channels)
     changes = []
     if facts["channels"] != codec.channels:
@@ -209,13 +240,13 @@ def cmd_compress(args) -> int:
                + (f" -> {', '.join(changes)}" if changes else ""))
     nominal = sum(bits_per_level(alphabet_sizes(codec)[:n_q])) * codec.frame_rate / 1000
     _say(args, f"{ckpt}: {n_q} of {len(alphabet_sizes(codec))} levels, {nominal:.3g} kbps nominal, "
-               f"{'entropy-coded with ' + str(model_path) if mode == 'entropy' else 'packed'}")
+               f"{f'{mode}-coded with {model_path}' if mode != 'packed' else 'packed'}")
     with _progress(args, facts["seconds"], "compress") as bar:
         header = encode_to_file(codec, chunks, out, n_q=n_q, mode=mode, model=model, block_frames=args.block_frames,
                                 source_rate=facts["rate"], source_channels=facts["channels"],
                                 checkpoint=str(ckpt.resolve()), progress=lambda n: _advance(bar, n / codec.sample_rate))
     packed = (header.n_frames * sum(header.bits) + 7) // 8
-    saving = f", {100 * (1 - header.payload_size / packed):.1f}% below packed" if mode == "entropy" and packed else ""
+    saving = f", {100 * (1 - header.payload_size / packed):.1f}% below packed" if mode != "packed" and packed else ""
     _say(args, f"wrote {out}: {header.size + header.payload_size} bytes (header {header.size}), payload "
                f"{header.payload_bitrate / 1000:.3g} kbps{saving}")
     return 0
@@ -236,8 +267,8 @@ def cmd_decompress(args) -> int:
     codec = _load_codec(ckpt, args.device)
     check_codec(header, codec, src, ckpt)
     model = None
-    if header.mode == "entropy":
-        model, model_path = _entropy_model(args, ckpt, required=True)
+    if header.mode != "packed":
+        model, model_path = (_prior if header.mode == "prior" else _entropy_model)(args, ckpt, required=True)
         check_model(header, model, src, model_path)
     rate = header.sample_rate
     if args.sample_rate:
@@ -276,7 +307,7 @@ def info_dict(header, path: Path) -> dict:
             "source_channels": header.source_channels, "header_bytes": header.size,
             "payload_bytes": header.payload_size, "nominal_kbps": round(header.nominal_bitrate / 1000, 4),
             "payload_kbps": round(header.payload_bitrate / 1000, 4), "weights_hash": header.weights_hash.hex(),
-            "entropy_model_hash": header.model_hash.hex() if header.mode == "entropy" else None,
+            "entropy_model_hash": header.model_hash.hex() if header.mode != "packed" else None,
             "checkpoint": header.checkpoint}
 
 
@@ -302,6 +333,25 @@ def cmd_fit_entropy(args) -> int:
     return 0
 
 
+def cmd_fit_prior(args) -> int:
+    from lib.bitstream.prior_fit import PriorTraining, fit_prior
+
+    settings = {k: v for k, v in (("d_model", args.d_model), ("n_layers", args.layers), ("context", args.context))
+                if v is not None}
+    training = PriorTraining(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    prior, path, metrics = fit_prior(args.checkpoint, args.data, args.out, embedding=args.embedding,
+                                     settings=settings, training=training, progress=not args.quiet)
+    packed = bits_per_level(prior.alphabet)
+    for l, (bits, top1, top5) in enumerate(zip(metrics.get("bits", []), metrics.get("top1", []),
+                                               metrics.get("top5", []))):
+        _say(args, f"level {l}: held-out {bits:.3f} bits/code (packed {packed[l]}), top-1 {top1:.3f}, "
+                   f"top-5 {top5:.3f}")
+    if metrics:
+        _say(args, f"all levels: {metrics['bits_per_code']:.3f} bits/code over {metrics['frames']} held-out frames")
+    print(path)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--n-q", type=int, default=None, help="quantizer levels to keep (default all)")
     rate.add_argument("--kbps", type=float, default=None, help="the most levels whose nominal bitrate fits")
-    p.add_argument("--mode", choices=("auto", "packed", "entropy"), default="auto",
-                   help="payload: auto = entropy-coded when an entropy model is found, else packed")
+    p.add_argument("--mode", choices=("auto", "packed", "entropy", "prior"), default="auto",
+                   help="payload: auto = coded with the prior when one is found, else with the entropy model, "
+                        "else packed")
     p.add_argument("--entropy-model", default=None, help=f"default: {SIDECAR_NAME} beside the checkpoint")
+    p.add_argument("--prior", default=None, help=f"default: {PRIOR_NAME} beside the checkpoint")
     p.add_argument("--block-frames", type=int, default=DEFAULT_BLOCK_FRAMES, help="frames per payload block")
     p.add_argument("--beam-width", type=int, default=None,
                    help="residual VQ: search this many partial sums per frame (default: the trained setting)")
@@ -335,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the audio file to write (format from the extension; float WAV by default)")
     p.add_argument("--checkpoint", default=None, help="default: the path recorded in the file")
     p.add_argument("--entropy-model", default=None, help=f"default: {SIDECAR_NAME} beside the checkpoint")
+    p.add_argument("--prior", default=None, help=f"default: {PRIOR_NAME} beside the checkpoint")
     p.add_argument("--offline", action="store_true", help="one codec.decode over the whole file (more memory)")
     p.add_argument("--subtype", default=None, help="soundfile subtype (default FLOAT for WAV)")
     p.add_argument("--sample-rate", default=None, help="resample the output: a rate in Hz or 'source'")
@@ -352,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help=f"default: {SIDECAR_NAME} beside the checkpoint")
     common(p)
     p.set_defaults(run=cmd_fit_entropy)
+
+    p = sub.add_parser("fit-prior", help=f"train a prior over the codes of a checkpoint ({PRIOR_NAME} beside it)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="the dataset folder the codec was trained on")
+    p.add_argument("--out", default=None, help=f"default: {PRIOR_NAME} beside the checkpoint (resumed when there)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps in all (default 3000)")
+    p.add_argument("--embedding", choices=EMBEDDINGS, default="learned", help="code embeddings (default learned)")
+    p.add_argument("--d-model", type=int, default=None, help="transformer width (default 192)")
+    p.add_argument("--layers", type=int, default=None, help="transformer layers (default 4)")
+    p.add_argument("--context", type=int, default=None, help="frames attended to (default 256)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(run=cmd_fit_prior)
     return ap
 
 

@@ -152,6 +152,11 @@ class EntropyModel:
                     codes[l, f] = last
         return codes
 
+    def block_coder(self) -> "EntropyModel":
+        """What codes a file's blocks (``lib.bitstream.vqc``): the model itself, as each block gets its context
+        from the previous block's last frame."""
+        return self
+
     def _check_levels(self, n: int) -> None:
         if not 1 <= n <= self.n_levels:
             raise EntropyModelError(f"entropy model has {self.n_levels} levels, asked to code {n}")

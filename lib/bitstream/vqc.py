@@ -4,9 +4,9 @@ Layout (all integers little-endian)::
 
     offset size  field
     0      4     magic b"\\x89VQC"
-    4      2     format version (1)
+    4      2     format version: 1, or 2 for a payload coded with a prior (older programs then refuse it by name)
     6      2     header size in bytes, this CRC included
-    8      1     payload mode: 0 packed, 1 entropy-coded (range coding, see lib.bitstream.entropy)
+    8      1     payload mode: 0 packed, 1 entropy-coded (lib.bitstream.entropy), 2 prior-coded (version 2 only)
     9      1     quantizer: 0 residual VQ, 1 FSQ (a level's code is the mixed-radix index of its digits)
     10     1     L, the number of quantizer levels used
     11     1     audio channels of the codec
@@ -21,7 +21,7 @@ Layout (all integers little-endian)::
     48     8     payload size in bytes
     56     4     CRC-32 of the payload
     60     16    SHA-256 prefix of the codec weights (lib.bitstream.vqc.weights_hash)
-    76     16    SHA-256 prefix of the entropy model (zeros when packed)
+    76     16    SHA-256 prefix of the entropy model: the context models, or the prior (zeros when packed)
     92     4L    alphabet size K_l of each level (codebook size; product of the radices for FSQ)
     ..     2R    FSQ radices, e.g. 8 5 5 5
     ..     2+n   UTF-8 path of the checkpoint that wrote the file (a hint for decompress), length first
@@ -31,7 +31,8 @@ The payload holds F frames in blocks of ``block`` frames (the last one shorter).
 after frame, level after level, each code in ``ceil(log2 K_l)`` bits MSB first, zero bits to the last byte, so
 the payload is ``ceil(F * sum_l ceil(log2 K_l) / 8)`` bytes: the nominal bitrate. *Entropy-coded*: per block a
 uint32 word count and that many uint32 words of a range coder (``constriction``), codes ordered level by level
-within the block, under the model of ``lib.bitstream.entropy`` whose hash the header carries.
+within the block, under the model of ``lib.bitstream.entropy`` whose hash the header carries. *Prior-coded*: the
+same, codes frame after frame, under the prior of ``lib.bitstream.prior_coding`` whose hash the header carries.
 
 What decompress returns: the codes in the file are exactly ``codec.encode(x, n_q)`` (the codec's streaming
 encoder gives the same codes as the offline one), and the audio is :func:`reference_decode` of them: the codec's
@@ -56,14 +57,14 @@ import torch
 
 from lib.atomic import atomic_path
 
-__all__ = ["MAGIC", "VERSION", "MODES", "DEFAULT_BLOCK_FRAMES", "VqcError", "Header", "alphabet_sizes",
-           "weights_hash", "bits_per_level", "pack_codes", "unpack_codes", "check_output", "atomic_output",
-           "read_header",
+__all__ = ["MAGIC", "VERSION", "MODES", "DEFAULT_BLOCK_FRAMES", "VqcError", "Header", "alphabet_sizes", "weights_hash",
+           "bits_per_level", "pack_codes", "unpack_codes", "check_output", "atomic_output", "read_header",
            "encode_to_file", "iter_codes", "decode_audio", "reference_decode", "check_codec", "check_model"]
 
 MAGIC = b"\x89VQC"
-VERSION = 1
-MODES = ("packed", "entropy")
+VERSION = 2  # the newest format version this program writes and reads (it reads every version from 1)
+MODES = ("packed", "entropy", "prior")
+_MODE_VERSION = {"packed": 1, "entropy": 1, "prior": 2}  # a file is written with the first version that has its mode
 QUANTIZERS = ("rvq", "fsq")
 DEFAULT_BLOCK_FRAMES = 512
 _FIXED = struct.Struct("<4sHH BBBB IIII HH QQQ I 16s16s")
@@ -100,7 +101,7 @@ class Header:
     payload_size: int = 0
     payload_crc: int = 0
     checkpoint: str = ""
-    version: int = field(default=VERSION, compare=False)
+    version: int = field(default=0, compare=False)  # the file's format version (0: not read from a file)
 
     @property
     def n_levels(self) -> int:
@@ -133,7 +134,7 @@ class Header:
 
     def to_bytes(self) -> bytes:
         path = self.checkpoint.encode("utf-8")[:_MAX_PATH]
-        body = _FIXED.pack(MAGIC, VERSION, 0, MODES.index(self.mode), QUANTIZERS.index(self.quantizer),
+        body = _FIXED.pack(MAGIC, _MODE_VERSION[self.mode], 0, MODES.index(self.mode), QUANTIZERS.index(self.quantizer),
                            self.n_levels, self.channels, self.sample_rate, self.hop, self.block_frames,
                            self.source_rate, self.source_channels, len(self.radices), self.n_frames, self.length,
                            self.payload_size, self.payload_crc, self.weights_hash, self.model_hash)
@@ -153,8 +154,8 @@ class Header:
         magic, version, size = struct.unpack_from("<4sHH", data)
         if magic != MAGIC:
             raise VqcError(path, f"not a .vqc file (it starts with {magic!r}, expected {MAGIC!r})")
-        if version != VERSION:
-            raise VqcError(path, f"format version {version}; this program reads version {VERSION} only")
+        if not 1 <= version <= VERSION:
+            raise VqcError(path, f"format version {version}; this program reads versions 1 to {VERSION}")
         if size < _FIXED.size + 2 + _CRC.size:
             raise VqcError(path, f"corrupted header (declared size {size} bytes)")
         if len(data) < size:
@@ -164,6 +165,8 @@ class Header:
         (_, _, _, mode, quant, n_levels, channels, sr, hop, block, src_rate, src_ch, n_rad, n_frames, length,
          payload_size, payload_crc, w_hash, m_hash) = _FIXED.unpack_from(data)
         try:
+            if mode >= len(MODES) or _MODE_VERSION[MODES[mode]] > version:
+                raise ValueError(f"payload mode {mode} in a version {version} file")
             off = _FIXED.size
             alphabet = struct.unpack_from(f"<{n_levels}I", data, off)
             off += 4 * n_levels
@@ -174,7 +177,8 @@ class Header:
             if off + 2 + n_path + _CRC.size != size:
                 raise ValueError("field sizes do not add up to the header size")
             header = cls(MODES[mode], sr, hop, channels, tuple(alphabet), n_frames, length, block, QUANTIZERS[quant],
-                         tuple(radices), src_rate, src_ch, w_hash, m_hash, payload_size, payload_crc, checkpoint)
+                         tuple(radices), src_rate, src_ch, w_hash, m_hash, payload_size, payload_crc, checkpoint,
+                         version)
         except (struct.error, IndexError, UnicodeDecodeError, ValueError) as e:
             raise VqcError(path, f"corrupted header ({e})") from None
         problem = header._inconsistency()
@@ -256,13 +260,17 @@ def check_codec(header: Header, codec, vqc_path, checkpoint) -> None:
 
 
 def check_model(header: Header, model, vqc_path, model_path) -> None:
-    """An entropy-coded file needs the very model it was coded with."""
+    """An entropy- or prior-coded file needs the very model (context models or prior) it was coded with."""
+    what, option = ("prior", "--prior") if header.mode == "prior" else ("entropy model", "--entropy-model")
     if model is None:
-        raise VqcError(vqc_path, "is entropy-coded but no entropy model was given (expected one beside the "
-                                 "checkpoint, or pass --entropy-model)")
+        raise VqcError(vqc_path, f"is {header.mode}-coded but no {what} was given (expected one beside the "
+                                 f"checkpoint, or pass {option})")
+    if model.weights_hash != header.weights_hash:
+        raise VqcError(vqc_path, f"was coded for codec weights {header.weights_hash.hex()}, but {model_path} was "
+                                 f"made for codec weights {model.weights_hash.hex()}; use the {what} it was coded with")
     if model.digest() != header.model_hash:
-        raise VqcError(vqc_path, f"was coded with entropy model {header.model_hash.hex()}, but {model_path} is "
-                                 f"model {model.digest().hex()}; use the model it was written with")
+        raise VqcError(vqc_path, f"was coded with {what} {header.model_hash.hex()}, but {model_path} is "
+                                 f"{what} {model.digest().hex()}; use the {what} it was written with")
 
 
 # ---------------------------------------------------------------------------------------------- packing
@@ -327,7 +335,8 @@ class _BlockWriter:
     """Collects codes ``[L, n]`` and writes whole blocks of the payload."""
 
     def __init__(self, f, header: Header, model):
-        self.f, self.header, self.model = f, header, model
+        self.f, self.header = f, header
+        self.coder = model.block_coder() if header.mode != "packed" else None  # a prior's state runs across blocks
         self.pending: list[np.ndarray] = []
         self.n_pending = 0
         self.prev: np.ndarray | None = None
@@ -348,7 +357,7 @@ class _BlockWriter:
         if self.header.mode == "packed":
             data = pack_codes(codes, self.header.bits)
         else:
-            words = self.model.encode_block(codes, self.prev).astype("<u4")
+            words = self.coder.encode_block(codes, self.prev).astype("<u4")
             data = struct.pack("<I", len(words)) + words.tobytes()
         self.prev = codes[:, -1]
         self.f.write(data)
@@ -376,14 +385,14 @@ def encode_to_file(codec, chunks: Iterable[torch.Tensor], path: str | os.PathLik
                     block_frames=block_frames, quantizer="fsq" if radices else "rvq", radices=radices,
                     source_rate=int(source_rate), source_channels=int(source_channels),
                     weights_hash=weights_hash(codec), checkpoint=str(checkpoint))
-    if mode == "entropy":
-        if model is None:
-            raise ValueError("mode='entropy' needs an entropy model")
+    if mode != "packed":
+        what = "prior" if mode == "prior" else "entropy model"
+        if model is None or tuple(model.alphabet[:n_q]) != header.alphabet:
+            raise ValueError(f"mode={mode!r} needs the {what} of the codec's levels {header.alphabet}, got "
+                             f"{model.alphabet if model is not None else 'none'}")
         if model.weights_hash != header.weights_hash:
-            raise VqcError(path, f"the entropy model was fitted for codec weights {model.weights_hash.hex()}, "
-                                 f"not these ({header.weights_hash.hex()}); refit it (python -m lib fit-entropy)")
-        if tuple(model.alphabet[:n_q]) != header.alphabet:
-            raise ValueError(f"entropy model alphabet {model.alphabet} does not match the codec's {header.alphabet}")
+            raise VqcError(path, f"the {what} was fitted for codec weights {model.weights_hash.hex()}, "
+                                 f"not these ({header.weights_hash.hex()}); refit it (python -m lib fit-{mode})")
         header.model_hash = model.digest()
     device = next(codec.parameters()).device
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
@@ -411,9 +420,10 @@ def encode_to_file(codec, chunks: Iterable[torch.Tensor], path: str | os.PathLik
 
 def iter_codes(path: str | os.PathLike, header: Header, model=None) -> Iterator[np.ndarray]:
     """The payload of ``path`` as blocks of codes ``[L, n]`` (``read_header`` checked it already)."""
-    if header.mode == "entropy" and model is None:
-        raise VqcError(path, "is entropy-coded: an entropy model is needed to read it")
+    if header.mode != "packed" and model is None:
+        raise VqcError(path, f"is {header.mode}-coded: the model it was coded with is needed to read it")
     bits, prev = header.bits, None
+    coder = model.block_coder() if header.mode != "packed" else None
     with open(path, "rb") as f:
         f.seek(header.size)
         remaining, left = header.n_frames, header.payload_size
@@ -430,7 +440,7 @@ def iter_codes(path: str | os.PathLike, header: Header, model=None) -> Iterator[
                 size = 4 + 4 * count
                 words = np.frombuffer(_read(f, 4 * count, left - 4, path), dtype="<u4")
                 try:
-                    codes = model.decode_block(words, header.n_levels, n, prev)
+                    codes = coder.decode_block(words, header.n_levels, n, prev)
                 except (ValueError, RuntimeError, OverflowError) as e:
                     raise VqcError(path, f"corrupted payload (range decoder: {e})") from None
             left -= size

@@ -5,4 +5,4 @@ Importing the package imports every model module, so every built-in kind is in i
 (:mod:`lib.model.registries`). A new module that registers a kind is added to the list below.
 """
 from lib.model import (activations, codebook, codec, conv, discriminators, energy, fsq, guards,  # noqa: F401
-                       longform, multires, quantize, registries, som, spectral)
+                       longform, multires, prior, quantize, registries, som, spectral)

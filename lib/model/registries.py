@@ -10,9 +10,11 @@
 | `BLOCKS`         | `model.block`               | `f(channels, dilations, kernel_size, activation, compress) -> [modules]` |
 | `UPSAMPLERS`     | `model.upsampler`           | `f(in_ch, out_ch, stride) -> module` `[B, in, T] -> [B, out, T * stride]` |
 | `ACTIVATIONS`    | `model.activation`          | `f(channels) -> module`                                          |
+| `PRIORS`         | a prior checkpoint's `kind` | a class with `from_config(prior_config)`: codes `[B, n_q, F]` -> logits per level |
 
 ``from_config`` receives the whole :class:`lib.config.Config` (read by attribute; model code never imports the
-config module). Importing :mod:`lib.model` imports every model module, so every built-in entry is registered.
+config module), except a prior's, which receives its own settings (``lib.model.prior.PriorConfig``, kept in the
+prior's checkpoint). Importing :mod:`lib.model` imports every model module, so every built-in entry is registered.
 """
 from __future__ import annotations
 
@@ -26,3 +28,4 @@ DISCRIMINATORS = Registry("discriminator")
 BLOCKS = Registry("block")
 UPSAMPLERS = Registry("upsampler")
 ACTIVATIONS = Registry("activation")
+PRIORS = Registry("prior")
