@@ -153,16 +153,18 @@ def _mean_rows(per_kind: dict[str, list[dict]], **fields) -> list[dict]:
 @torch.no_grad()
 def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True, dnsmos: bool = False) -> list[dict]:
     """Mean metrics per (n_q, kind) over ``clips``; ``n_q = 0`` is the unquantized latent (the quantizer bypassed:
-    what the encoder and decoder could do with an unlimited bitrate). ``dnsmos``: DNSMOS of the speech clips too
-    (about 1.5 s a clip, so the race computes it at its last mark only)."""
+    what the encoder and decoder could do with an unlimited bitrate). ``dnsmos``: DNSMOS of the speech clips too, at
+    the full bitrate and at half of it (about 1.5 s a clip, so the race computes it at its last mark only)."""
     codec.eval()
     rows = []
+    top = max(n_qs)
     for n_q in n_qs:
         per_kind: dict[str, list[dict]] = {}
+        scored = dnsmos and n_q in (top, top // 2)  # the full bitrate and half of it: 1.5 s a clip adds up
         for name, kind, wav in clips:
             recon = codec(wav, bypass_quantizer=True).recon if n_q == 0 else codec(wav, n_q=n_q).recon
             per_kind.setdefault(kind, []).append(
-                _metrics(recon[:, 0], wav[:, 0], sample_rate, pesq, name, dnsmos and kind in SPEECH_GROUPS))
+                _metrics(recon[:, 0], wav[:, 0], sample_rate, pesq, name, scored and kind in SPEECH_GROUPS))
         rows += _mean_rows(per_kind, n_q=n_q, kbps=round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf"))
     codec.train()
     return rows
