@@ -29,19 +29,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml .ci/torchaudio-check.py
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
-<<<<<<< Updated upstream
-# Debian packages: real recordings and speech for the default corpus (without them it is synthesised, and says
-# so), opusenc/opusdec for the Opus baseline as users run it (skipped, with the reason, without them), and Chromium
-# for the browser test of the listening widget (skipped, with the reason, without it).
-data-packages:
-	@sh .ci/apt-install.sh "the default corpus will be synthesised audio, the opusenc baseline skipped" $(DEBIAN_DATA)
-=======
 # Debian packages: real recordings, recorded human speech (the asterisk voice prompts) and synthetic speech for the
-# default corpus (without them it is synthesised, and says so), and Chromium for the browser test of the listening
-# widget (skipped, with the reason, without it).
+# default corpus (without them it does with what is there, and notebook 01 says so), opusenc/opusdec for the Opus
+# baseline as users run it (skipped, with the reason, without them), and Chromium for the browser test of the
+# listening widget (skipped, with the reason, without it).
 data-packages:
-	@sh .ci/apt-install.sh "the default corpus will do without them (notebook 01 says which sources it used)" $(DEBIAN_DATA)
->>>>>>> Stashed changes
+	@sh .ci/apt-install.sh "the default corpus does without them (notebook 01 says which sources it used), and the opusenc baseline is skipped" $(DEBIAN_DATA)
 
 browser-packages:
 	@sh .ci/apt-install.sh "the browser test will be skipped" chromium
