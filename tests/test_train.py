@@ -1,6 +1,7 @@
 """The trainer: gradient isolation of the discriminators, NaN guard, exact resume, discriminator choice, DDP,
 and a short run that actually learns."""
 import json
+import math
 import os
 import socket
 
@@ -271,3 +272,20 @@ def test_adversarial_steps_every_k_and_discriminators_on_crops(corpus, tmp_path)
     results = [tr.train_step(tr.batches[s]) for s in range(5)]
     assert ["adversarial" in r.losses for r in results] == [False, True, False, True, False]
     assert set(seen) == {int(0.1 * tr.cfg.data.sample_rate)}  # only crops reach the discriminator
+
+
+def test_bf16_on_the_cpu_keeps_codes_and_losses_in_full_precision(corpus, tmp_path):
+    tr = _trainer(corpus, tmp_path, ["train.precision=bf16", "train.quantizer_warmup_steps=0"], device="cpu")
+    codec, wav = tr.codec.eval(), tr.batches[0]
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = codec(wav, n_q=2)
+        expected = codec.quantizer(out.latents.float(), n_q=2).codes  # the same latents, searched in fp32
+    assert out.latents.dtype == torch.bfloat16  # the encoder ran in bf16 ...
+    assert torch.equal(out.codes, expected)  # ... and the code search as in fp32 (autocast leaves it alone)
+    codec.train()
+    first = tr.validate()["mel_distance"]
+    results = [tr.train_step(tr.batches[s]) for s in range(15)]
+    assert not any(r.skipped for r in results)
+    assert all(isinstance(v, float) and math.isfinite(v) for r in results for v in r.losses.values())
+    assert tr.validate()["mel_distance"] < first  # it learns

@@ -345,7 +345,8 @@ class Codec(nn.Module):
         if self.continuous or bypass_quantizer:
             quantized, codes, commit_loss, stats, n_used = z, None, z.new_zeros(()), [], 0
         else:
-            q = self.quantizer(z, n_q=n_q)
+            with torch.autocast(z.device.type, enabled=False):  # codebooks and their statistics stay fp32 (autocast)
+                q = self.quantizer(z.float(), n_q=n_q)
             quantized, codes, commit_loss, stats, n_used = q.quantized, q.codes, q.commit_loss, q.stats, q.n_q
         stages = None
         if return_stages:

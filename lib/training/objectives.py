@@ -58,8 +58,9 @@ class StepContext:
 
     @property
     def recon(self) -> torch.Tensor:
-        """The reconstruction ``[B, C, T - tail]`` the codec can be held to."""
-        return self.out.recon[..., : self.out.recon.shape[-1] - self.tail]
+        """The reconstruction ``[B, C, T - tail]`` the codec can be held to (float32, whatever the forward's
+        precision)."""
+        return self.out.recon[..., : self.out.recon.shape[-1] - self.tail].float()
 
     @property
     def target(self) -> torch.Tensor:

@@ -33,10 +33,11 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """The forward pass's mixed precision: bf16 or fp16 autocast on CUDA; nothing on CPU or at fp32."""
-    if device.type != "cuda" or precision == "fp32":
+    """The forward pass's mixed precision: bf16 autocast on CUDA or CPU (where the CPU has bf16 instructions,
+    AVX512-BF16 or AMX, its matrix products run about twice as fast), fp16 on CUDA only; nothing at fp32."""
+    if precision == "fp32" or (device.type != "cuda" and precision != "bf16"):
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @contextlib.contextmanager

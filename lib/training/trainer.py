@@ -182,7 +182,8 @@ class Trainer:
         out = self.codec_ddp(wav, n_q=self.tied_n_q, return_stages=any(t.needs_stages for t in terms.values()),
                              bypass_quantizer=warming_up)
         ctx = StepContext(wav, out, lambda: self._discriminate(wav, out.recon), tail=self.codec.unfinished_tail)
-        return out, {name: term(ctx) for name, term in terms.items()}
+        with torch.autocast(self.device.type, enabled=False):  # the losses in fp32 whatever the forward's precision
+            return out, {name: term(ctx) for name, term in terms.items()}
 
     def _discriminate(self, wav: torch.Tensor, recon: torch.Tensor) -> list[tuple]:
         """Per discriminator in play: (fake logits, fake features, real features) for the generator's losses."""
