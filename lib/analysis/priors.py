@@ -1,0 +1,208 @@
+"""What a prior over codes knows, and what damaged codes do to the sound: the codebook-prior experiment.
+
+The seed's question: does a self-organising-map codebook make attention over its codes more robust, since its
+codes have a neighbourhood? Everything here takes a codec (SOM or plain EMA codebooks), a prior over its codes
+(:mod:`lib.model.prior`) and the codes of held-out clips, ``[L, F]`` int arrays:
+
+    prior_report(prior, clips)                 bits per code, top-1 / top-5 accuracy per level
+    mistakes(prior, quantizer, clips)          where the top-1 guesses that are wrong land: grid and code distance
+    top1_guesses(prior, clip)                  a clip's codes with one level replaced by the prior's guesses
+    replace_codes(codes, share, how, q, rng)   a share of the codes swapped for a grid neighbour, the nearest
+                                               other code, or a random code
+    flip_bits(codes, alphabet, ber, rng)       bit errors in the packed payload (each code's log2 K bits)
+    context_robustness(prior, clips, ...)      the prior's bits on clean targets when its context is damaged
+    decoded_damage(codec, clean, damaged, sr)  the damaged codes decoded: mel distance to the clean decode, DNSMOS
+
+Grid positions come from `lib.model.som.layout_grid`: a SOM's grid, or for a plain codebook its codes in index
+order on a near-square grid (a reference with no map behind it).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lib.analysis.metrics import dnsmos_unavailable, evaluate_all
+from lib.model.som import layout_grid
+
+__all__ = ["REPLACEMENTS", "code_positions", "nearest_other", "prior_report", "mistakes", "top1_guesses",
+           "replace_codes", "flip_bits", "context_robustness", "decoded_damage"]
+
+REPLACEMENTS = ("grid neighbour", "nearest code", "random code")
+
+
+def code_positions(level) -> np.ndarray:
+    """``[K, 2]`` (row, col) of every code of a quantizer level on its grid (`layout_grid`)."""
+    rows, cols = layout_grid(level).shape
+    k = np.arange(rows * cols)
+    return np.stack([k // cols, k % cols], axis=1)
+
+
+def nearest_other(level) -> np.ndarray:
+    """``[K]``: for every code of a level, the index of the nearest other code in code space."""
+    embed = level.embed.detach().float()
+    d = torch.cdist(embed, embed)
+    d.fill_diagonal_(math.inf)
+    return d.argmin(dim=1).numpy()
+
+
+def _windows(prior, clips: list[np.ndarray]):
+    """Each clip ``[L, F]`` as pieces of at most the prior's context, with the frame before each: ``(codes [1, L, w],
+    prev [1, L])`` tensors."""
+    w = prior.config.context
+    for c in clips:
+        for s in range(0, c.shape[1], w):
+            prev = c[:, s - 1] if s else np.full(c.shape[0], -1)
+            yield torch.from_numpy(c[None, :, s:s + w].astype(np.int64)), torch.from_numpy(prev[None].astype(np.int64))
+
+
+@torch.no_grad()
+def _predict(prior, clips: list[np.ndarray], inputs: list[np.ndarray] | None = None):
+    """Per level, the prior's log-probabilities of every frame of ``clips`` given ``inputs`` as its context (the
+    clips themselves by default): ``([L] x [N, K_l] log-probs, [L, N] targets)`` over all frames."""
+    prior.eval()
+    inputs = clips if inputs is None else inputs
+    logps, targets = [[] for _ in range(prior.n_levels)], []
+    for (given, prev), (clean, _) in zip(_windows(prior, inputs), _windows(prior, clips)):
+        for level, logits in enumerate(prior(given, prev)):
+            logps[level].append(logits[0].log_softmax(-1))
+        targets.append(clean[0])
+    return [torch.cat(lp) for lp in logps], torch.cat(targets, dim=1)
+
+
+def prior_report(prior, clips: list[np.ndarray], inputs: list[np.ndarray] | None = None) -> dict:
+    """Bits per code (mean over levels), and per level its bits, top-1 and top-5 accuracy, on the held-out ``clips``
+    (``inputs``: a damaged copy given to the prior as context instead; the targets stay ``clips``). ``saving``: the
+    share below the packed payload's ``log2 K`` bits a code."""
+    logps, targets = _predict(prior, clips, inputs)
+    per = []
+    for level, lp in enumerate(logps):
+        t = targets[level]
+        top = lp.topk(min(5, lp.shape[-1]), dim=-1).indices
+        per.append({"level": level, "bits": float(-lp.gather(1, t[:, None]).mean() / math.log(2)),
+                    "top1": float((top[:, 0] == t).float().mean()),
+                    "top5": float((top == t[:, None]).any(1).float().mean())})
+    bits = float(np.mean([p["bits"] for p in per]))
+    packed = float(np.mean([math.log2(k) for k in prior.alphabet]))
+    return {"bits_per_code": bits, "saving": 1 - bits / packed, "frames": int(targets.shape[1]), "levels": per}
+
+
+def mistakes(prior, quantizer, clips: list[np.ndarray], level: int = 0) -> dict:
+    """Where the prior's wrong top-1 guesses land at ``level``: their grid distance to the true code (Euclidean,
+    in cells) and their code-space distance over the mean distance between two codes of the level (1: as far as
+    two random codes). Both beside the same figures for random guesses."""
+    logps, targets = _predict(prior, clips)
+    guess, truth = logps[level].argmax(-1).numpy(), targets[level].numpy()
+    wrong = guess != truth
+    pos = code_positions(quantizer.levels[level]).astype(np.float64)
+    embed = quantizer.levels[level].embed.detach().float()
+    pairwise = float(torch.pdist(embed).mean())
+    rng = np.random.default_rng(0)
+    random_guess = rng.integers(0, len(pos), size=int(wrong.sum()))
+
+    def grid(a, b):
+        return float(np.linalg.norm(pos[a] - pos[b], axis=1).mean()) if len(a) else math.nan
+
+    def code(a, b):
+        return float((embed[a] - embed[b]).norm(dim=1).mean()) / pairwise if len(a) else math.nan
+
+    g, t = guess[wrong], truth[wrong]
+    return {"level": level, "top1": float(1 - wrong.mean()), "mistakes": int(wrong.sum()),
+            "grid_distance": grid(g, t), "grid_distance_random": grid(random_guess, t),
+            "code_distance": code(g, t), "code_distance_random": code(random_guess, t)}
+
+
+def top1_guesses(prior, clip: np.ndarray, level: int = 0) -> np.ndarray:
+    """A copy of ``clip [L, F]`` whose ``level`` holds the prior's top-1 guess of every frame (given the true codes
+    before it): what a decoder would play if it trusted the prior there, for :func:`decoded_damage`."""
+    logps, _ = _predict(prior, [clip])
+    out = clip.copy()
+    out[level] = logps[level].argmax(-1).numpy()
+    return out
+
+
+def replace_codes(codes: np.ndarray, share: float, how: str, quantizer, rng: np.random.Generator,
+                  levels: tuple[int, ...] | None = None) -> np.ndarray:
+    """A copy of ``codes [L, F]`` with ``share`` of the codes of ``levels`` (all by default) replaced: by one of
+    their 8 grid neighbours ("grid neighbour"), the nearest other code in code space ("nearest code"), or a
+    random other code ("random code")."""
+    if how not in REPLACEMENTS:
+        raise ValueError(f"how must be one of {REPLACEMENTS}, got {how!r}")
+    out = codes.copy()
+    for level in range(codes.shape[0]) if levels is None else levels:
+        vq = quantizer.levels[level]
+        hit = np.flatnonzero(rng.random(codes.shape[1]) < share)
+        c = codes[level, hit]
+        if how == "random code":
+            new = (c + rng.integers(1, vq.codebook_size, size=len(c))) % vq.codebook_size
+        elif how == "nearest code":
+            new = nearest_other(vq)[c]
+        else:
+            new = _grid_neighbours(c, layout_grid(vq).shape, rng)
+        out[level, hit] = new
+    return out
+
+
+def _grid_neighbours(codes: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """For every code, one of its (up to 8) neighbours on a ``(rows, cols)`` grid, drawn uniformly."""
+    rows, cols = shape
+    steps = np.array([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc])
+    r, q, new = codes // cols, codes % cols, codes.copy()
+    todo = np.ones(len(codes), dtype=bool)
+    while todo.any():  # a draw off the grid's edge is drawn again
+        step = steps[rng.integers(0, len(steps), size=int(todo.sum()))]
+        nr, nq = r[todo] + step[:, 0], q[todo] + step[:, 1]
+        ok = (nr >= 0) & (nr < rows) & (nq >= 0) & (nq < cols)
+        idx = np.flatnonzero(todo)[ok]
+        new[idx], todo[idx] = nr[ok] * cols + nq[ok], False
+    return new
+
+
+def flip_bits(codes: np.ndarray, alphabet, ber: float, rng: np.random.Generator) -> np.ndarray:
+    """``codes [L, F]`` after a channel that flips each bit of the packed payload (``log2 K_l`` bits a code) with
+    probability ``ber``; a flipped index past ``K_l - 1`` (K not a power of 2) wraps around."""
+    out = codes.copy()
+    for level, k in enumerate(alphabet):
+        bits = max(1, math.ceil(math.log2(k)))
+        mask = np.zeros(codes.shape[1], dtype=np.int64)
+        for b in range(bits):
+            mask |= (rng.random(codes.shape[1]) < ber).astype(np.int64) << b
+        out[level] = (codes[level] ^ mask) % k
+    return out
+
+
+def context_robustness(prior, quantizer, clips: list[np.ndarray], shares=(0.05, 0.1, 0.2, 0.4), seed: int = 0,
+                       how=REPLACEMENTS) -> list[dict]:
+    """The prior's bits per code on the clean held-out codes when ``share`` of the codes it is given as context
+    are replaced (`replace_codes`): how much its attention over the codes suffers from near misses against random
+    ones. Rows ``{how, share, bits_per_code, top1}`` (top-1 at level 0), the clean context as share 0."""
+    clean = prior_report(prior, clips)
+    rows = [{"how": h, "share": 0.0, "bits_per_code": clean["bits_per_code"], "top1": clean["levels"][0]["top1"]}
+            for h in how]
+    for h in how:
+        rng = np.random.default_rng(seed)
+        for share in shares:
+            damaged = [replace_codes(c, share, h, quantizer, rng) for c in clips]
+            r = prior_report(prior, clips, inputs=damaged)
+            rows.append({"how": h, "share": share, "bits_per_code": r["bits_per_code"], "top1": r["levels"][0]["top1"]})
+    return rows
+
+
+@torch.no_grad()
+def decoded_damage(codec, clean: np.ndarray, damaged: np.ndarray, sample_rate: int, dnsmos: bool = True) -> dict:
+    """Decode clean and damaged codes ``[L, F]``: the damaged audio's mel distance and SI-SDR against the clean
+    decode (what the damage alone did, the codec's own error aside), and the DNSMOS (OVRL, P.808) of both."""
+    codec.eval()
+    a = codec.decode(torch.from_numpy(clean[None].astype(np.int64)))[0, 0]
+    b = codec.decode(torch.from_numpy(damaged[None].astype(np.int64)))[0, 0]
+    scored = dnsmos and dnsmos_unavailable() is None
+    m = evaluate_all(b, a, sample_rate, perceptual=False, dnsmos=scored)
+    row = {"mel_distance": m["mel_distance"], "si_sdr": m["si_sdr"]}
+    if scored:
+        ref = evaluate_all(a, a, sample_rate, perceptual=False, dnsmos=True)
+        row.update({"dnsmos_ovrl": m["dnsmos_ovrl"], "dnsmos_p808": m["dnsmos_p808"],
+                    "clean_dnsmos_ovrl": ref["dnsmos_ovrl"], "clean_dnsmos_p808": ref["dnsmos_p808"]})
+    return row
+
