@@ -1,0 +1,202 @@
+"""The codebook-prior experiment: does a SOM codebook make attention over its codes more robust?
+
+The seed's hope was that self-organising-map codebooks "make attention mechanisms on the codebook more robust
+(since the codebook has a natural notion of neighborhood and proximity among entries)". Two codecs of the same
+recipe, one with SOM codebooks and one with plain EMA codebooks, each get a prior over their codes (a small causal
+transformer, ``lib.model.prior``; code embeddings learned, from the grid, or from the codebook vectors), and on the
+held-out codes of ``--split`` this measures (``lib.analysis.priors``):
+
+- bits per code, the share below the packed payload, top-1 / top-5 accuracy;
+- where the wrong top-1 guesses land: grid distance and code-space distance, beside random guesses; and what the
+  decoder plays when it trusts the guesses of level 0 (mel distance to the clean decode, DNSMOS);
+- the decoded damage when a share of the codes is replaced by a grid neighbour, the nearest other code or a random
+  code, and under bit errors in the packed payload;
+- the prior's own bits when its context is damaged that way (robustness of its attention);
+- continuations of 2 s prompts, scored by DNSMOS and written as WAV files to listen to.
+
+    python bench/priors.py --codec som=runs/race_mix/share40/step4019.pt --codec ema=runs/ema/checkpoint.pt \\
+        --data data/default --split test
+
+Writes ``bench/results/priors*.csv``, ``figures/bench_priors.png`` and ``runs/priors/<codec>/*.wav``; priors are
+fitted (or resumed) beside each codec checkpoint as ``prior-<embedding>.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# `common` before torch: it sets OMP_WAIT_POLICY, which libgomp reads only when torch loads it.
+from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E402
+
+import torch  # noqa: E402
+
+from lib.analysis.evaluation import report_group  # noqa: E402
+from lib.analysis.metrics import dnsmos_unavailable, evaluate_all  # noqa: E402
+from lib.analysis.priors import (REPLACEMENTS, context_robustness, decoded_damage, flip_bits,  # noqa: E402
+                                 mistakes, prior_report, replace_codes, top1_guesses)
+from lib.bitstream.prior_fit import PriorTraining, fit_prior  # noqa: E402
+from lib.data.audio import save_audio  # noqa: E402
+from lib.data.datasets import held_out_clips  # noqa: E402
+from lib.model.prior import sample_continuation  # noqa: E402
+from lib.training.checkpoint import load_codec  # noqa: E402
+
+SHARES = (0.02, 0.05, 0.1, 0.2)
+BIT_ERROR_RATES = (1e-4, 1e-3, 1e-2, 3e-2)
+PRIOR = {"d_model": 128, "n_layers": 2, "n_heads": 4, "context": 128}  # small: six of them fit in minutes
+
+
+def held_out_codes(codec, data: str, split: str, sample_rate: int, group: str) -> list[tuple[str, np.ndarray]]:
+    """``(name, codes [L, F])`` of every whole clip of ``split`` in the report ``group`` (e.g. recorded speech)."""
+    clips = held_out_clips(data, sample_rate, n=10**6, seconds=None, split=split)
+    with torch.no_grad():
+        return [(name, codec.encode(wav[None])[0].numpy()) for name, wav in clips.items()
+                if report_group(clips.kinds[name]) == group]
+
+
+def damage_rows(codec, quantizer, clips, sample_rate: int, seed: int, dnsmos: bool) -> list[dict]:
+    """Mean decoded damage over ``clips`` for every replacement and share, and every bit error rate."""
+    rows = []
+    for how in REPLACEMENTS:
+        for share in SHARES:
+            rng = np.random.default_rng(seed)
+            hits = [decoded_damage(codec, c, replace_codes(c, share, how, quantizer, rng), sample_rate, dnsmos)
+                    for c in clips]
+            rows.append({"damage": how, "amount": share, **_mean(hits)})
+    for ber in BIT_ERROR_RATES:
+        rng = np.random.default_rng(seed)
+        alphabet = [level.codebook_size for level in quantizer.levels]
+        hits = [decoded_damage(codec, c, flip_bits(c, alphabet, ber, rng), sample_rate, dnsmos) for c in clips]
+        rows.append({"damage": "bit errors", "amount": ber, **_mean(hits)})
+    return rows
+
+
+def _mean(rows: list[dict]) -> dict:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+
+
+def continuations(codec, prior, clips, sample_rate: int, out_dir: Path, n: int = 3, seconds: float = 2.0) -> dict:
+    """Continue the first ``seconds`` of ``n`` clips by as long again (temperature 0.9, top 50), write prompt +
+    continuation as WAV files, and return the mean DNSMOS of the continuations beside that of the clips' own next
+    seconds through the codec."""
+    frames = int(seconds * codec.frame_rate)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores, truth = [], []
+    for i, (name, codes) in enumerate([c for c in clips if c[1].shape[1] >= 2 * frames][:n]):
+        made = sample_continuation(prior, torch.from_numpy(codes[:, :frames]), frames, 0.9, 50, seed=i)
+        with torch.no_grad():
+            audio = codec.decode(made[None])[0]
+            real = codec.decode(torch.from_numpy(codes[None, :, :2 * frames]))[0]
+        save_audio(out_dir / f"{Path(name).name}.wav", audio, sample_rate)
+        tail = slice(frames * codec.hop_length, None)
+        scores.append(evaluate_all(audio[0, tail], audio[0, tail], sample_rate, perceptual=False, dnsmos=True))
+        truth.append(evaluate_all(real[0, tail], real[0, tail], sample_rate, perceptual=False, dnsmos=True))
+    return {"continuations": len(scores), "dnsmos_ovrl": _mean(scores)["dnsmos_ovrl"] if scores else np.nan,
+            "codec_dnsmos_ovrl": _mean(truth)["dnsmos_ovrl"] if truth else np.nan}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--codec", action="append", required=True, metavar="NAME=CHECKPOINT",
+                    help="a codec to study (give the SOM one and its plain-EMA twin)")
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--split", default="test", choices=["valid", "test"])
+    ap.add_argument("--group", default="speech", help="the clips studied: speech (recorded), synthetic speech, ...")
+    ap.add_argument("--embeddings", nargs="+", default=["learned", "som_grid", "codebook"])
+    ap.add_argument("--steps", type=int, default=1500, help="training steps of each prior")
+    ap.add_argument("--damage-clips", type=int, default=8, help="clips decoded per damage setting")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="priors")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    dnsmos = dnsmos_unavailable() is None
+    reports, missed, damage, robust, made = [], [], [], [], []
+    for spec in args.codec:
+        name, _, checkpoint = spec.partition("=")
+        codec, cfg = load_codec(checkpoint)
+        sr, q = cfg.data.sample_rate, codec.quantizer
+        clips = held_out_codes(codec, args.data, args.split, sr, args.group)
+        codes = [c for _, c in clips]
+        print(f"== {name}: {checkpoint}, {len(codes)} {args.group} clips of the {args.split} split "
+              f"({sum(c.shape[1] for c in codes)} frames)", flush=True)
+        damage += [{"codec": name, **r} for r in damage_rows(codec, q, codes[:args.damage_clips], sr, args.seed,
+                                                             dnsmos)]
+        for embedding in args.embeddings:
+            out = Path(checkpoint).parent / f"prior-{embedding}.pt"
+            prior, _, _ = fit_prior(checkpoint, args.data, out, embedding=embedding, settings=PRIOR,
+                                    training=PriorTraining(steps=args.steps, seed=args.seed), progress=True)
+            report = prior_report(prior, codes)
+            reports.append({"codec": name, "embedding": embedding, "bits_per_code": report["bits_per_code"],
+                            "saving": report["saving"], **{f"top1_{r['level']}": r["top1"] for r in report["levels"]},
+                            "top5_0": report["levels"][0]["top5"]})
+            m = mistakes(prior, q, codes)
+            trusted = _mean([decoded_damage(codec, c, top1_guesses(prior, c), sr, dnsmos)
+                             for c in codes[:args.damage_clips]])
+            missed.append({"codec": name, "embedding": embedding, **m, **{f"trusted_{k}": v for k, v in trusted.items()}})
+            robust += [{"codec": name, "embedding": embedding, **r}
+                       for r in context_robustness(prior, q, codes, seed=args.seed)]
+            if embedding == args.embeddings[0]:
+                made.append({"codec": name, "embedding": embedding,
+                             **continuations(codec, prior, clips, sr, REPO / "runs" / "priors" / name)})
+            print(f"  {embedding}: {report['bits_per_code']:.3f} bits/code ({100 * report['saving']:.1f} % below "
+                  f"packed), top-1 {report['levels'][0]['top1']:.3f}", flush=True)
+    for rows, suffix, columns in (
+            (reports, "", None), (missed, "_mistakes", None), (damage, "_damage", None),
+            (robust, "_context", None), (made, "_continuations", None)):
+        write_csv(rows, args.out + suffix)
+        print(markdown_table(rows, columns or list(rows[0])))
+    figure(reports, missed, damage, robust).savefig(REPO / "figures" / f"bench_{args.out}.png", dpi=110,
+                                                    bbox_inches="tight")
+    return 0
+
+
+def figure(reports, missed, damage, robust):
+    """Four panels: bits per code per codec and embedding; where wrong guesses land; decoded damage against the
+    share of codes replaced; the prior's bits against the share of its context damaged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    codecs = list(dict.fromkeys(r["codec"] for r in reports))
+    embeddings = list(dict.fromkeys(r["embedding"] for r in reports))
+    width = 0.8 / len(codecs)
+    for i, codec in enumerate(codecs):
+        xs = np.arange(len(embeddings)) + i * width
+        axes[0].bar(xs, [next(r["bits_per_code"] for r in reports if r["codec"] == codec and r["embedding"] == e)
+                         for e in embeddings], width, label=codec)
+        axes[1].bar(xs, [next(r["code_distance"] for r in missed if r["codec"] == codec and r["embedding"] == e)
+                         for e in embeddings], width, label=codec)
+    for ax, title, label in ((axes[0], "Held-out bits per code (packed: log2 K)", "bits per code"),
+                             (axes[1], "Wrong top-1 guesses, level 0: code distance", "distance / mean pair")):
+        ax.set_xticks(np.arange(len(embeddings)) + 0.4 - width / 2, embeddings)
+        ax.set(title=title, ylabel=label)
+        ax.legend()
+    axes[1].axhline(1.0, color="0.4", ls="--", lw=1)  # a random guess
+    styles = dict(zip(codecs, ("-", "--", ":")))
+    for codec in codecs:
+        for j, how in enumerate(REPLACEMENTS):
+            pts = [r for r in damage if r["codec"] == codec and r["damage"] == how]
+            axes[2].plot([r["amount"] for r in pts], [r["mel_distance"] for r in pts], marker="o", ls=styles[codec],
+                         color=f"C{j}", label=f"{codec}, {how}")
+            pts = [r for r in robust if r["codec"] == codec and r["how"] == how and r["embedding"] == embeddings[0]]
+            axes[3].plot([r["share"] for r in pts], [r["bits_per_code"] for r in pts], marker="o", ls=styles[codec],
+                         color=f"C{j}", label=f"{codec}, {how}")
+    axes[2].set(title="Decoded damage: codes replaced", xlabel="share of the codes",
+                ylabel="mel distance to the clean decode")
+    axes[3].set(title=f"The prior ({embeddings[0]}) with a damaged context", xlabel="share of the context replaced",
+                ylabel="bits per clean code")
+    for ax in axes[2:]:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":
+    sys.exit(main())
