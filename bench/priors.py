@@ -34,27 +34,18 @@ from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E
 
 import torch  # noqa: E402
 
-from lib.analysis.evaluation import report_group  # noqa: E402
 from lib.analysis.metrics import dnsmos_unavailable, evaluate_all  # noqa: E402
 from lib.analysis.priors import (REPLACEMENTS, context_robustness, decoded_damage, flip_bits,  # noqa: E402
-                                 mistakes, prior_report, replace_codes, top1_guesses)
+                                 held_out_codes, mistakes, plot_bit_errors, plot_context, plot_damage, prior_report,
+                                 replace_codes, top1_guesses)
 from lib.bitstream.prior_fit import PriorTraining, fit_prior  # noqa: E402
 from lib.data.audio import save_audio  # noqa: E402
-from lib.data.datasets import held_out_clips  # noqa: E402
 from lib.model.prior import sample_continuation  # noqa: E402
 from lib.training.checkpoint import load_codec  # noqa: E402
 
 SHARES = (0.02, 0.05, 0.1, 0.2)
 BIT_ERROR_RATES = (1e-4, 1e-3, 1e-2, 3e-2)
 PRIOR = {"d_model": 128, "n_layers": 2, "n_heads": 4, "context": 128}  # small: six of them fit in minutes
-
-
-def held_out_codes(codec, data: str, split: str, sample_rate: int, group: str) -> list[tuple[str, np.ndarray]]:
-    """``(name, codes [L, F])`` of every whole clip of ``split`` in the report ``group`` (e.g. recorded speech)."""
-    clips = held_out_clips(data, sample_rate, n=10**6, seconds=None, split=split)
-    with torch.no_grad():
-        return [(name, codec.encode(wav[None])[0].numpy()) for name, wav in clips.items()
-                if report_group(clips.kinds[name]) == group]
 
 
 def damage_rows(codec, quantizer, clips, sample_rate: int, seed: int, dnsmos: bool) -> list[dict]:
@@ -119,9 +110,9 @@ def main(argv=None) -> int:
         name, _, checkpoint = spec.partition("=")
         codec, cfg = load_codec(checkpoint)
         sr, q = cfg.data.sample_rate, codec.quantizer
-        clips = held_out_codes(codec, args.data, args.split, sr, args.group)
+        group, clips = held_out_codes(codec, args.data, args.split, args.group)
         codes = [c for _, c in clips]
-        print(f"== {name}: {checkpoint}, {len(codes)} {args.group} clips of the {args.split} split "
+        print(f"== {name}: {checkpoint}, {len(codes)} {group} clips of the {args.split} split "
               f"({sum(c.shape[1] for c in codes)} frames)", flush=True)
         damage += [{"codec": name, **r} for r in damage_rows(codec, q, codes[:args.damage_clips], sr, args.seed,
                                                              dnsmos)]
@@ -155,45 +146,31 @@ def main(argv=None) -> int:
 
 
 def figure(reports, missed, damage, robust):
-    """Four panels: bits per code per codec and embedding; where wrong guesses land; decoded damage against the
-    share of codes replaced; the prior's bits against the share of its context damaged."""
+    """Five panels: bits per code per codec and embedding; where wrong guesses land; decoded damage against the
+    share of codes replaced and against bit errors; the prior's bits against the share of its context damaged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    fig, axes = plt.subplots(1, 5, figsize=(25, 4.4))
     codecs = list(dict.fromkeys(r["codec"] for r in reports))
     embeddings = list(dict.fromkeys(r["embedding"] for r in reports))
     width = 0.8 / len(codecs)
     for i, codec in enumerate(codecs):
         xs = np.arange(len(embeddings)) + i * width
-        axes[0].bar(xs, [next(r["bits_per_code"] for r in reports if r["codec"] == codec and r["embedding"] == e)
-                         for e in embeddings], width, label=codec)
-        axes[1].bar(xs, [next(r["code_distance"] for r in missed if r["codec"] == codec and r["embedding"] == e)
-                         for e in embeddings], width, label=codec)
+        for ax, rows, key in ((axes[0], reports, "bits_per_code"), (axes[1], missed, "code_distance")):
+            ax.bar(xs, [next(r[key] for r in rows if r["codec"] == codec and r["embedding"] == e)
+                        for e in embeddings], width, label=codec)
     for ax, title, label in ((axes[0], "Held-out bits per code (packed: log2 K)", "bits per code"),
-                             (axes[1], "Wrong top-1 guesses, level 0: code distance", "distance / mean pair")):
+                             (axes[1], "Wrong top-1 guesses, level 0", "code distance / mean pair (random: 1)")):
         ax.set_xticks(np.arange(len(embeddings)) + 0.4 - width / 2, embeddings)
         ax.set(title=title, ylabel=label)
         ax.legend()
-    axes[1].axhline(1.0, color="0.4", ls="--", lw=1)  # a random guess
-    styles = dict(zip(codecs, ("-", "--", ":")))
-    for codec in codecs:
-        for j, how in enumerate(REPLACEMENTS):
-            pts = [r for r in damage if r["codec"] == codec and r["damage"] == how]
-            axes[2].plot([r["amount"] for r in pts], [r["mel_distance"] for r in pts], marker="o", ls=styles[codec],
-                         color=f"C{j}", label=f"{codec}, {how}")
-            pts = [r for r in robust if r["codec"] == codec and r["how"] == how and r["embedding"] == embeddings[0]]
-            axes[3].plot([r["share"] for r in pts], [r["bits_per_code"] for r in pts], marker="o", ls=styles[codec],
-                         color=f"C{j}", label=f"{codec}, {how}")
-    axes[2].set(title="Decoded damage: codes replaced", xlabel="share of the codes",
-                ylabel="mel distance to the clean decode")
-    axes[3].set(title=f"The prior ({embeddings[0]}) with a damaged context", xlabel="share of the context replaced",
-                ylabel="bits per clean code")
-    for ax in axes[2:]:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[1].axhline(1.0, color="0.4", ls="--", lw=1)
+    plot_damage(axes[2], damage)
+    plot_bit_errors(axes[3], damage)
+    plot_context(axes[4], [r for r in robust if r["embedding"] == embeddings[0]])
     fig.tight_layout()
     return fig
 

@@ -26,7 +26,7 @@ def test_the_experiment_runs_and_writes_every_table(tmp_path, monkeypatch):
     monkeypatch.setattr(priors, "SHARES", (0.1,))
     monkeypatch.setattr(priors, "BIT_ERROR_RATES", (0.01,))
     assert priors.main(["--codec", f"som={tmp_path / 'codec' / 'checkpoint.pt'}", "--data", str(data),
-                        "--split", "test", "--group", "other sounds", "--embeddings", "learned", "som_grid",
+                        "--split", "test", "--group", "speech", "--embeddings", "learned", "som_grid",
                         "--steps", "3", "--damage-clips", "1", "--threads", "1"]) == 0
     assert [r["embedding"] for r in written["priors"]] == ["learned", "som_grid"]
     assert all(0 < r["bits_per_code"] < 10 for r in written["priors"])  # 6 bits packed (64 codes)

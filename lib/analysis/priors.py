@@ -4,6 +4,7 @@ The seed's question: does a self-organising-map codebook make attention over its
 codes have a neighbourhood? Everything here takes a codec (SOM or plain EMA codebooks), a prior over its codes
 (:mod:`lib.model.prior`) and the codes of held-out clips, ``[L, F]`` int arrays:
 
+    held_out_codes(codec, data_dir, split)     the codes of a held-out split's speech (or first group it has)
     prior_report(prior, clips)                 bits per code, top-1 / top-5 accuracy per level
     mistakes(prior, quantizer, clips)          where the top-1 guesses that are wrong land: grid and code distance
     top1_guesses(prior, clip)                  a clip's codes with one level replaced by the prior's guesses
@@ -24,13 +25,28 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lib.analysis.evaluation import GROUPS, report_group
 from lib.analysis.metrics import dnsmos_unavailable, evaluate_all
+from lib.data.datasets import held_out_clips
 from lib.model.som import layout_grid
 
-__all__ = ["REPLACEMENTS", "code_positions", "nearest_other", "prior_report", "mistakes", "top1_guesses",
-           "replace_codes", "flip_bits", "context_robustness", "decoded_damage"]
+__all__ = ["REPLACEMENTS", "held_out_codes", "code_positions", "nearest_other", "prior_report", "mistakes", "top1_guesses",
+           "replace_codes", "flip_bits", "context_robustness", "decoded_damage", "plot_damage", "plot_bit_errors",
+           "plot_context"]
 
 REPLACEMENTS = ("grid neighbour", "nearest code", "random code")
+
+
+def held_out_codes(codec, data_dir, split: str, group: str = "speech") -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """``(group, [(name, codes [L, F])])``: the codes of every whole clip of ``split`` reported in ``group``
+    (`lib.analysis.evaluation.GROUPS`), or, where the split has none, of the first group it has."""
+    clips = held_out_clips(data_dir, codec.sample_rate, n=10**6, seconds=None, split=split)
+    present = {report_group(k) for k in clips.kinds.values()}
+    if group not in present:
+        group = next(g for g in GROUPS if g in present)
+    with torch.no_grad():
+        return group, [(name, codec.encode(wav[None])[0].numpy()) for name, wav in clips.items()
+                       if report_group(clips.kinds[name]) == group]
 
 
 def code_positions(level) -> np.ndarray:
@@ -206,3 +222,47 @@ def decoded_damage(codec, clean: np.ndarray, damaged: np.ndarray, sample_rate: i
                     "clean_dnsmos_ovrl": ref["dnsmos_ovrl"], "clean_dnsmos_p808": ref["dnsmos_p808"]})
     return row
 
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+_LINES = ("-", "--", ":")  # one line style per codec
+
+
+def plot_damage(ax, rows: list[dict], metric: str = "mel_distance", ylabel: str = "mel distance to the clean decode"):
+    """Decoded damage against the share of codes replaced, one colour per replacement, one line style per codec.
+    ``rows``: ``{codec, damage, amount, <metric>}`` (bit-error rows are left to their own panel)."""
+    codecs = list(dict.fromkeys(r["codec"] for r in rows))
+    for codec, ls in zip(codecs, _LINES):
+        for j, how in enumerate(REPLACEMENTS):
+            pts = [r for r in rows if r["codec"] == codec and r["damage"] == how]
+            ax.plot([100 * r["amount"] for r in pts], [r[metric] for r in pts], marker="o", ls=ls, color=f"C{j}",
+                    label=f"{codec}: {how}")
+    ax.set(title=f"Codes replaced: {ylabel.split(' (')[0]}", xlabel="codes replaced (%)", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plot_bit_errors(ax, rows: list[dict], metric: str = "mel_distance",
+                    ylabel: str = "mel distance to the clean decode"):
+    """Decoded damage against the bit error rate of the packed payload, one line per codec (log x axis)."""
+    for codec, ls in zip(dict.fromkeys(r["codec"] for r in rows), _LINES):
+        pts = [r for r in rows if r["codec"] == codec and r["damage"] == "bit errors"]
+        ax.plot([r["amount"] for r in pts], [r[metric] for r in pts], marker="s", ls=ls, color="C3", label=codec)
+    ax.set_xscale("log")
+    ax.set(title="Bit errors in the packed payload", xlabel="bit error rate", ylabel=ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def plot_context(ax, rows: list[dict]):
+    """The prior's bits per clean code against the share of its context replaced, per replacement and codec.
+    ``rows``: `context_robustness` rows with a ``codec`` key."""
+    for codec, ls in zip(dict.fromkeys(r["codec"] for r in rows), _LINES):
+        for j, how in enumerate(REPLACEMENTS):
+            pts = [r for r in rows if r["codec"] == codec and r["how"] == how]
+            ax.plot([100 * r["share"] for r in pts], [r["bits_per_code"] for r in pts], marker="o", ls=ls,
+                    color=f"C{j}", label=f"{codec}: {how}")
+    ax.set(title="The prior with a damaged context", xlabel="context codes replaced (%)", ylabel="bits per clean code")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
