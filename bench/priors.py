@@ -34,59 +34,17 @@ from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E
 
 import torch  # noqa: E402
 
-from lib.analysis.metrics import dnsmos_unavailable, evaluate_all  # noqa: E402
-from lib.analysis.priors import (REPLACEMENTS, context_robustness, decoded_damage, flip_bits,  # noqa: E402
+from lib.analysis.metrics import dnsmos_unavailable  # noqa: E402
+from lib.analysis.priors import (REPLACEMENTS, context_robustness, continuations, damage_table,  # noqa: E402
                                  held_out_codes, mistakes, plot_bit_errors, plot_context, plot_damage, prior_report,
-                                 replace_codes, top1_guesses)
+                                 trusted_damage)
 from lib.bitstream.prior_fit import PriorTraining, fit_prior  # noqa: E402
 from lib.data.audio import save_audio  # noqa: E402
-from lib.model.prior import sample_continuation  # noqa: E402
 from lib.training.checkpoint import load_codec  # noqa: E402
 
 SHARES = (0.02, 0.05, 0.1, 0.2)
 BIT_ERROR_RATES = (1e-4, 1e-3, 1e-2, 3e-2)
 PRIOR = {"d_model": 128, "n_layers": 2, "n_heads": 4, "context": 128}  # small: six of them fit in minutes
-
-
-def damage_rows(codec, quantizer, clips, sample_rate: int, seed: int, dnsmos: bool) -> list[dict]:
-    """Mean decoded damage over ``clips`` for every replacement and share, and every bit error rate."""
-    rows = []
-    for how in REPLACEMENTS:
-        for share in SHARES:
-            rng = np.random.default_rng(seed)
-            hits = [decoded_damage(codec, c, replace_codes(c, share, how, quantizer, rng), sample_rate, dnsmos)
-                    for c in clips]
-            rows.append({"damage": how, "amount": share, **_mean(hits)})
-    for ber in BIT_ERROR_RATES:
-        rng = np.random.default_rng(seed)
-        alphabet = [level.codebook_size for level in quantizer.levels]
-        hits = [decoded_damage(codec, c, flip_bits(c, alphabet, ber, rng), sample_rate, dnsmos) for c in clips]
-        rows.append({"damage": "bit errors", "amount": ber, **_mean(hits)})
-    return rows
-
-
-def _mean(rows: list[dict]) -> dict:
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-
-
-def continuations(codec, prior, clips, sample_rate: int, out_dir: Path, n: int = 3, seconds: float = 2.0) -> dict:
-    """Continue the first ``seconds`` of ``n`` clips by as long again (temperature 0.9, top 50), write prompt +
-    continuation as WAV files, and return the mean DNSMOS of the continuations beside that of the clips' own next
-    seconds through the codec."""
-    frames = int(seconds * codec.frame_rate)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scores, truth = [], []
-    for i, (name, codes) in enumerate([c for c in clips if c[1].shape[1] >= 2 * frames][:n]):
-        made = sample_continuation(prior, torch.from_numpy(codes[:, :frames]), frames, 0.9, 50, seed=i)
-        with torch.no_grad():
-            audio = codec.decode(made[None])[0]
-            real = codec.decode(torch.from_numpy(codes[None, :, :2 * frames]))[0]
-        save_audio(out_dir / f"{Path(name).name}.wav", audio, sample_rate)
-        tail = slice(frames * codec.hop_length, None)
-        scores.append(evaluate_all(audio[0, tail], audio[0, tail], sample_rate, perceptual=False, dnsmos=True))
-        truth.append(evaluate_all(real[0, tail], real[0, tail], sample_rate, perceptual=False, dnsmos=True))
-    return {"continuations": len(scores), "dnsmos_ovrl": _mean(scores)["dnsmos_ovrl"] if scores else np.nan,
-            "codec_dnsmos_ovrl": _mean(truth)["dnsmos_ovrl"] if truth else np.nan}
 
 
 def main(argv=None) -> int:
@@ -114,8 +72,8 @@ def main(argv=None) -> int:
         codes = [c for _, c in clips]
         print(f"== {name}: {checkpoint}, {len(codes)} {group} clips of the {args.split} split "
               f"({sum(c.shape[1] for c in codes)} frames)", flush=True)
-        damage += [{"codec": name, **r} for r in damage_rows(codec, q, codes[:args.damage_clips], sr, args.seed,
-                                                             dnsmos)]
+        damage += [{"codec": name, **r} for r in damage_table(codec, codes[:args.damage_clips], SHARES,
+                                                              BIT_ERROR_RATES, args.seed, dnsmos)]
         for embedding in args.embeddings:
             out = Path(checkpoint).parent / f"prior-{embedding}.pt"
             prior, _, _ = fit_prior(checkpoint, args.data, out, embedding=embedding, settings=PRIOR,
@@ -124,15 +82,17 @@ def main(argv=None) -> int:
             reports.append({"codec": name, "embedding": embedding, "bits_per_code": report["bits_per_code"],
                             "saving": report["saving"], **{f"top1_{r['level']}": r["top1"] for r in report["levels"]},
                             "top5_0": report["levels"][0]["top5"]})
-            m = mistakes(prior, q, codes)
-            trusted = _mean([decoded_damage(codec, c, top1_guesses(prior, c), sr, dnsmos)
-                             for c in codes[:args.damage_clips]])
-            missed.append({"codec": name, "embedding": embedding, **m, **{f"trusted_{k}": v for k, v in trusted.items()}})
+            trusted = trusted_damage(codec, prior, codes[:args.damage_clips], dnsmos)
+            missed.append({"codec": name, "embedding": embedding, **mistakes(prior, q, codes),
+                           **{f"trusted_{k}": v for k, v in trusted.items()}})
             robust += [{"codec": name, "embedding": embedding, **r}
                        for r in context_robustness(prior, q, codes, seed=args.seed)]
-            if embedding == args.embeddings[0]:
-                made.append({"codec": name, "embedding": embedding,
-                             **continuations(codec, prior, clips, sr, REPO / "runs" / "priors" / name)})
+            if embedding == args.embeddings[0]:  # continuations, written out to listen to
+                out_dir = REPO / "runs" / "priors" / name
+                out_dir.mkdir(parents=True, exist_ok=True)
+                for c in continuations(codec, prior, clips, n=3):
+                    save_audio(out_dir / f"{Path(c.pop('name')).name}.wav", c.pop("audio"), sr)
+                    made.append({"codec": name, "embedding": embedding, **c})
             print(f"  {embedding}: {report['bits_per_code']:.3f} bits/code ({100 * report['saving']:.1f} % below "
                   f"packed), top-1 {report['levels'][0]['top1']:.3f}", flush=True)
     for rows, suffix, columns in (

@@ -32,6 +32,6 @@ def test_the_experiment_runs_and_writes_every_table(tmp_path, monkeypatch):
     assert all(0 < r["bits_per_code"] < 10 for r in written["priors"])  # 6 bits packed (64 codes)
     assert {r["damage"] for r in written["priors_damage"]} == {*priors.REPLACEMENTS, "bit errors"}
     assert {r["how"] for r in written["priors_context"]} == set(priors.REPLACEMENTS)
-    assert written["priors_continuations"][0]["codec"] == "som"
+    assert all(r["codec"] == "som" and "dnsmos_ovrl" in r for r in written["priors_continuations"])
     assert (tmp_path / "figures" / "bench_priors.png").stat().st_size > 10000
     assert (tmp_path / "codec" / "prior-learned.pt").is_file() and (tmp_path / "codec" / "prior-som_grid.pt").is_file()

@@ -51,7 +51,7 @@ def test_mushra_widget_scores_reach_the_csv(tmp_path):
 def test_executed_notebooks_open_as_a_person_sees_them(tiny_workbook, tmp_path):
     """The executed notebooks of a tiny run, opened in JupyterLab without running anything: trusted, every player
     loaded (duration > 0), no raw widget text or widget errors, not marked modified on open."""
-    for prefix in ("01", "02", "03", "04"):
+    for prefix in ("01", "02", "03", "04", "05"):
         tiny_workbook.run(prefix)
     screenshot_dirs = [tmp_path / "screenshots"]
     if os.environ.get("WORKBOOK_SCREENSHOT_DIR"):
@@ -59,7 +59,7 @@ def test_executed_notebooks_open_as_a_person_sees_them(tiny_workbook, tmp_path):
     report = check_executed_notebooks(tiny_workbook.executed_dir, screenshot_dirs, timeout_s=WAIT_S)
     report.pop("_seconds")
     assert sorted(report) == ["01_data_prep.ipynb", "02_train_vqvae.ipynb", "03_codebook_maps.ipynb",
-                              "04_listening_tests.ipynb"], report
+                              "04_listening_tests.ipynb", "05_codebook_priors.ipynb"], report
     for name, seen in report.items():
         assert seen["trusted"], f"{name} opens untrusted"
         assert seen["saved_players"] > 0 and len(seen["durations_s"]) == seen["saved_players"], (name, seen)

@@ -18,6 +18,7 @@ EXPECTED = {
     "03": ["03_usage.png", "03_umatrix.png", "03_mosaic.png", "03_path.png", "03_jumps.png", "03_path.gif",
            "03_pca.png", "03_topography.png", "03_fsq.png", "03_patches_som.png", "03_patches_ema.png"],
     "04": ["04_rate_distortion.png", "04_mushra.png"],
+    "05": ["05_damage.png", "05_context.png"],
 }
 RUN_FILES = {"02": ["checkpoint.pt", "log.jsonl", "config.yaml"], "04": ["metrics.csv", "mushra.csv"]}
 

@@ -13,6 +13,8 @@ codes have a neighbourhood? Everything here takes a codec (SOM or plain EMA code
     flip_bits(codes, alphabet, ber, rng)       bit errors in the packed payload (each code's log2 K bits)
     context_robustness(prior, clips, ...)      the prior's bits on clean targets when its context is damaged
     decoded_damage(codec, clean, damaged, sr)  the damaged codes decoded: mel distance to the clean decode, DNSMOS
+    damage_table, trusted_damage               the same, averaged over clips, for every kind and amount of damage
+    continuations(codec, prior, clips)         held-out prompts continued by the prior, decoded and scored
 
 Grid positions come from `lib.model.som.layout_grid`: a SOM's grid, or for a plain codebook its codes in index
 order on a near-square grid (a reference with no map behind it).
@@ -20,6 +22,7 @@ order on a near-square grid (a reference with no map behind it).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -30,17 +33,22 @@ from lib.analysis.metrics import dnsmos_unavailable, evaluate_all
 from lib.data.datasets import held_out_clips
 from lib.model.som import layout_grid
 
-__all__ = ["REPLACEMENTS", "held_out_codes", "code_positions", "nearest_other", "prior_report", "mistakes", "top1_guesses",
-           "replace_codes", "flip_bits", "context_robustness", "decoded_damage", "plot_damage", "plot_bit_errors",
-           "plot_context"]
+__all__ = ["REPLACEMENTS", "held_out_codes", "code_positions", "nearest_other", "prior_report", "mistakes",
+           "top1_guesses", "replace_codes", "flip_bits", "context_robustness", "decoded_damage", "damage_table",
+           "trusted_damage", "continuations", "plot_damage", "plot_bit_errors", "plot_context"]
 
 REPLACEMENTS = ("grid neighbour", "nearest code", "random code")
 
 
 def held_out_codes(codec, data_dir, split: str, group: str = "speech") -> tuple[str, list[tuple[str, np.ndarray]]]:
     """``(group, [(name, codes [L, F])])``: the codes of every whole clip of ``split`` reported in ``group``
-    (`lib.analysis.evaluation.GROUPS`), or, where the split has none, of the first group it has."""
-    clips = held_out_clips(data_dir, codec.sample_rate, n=10**6, seconds=None, split=split)
+    (`lib.analysis.evaluation.GROUPS`), or, where the split has none, of the first group it has. A corpus without
+    that split (a tiny one) gives the held-out clips the trainer validates on, with a warning."""
+    try:
+        clips = held_out_clips(data_dir, codec.sample_rate, n=10**6, seconds=None, split=split)
+    except ValueError:
+        warnings.warn(f"{data_dir}: no {split} split; the prior is judged on the trainer's held-out clips", stacklevel=2)
+        clips = held_out_clips(data_dir, codec.sample_rate, n=10**6, seconds=None)
     present = {report_group(k) for k in clips.kinds.values()}
     if group not in present:
         group = next(g for g in GROUPS if g in present)
@@ -222,6 +230,57 @@ def decoded_damage(codec, clean: np.ndarray, damaged: np.ndarray, sample_rate: i
                     "clean_dnsmos_ovrl": ref["dnsmos_ovrl"], "clean_dnsmos_p808": ref["dnsmos_p808"]})
     return row
 
+
+
+def _mean(rows: list[dict]) -> dict:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+
+
+def damage_table(codec, clips: list[np.ndarray], shares=(0.05, 0.1, 0.2), bit_error_rates=(1e-3, 1e-2, 3e-2),
+                 seed: int = 0, dnsmos: bool = True) -> list[dict]:
+    """`decoded_damage` averaged over ``clips`` for every replacement at every share of the codes, and for every
+    bit error rate of the packed payload: rows ``{damage, amount, mel_distance, si_sdr, [dnsmos_*]}``."""
+    q = codec.quantizer
+    alphabet = [level.codebook_size for level in q.levels]
+    rows = []
+    for how in REPLACEMENTS:
+        for share in shares:
+            rng = np.random.default_rng(seed)
+            hits = [decoded_damage(codec, c, replace_codes(c, share, how, q, rng), codec.sample_rate, dnsmos)
+                    for c in clips]
+            rows.append({"damage": how, "amount": share, **_mean(hits)})
+    for ber in bit_error_rates:
+        rng = np.random.default_rng(seed)
+        hits = [decoded_damage(codec, c, flip_bits(c, alphabet, ber, rng), codec.sample_rate, dnsmos) for c in clips]
+        rows.append({"damage": "bit errors", "amount": ber, **_mean(hits)})
+    return rows
+
+
+def trusted_damage(codec, prior, clips: list[np.ndarray], dnsmos: bool = True) -> dict:
+    """`decoded_damage` averaged over ``clips`` when level 0 holds the prior's top-1 guesses (`top1_guesses`)."""
+    return _mean([decoded_damage(codec, c, top1_guesses(prior, c), codec.sample_rate, dnsmos) for c in clips])
+
+
+@torch.no_grad()
+def continuations(codec, prior, clips: list[tuple[str, np.ndarray]], seconds: float = 2.0, n: int = 2,
+                  temperature: float = 0.9, top_k: int | None = 50) -> list[dict]:
+    """The first ``seconds`` of up to ``n`` clips (long enough) continued by the prior for as long again:
+    ``{name, audio [C, T] (prompt and continuation), dnsmos_ovrl of the continuation alone (NaN without DNSMOS),
+    codec_dnsmos_ovrl of the clip's own next seconds through the codec}``."""
+    from lib.model.prior import sample_continuation
+
+    frames = int(seconds * codec.frame_rate)
+    scored = dnsmos_unavailable() is None
+    out = []
+    for i, (name, codes) in enumerate([c for c in clips if c[1].shape[1] >= 2 * frames][:n]):
+        made = sample_continuation(prior, torch.from_numpy(codes[:, :frames]), frames, temperature, top_k, seed=i)
+        audio = codec.decode(made[None])[0]
+        real = codec.decode(torch.from_numpy(codes[None, :, :2 * frames].astype(np.int64)))[0]
+        tail = slice(frames * codec.hop_length, None)
+        ovrl = [evaluate_all(x[0, tail], x[0, tail], codec.sample_rate, perceptual=False, dnsmos=True)["dnsmos_ovrl"]
+                if scored else math.nan for x in (audio, real)]
+        out.append({"name": name, "audio": audio, "dnsmos_ovrl": ovrl[0], "codec_dnsmos_ovrl": ovrl[1]})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- figures

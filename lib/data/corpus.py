@@ -38,14 +38,14 @@ ESPEAK_BINARY = "espeak-ng"  # Debian espeak-ng
 # 16 kHz wideband G.722, one speaker per folder (Allison Smith recorded both the US English and the Mexican Spanish).
 # Speaker-disjoint splits: the held-out voices' prompts go to valid or test only, never to training.
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
-ASTERISK_VOICES = {  # folder: (speaker, split); "train" voices fill the budget, held-out ones give HELD_OUT_PROMPTS
+ASTERISK_VOICES = {  # folder: (speaker, split); "train" voices fill the budget, held-out ones give held-out prompts
     "en_US_f_Allison": ("Allison", "train"),
     "es_MX_f_Allison": ("Allison", "train"),
     "fr_CA_f_June": ("June", "valid"),
     "it_IT_m_Carlo": ("Carlo", "test"),
     "ru_RU_f_IvrvoiceRU": ("IvrvoiceRU", "test"),
 }
-HELD_OUT_PROMPTS = 12  # prompts of at least 3 s per held-out voice
+HELD_OUT_PROMPTS = 12  # prompts of at least 3 s per held-out voice in a 30-minute corpus (in proportion, at least 1)
 CORPUS_VERSION = 1
 CORPUS_SOURCES = ("alsa", "asterisk", "sonic_pi", "espeak", "synthetic")
 _CORPUS_LUFS, _CORPUS_MAX_PEAK = -20.0, 0.95  # every clip gets the same loudness, peaks kept below clipping
@@ -205,14 +205,14 @@ def g722_decoder():
     return lambda data: np.asarray(G722(16000, 64000).decode(data), dtype=np.int16)
 
 
-def _prompt_records(voice: str, rng: random.Random, budget: float | None) -> list[tuple[Path, float]]:
+def _prompt_records(voice: str, rng: random.Random, budget: float | None, held_out: int) -> list[tuple[Path, float]]:
     """(file, seconds) of one asterisk voice: shuffled, until `budget` seconds (training voices) or, for a
-    held-out voice (budget None), HELD_OUT_PROMPTS prompts of at least 3 s. G.722 is 64 kb/s: 8000 bytes a second."""
+    held-out voice (budget None), ``held_out`` prompts of at least 3 s. G.722 is 64 kb/s: 8000 bytes a second."""
     files = sorted((ASTERISK_DIR / voice).rglob("*.g722"))
     rng.shuffle(files)
     timed = [(f, f.stat().st_size / 8000) for f in files]
     if budget is None:
-        return [ft for ft in timed if ft[1] >= 3.0][:HELD_OUT_PROMPTS]
+        return [ft for ft in timed if ft[1] >= 3.0][:held_out]
     chosen, total = [], 0.0
     for f, seconds in timed:
         if total >= budget:
@@ -222,15 +222,16 @@ def _prompt_records(voice: str, rng: random.Random, budget: float | None) -> lis
     return chosen
 
 
-def _copy_prompts(out_dir: Path, sample_rate: int, budget: float, rng: random.Random, progress: bool) -> list[dict]:
+def _copy_prompts(out_dir: Path, sample_rate: int, budget: float, held_out: int, rng: random.Random,
+                  progress: bool) -> list[dict]:
     """The asterisk voices' prompts, decoded from G.722, resampled and levelled: the training voices (shared
-    equally) until `budget` seconds, and HELD_OUT_PROMPTS prompts of each held-out voice. Every record carries its
+    equally) until `budget` seconds, and ``held_out`` prompts of each held-out voice. Every record carries its
     voice's split, so that no prompt of a training speaker is held out by the hash and none of a held-out one trains."""
     decode = g722_decoder()
     train_voices = [v for v, (_, split) in ASTERISK_VOICES.items() if split == "train"]
     jobs = []
     for voice, (speaker, split) in ASTERISK_VOICES.items():
-        chosen = _prompt_records(voice, rng, budget / len(train_voices) if split == "train" else None)
+        chosen = _prompt_records(voice, rng, budget / len(train_voices) if split == "train" else None, held_out)
         jobs += [(voice, speaker, split, f) for f, _ in chosen]
 
     def convert(job) -> dict:
@@ -396,7 +397,9 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
                 list(ALSA_SOUNDS_DIR.glob("*.wav")), "alsa", out_dir, sample_rate,
                 min(remaining, shares["alsa"] * target), rng, progress)]
         elif name == "asterisk":
-            records += _copy_prompts(out_dir, sample_rate, min(remaining, shares["asterisk"] * target), rng, progress)
+            held_out = max(1, min(HELD_OUT_PROMPTS, round(HELD_OUT_PROMPTS * minutes / 30)))
+            records += _copy_prompts(out_dir, sample_rate, min(remaining, shares["asterisk"] * target), held_out, rng,
+                                     progress)
         elif name == "sonic_pi":
             records += _copy_recordings(list(SONIC_PI_DIR.glob("*.flac")), "sonic_pi", out_dir, sample_rate,
                                         min(remaining, shares["sonic_pi"] * target), rng, progress)
