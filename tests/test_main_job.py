@@ -4,7 +4,7 @@ corpus, at the `cpu` preset, for a few dozen training steps.
 `make workbook` runs `python -m lib.runner --preset cpu --run-dir runs/workbook --figures figures --data
 data/default`; this test runs the same command with `--steps 40` into temporary folders (the committed figures stay
 untouched) and checks what a user gets: every notebook executed to its end, `metrics.csv` with speech rows, the
-figures. The corpus is notebook 01's: built from the Debian packages where `make` could install them, otherwise
+figures (notebook 05's prior is fitted for its 600 default steps). The corpus is notebook 01's: built from the Debian packages where `make` could install them, otherwise
 synthesised; the test says which in a warning, and asserts speech only where espeak-ng or alsa-utils exist.
 """
 import csv
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = 40
 FIGURES = ["01_durations.png", "01_spectrograms.png", "02_losses.png", "02_spectrograms.png",
            "02_codebook_usage.png", "03_usage.png", "03_path.png", "03_topography.png", "04_rate_distortion.png",
-           "04_mushra.png"]
+           "04_mushra.png", "05_damage.png", "05_context.png"]
 
 
 @pytest.mark.notebook
