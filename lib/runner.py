@@ -14,6 +14,7 @@ JupyterLab on this machine: untrusted notebooks have their players and HTML stri
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import time
@@ -93,6 +94,14 @@ def run_all(preset: str, run_dir: str | Path, figures_dir: str | Path, data_dir:
     return executed
 
 
+def _literal(text: str):
+    """``"100"`` -> 100, ``"(0.1, 0.2)"`` -> (0.1, 0.2), ``"None"`` -> None; anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu")
@@ -103,8 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="training steps for notebook 02 (default: the preset's)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="a budget of training minutes for notebook 02 (default: the preset's train.minutes)")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a parameter for every notebook that has it (a Python literal, else a string), e.g. "
+                         "-p prior_steps=100")
     args = ap.parse_args(argv)
-    extra = {k: v for k, v in (("steps", args.steps), ("minutes", args.minutes)) if v is not None} or None
+    extra = {k: v for k, v in (("steps", args.steps), ("minutes", args.minutes)) if v is not None}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            ap.error(f"-p {item!r}: expected NAME=VALUE")
+        extra[name] = _literal(value)
+    extra = extra or None
     run_all(args.preset, args.run_dir, args.figures, args.data, args.only, extra)
     return 0
 

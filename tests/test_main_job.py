@@ -4,7 +4,7 @@ corpus, at the `cpu` preset, for a few dozen training steps.
 `make workbook` runs `python -m lib.runner --preset cpu --run-dir runs/workbook --figures figures --data
 data/default`; this test runs the same command with `--steps 40` into temporary folders (the committed figures stay
 untouched) and checks what a user gets: every notebook executed to its end, `metrics.csv` with speech rows, the
-figures (notebook 05's prior is fitted for its 600 default steps). The corpus is notebook 01's: built from the Debian packages where `make` could install them, otherwise
+figures (notebook 05's prior fitted for 60 steps and measured on one clip). The corpus is notebook 01's: built from the Debian packages where `make` could install them, otherwise
 synthesised; the test says which in a warning, and asserts speech only where espeak-ng or alsa-utils exist.
 """
 import csv
@@ -23,6 +23,7 @@ from lib.runner import notebook_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 40
+SHORTER = ["-p", "prior_steps=60", "-p", "damage_clips=1", "-p", "n_continuations=1"]  # notebook 05, shortened
 FIGURES = ["01_durations.png", "01_spectrograms.png", "02_losses.png", "02_spectrograms.png",
            "02_codebook_usage.png", "03_usage.png", "03_path.png", "03_topography.png", "04_rate_distortion.png",
            "04_mushra.png", "05_damage.png", "05_context.png"]
@@ -32,7 +33,7 @@ FIGURES = ["01_durations.png", "01_spectrograms.png", "02_losses.png", "02_spect
 def test_the_main_job_runs_on_the_default_corpus(tmp_path):
     run, figures, data = tmp_path / "run", tmp_path / "figures", tmp_path / "data"
     command = [sys.executable, "-m", "lib.runner", "--preset", "cpu", "--run-dir", str(run), "--figures",
-               str(figures), "--data", str(data), "--steps", str(STEPS)]
+               str(figures), "--data", str(data), "--steps", str(STEPS), *SHORTER]
     env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"), "OMP_WAIT_POLICY": "PASSIVE"}
     job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert job.returncode == 0, f"the main job failed:\n{job.stdout[-4000:]}\n{job.stderr[-4000:]}"

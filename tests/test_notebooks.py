@@ -60,3 +60,17 @@ def test_notebook_runs_at_tiny_preset(prefix, tiny_workbook):
         assert notary.check_signature(notebook), f"{executed.name} is not signed"
     finally:
         notary.store.close()
+
+
+def test_the_runner_passes_parameters_to_the_notebooks(monkeypatch, capsys):
+    import lib.runner as runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "run_all", lambda *args: seen.setdefault("args", args))
+    assert runner.main(["--steps", "40", "-p", "prior_steps=60", "-p", "shares=(0.1, 0.2)", "-p", "embedding=learned",
+                        "-p", "compare_checkpoint=None"]) == 0
+    assert seen["args"][-1] == {"steps": 40, "prior_steps": 60, "shares": (0.1, 0.2), "embedding": "learned",
+                                "compare_checkpoint": None}
+    with pytest.raises(SystemExit):
+        runner.main(["-p", "no value"])
+    assert "expected NAME=VALUE" in capsys.readouterr().err
