@@ -289,3 +289,15 @@ def test_bf16_on_the_cpu_keeps_codes_and_losses_in_full_precision(corpus, tmp_pa
     assert not any(r.skipped for r in results)
     assert all(isinstance(v, float) and math.isfinite(v) for r in results for v in r.losses.values())
     assert tr.validate()["mel_distance"] < first  # it learns
+
+
+def test_precision_auto_is_bf16_only_where_the_cpu_has_bf16_instructions(monkeypatch, corpus, tmp_path):
+    from lib.training import runtime
+    cpu = torch.device("cpu")
+    for has, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda has=has: has)
+        assert runtime.resolve_precision(cpu, "auto") == expected
+        assert runtime.resolve_precision(cpu, "fp32") == "fp32"  # an explicit choice is kept
+        assert runtime.resolve_precision(cpu, "bf16") == "bf16"
+    tr = _trainer(corpus, tmp_path, ["train.precision=auto"], device="cpu")
+    assert tr.precision == "fp32"  # the trainer runs what resolve_precision says (the last patch: no bf16)

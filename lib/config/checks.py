@@ -92,7 +92,7 @@ def validate(cfg: Config) -> None:
         ("loss.adversarial_kind", lo.adversarial_kind, reg["adversarial"].names()),
         ("loss.mel_log_distance", lo.mel_log_distance, ("l1", "l2")),
         ("train.disc_choice", t.disc_choice, ("uniform", "loss_weighted")),
-        ("train.precision", t.precision, ("fp32", "bf16", "fp16")),
+        ("train.precision", t.precision, ("auto", "fp32", "bf16", "fp16")),
         ("train.lr_schedule", t.lr_schedule, ("constant", "cosine")),
     ]:
         _choice(key, value, allowed)

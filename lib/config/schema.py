@@ -183,7 +183,8 @@ class TrainConfig:
     grad_clip: float | None = 10.0
     max_bad_steps: int = 10  # stop after this many non-finite steps in a row
     ema_decay: float | None = None  # generator weight EMA; None = off
-    precision: str = "fp32"  # "fp32", "bf16" (autocast: the codec's forward; GPU or CPU) or "fp16" (GPU only)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast: the codec's forward; GPU or CPU), "fp16" (GPU only) or
+    # "auto" (bf16 where the device has bf16 instructions, else fp32)
     device: str = "auto"
     seed: int = 0
     log_every: int = 10

@@ -32,9 +32,31 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------- trainer
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX, Linux flags): without them bf16 autocast
+    on the CPU is emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``train.precision`` as run: "auto" is bf16 on a CUDA device that supports it or a CPU with bf16
+    instructions (``cpu_has_bf16``), fp32 elsewhere; the other values are returned as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
     """The forward pass's mixed precision: bf16 autocast on CUDA or CPU (where the CPU has bf16 instructions,
-    AVX512-BF16 or AMX, its matrix products run about twice as fast), fp16 on CUDA only; nothing at fp32."""
+    AVX512-BF16 or AMX, its matrix products run about twice as fast), fp16 on CUDA only; nothing at fp32.
+    ``precision`` as resolved by ``resolve_precision``."""
     if precision == "fp32" or (device.type != "cuda" and precision != "bf16"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

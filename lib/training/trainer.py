@@ -15,11 +15,11 @@ What a step does (``Trainer.train_step``):
 3. the discriminators in play (all, or one drawn per window) take a step on their own loss, computed on the
    detached reconstruction.
 
-Non-finite losses or gradients skip the step (codebook buffers restored) and are counted; too many in a row
-stop the run with a message; a skipped step takes the next batch, and the run ends at ``train.steps`` all the same.
-Checkpoints are atomic, keep the one before (``checkpoint.prev.pt``) and hold everything needed to continue
-exactly, including the partial averages of the next log record: an interrupted and resumed run writes the same
-records (all but ``time``) and ends with the same weights as an uninterrupted one.
+Non-finite losses or gradients skip the step (codebook buffers restored) and are counted; too many in a row stop the
+run with a message; a skipped step takes the next batch, and the run ends at ``train.steps`` all the same.
+Checkpoints are atomic, keep the one before (``checkpoint.prev.pt``) and hold everything needed to continue exactly,
+including the next log record's partial averages: an interrupted and resumed run writes the same records (all but
+``time``) and ends with the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ from lib.training.losses import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
 from lib.training.runtime import (adversarial_crop, adversarial_step, autocast, configure_optimizers, decoder_phase,
                                   ema_update, freeze_all_but_decoder, frozen, init_distributed, kmeans_pools,
-                                  lr_factor, pick_device, quantizer_warm_up, rank0_value, restore_kmeans_pools,
-                                  seed_everything)
+                                  lr_factor, pick_device, quantizer_warm_up, rank0_value, resolve_precision,
+                                  restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
 
@@ -93,7 +93,8 @@ class Trainer:
             if moved is not None:
                 warnings.warn(f"starting afresh: the previous run in {self.run_dir} was moved to {moved}", stacklevel=2)
         self.device = pick_device(device or t.device)
-        if lo.balancer and t.precision == "fp16":
+        self.precision = resolve_precision(self.device, t.precision)  # "auto" made bf16 or fp32 for this device
+        if lo.balancer and self.precision == "fp16":
             raise ValueError("loss.balancer with train.precision=fp16 is not supported (use bf16 or fp32)")
         seed_everything(t.seed)
 
@@ -116,14 +117,13 @@ class Trainer:
         self.opt_d = (torch.optim.AdamW(self.discs.parameters(), lr=t.disc_lr, betas=tuple(t.betas),
                                         weight_decay=t.weight_decay) if len(self.discs) else None)
         self.ema = copy.deepcopy(self.codec).eval().requires_grad_(False) if t.ema_decay else None
-        self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and t.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and self.precision == "fp16")
         sr = cfg.data.sample_rate
         # The generator objective: a table of weighted terms (lib.training.objectives).
         self.loss_weights = loss_weights(lo)
         self.loss_terms = build_terms(cfg).to(self.device)
         self.adversarial_loss = ADVERSARIAL_LOSSES.get(lo.adversarial_kind)
-        on_output = {k: w for k, w in self.loss_weights.items() if k in self.loss_terms and w > 0
-                     and self.loss_terms[k].on_output}
+        on_output = {k: w for k, w in self.loss_weights.items() if w > 0 and self.loss_terms[k].on_output}
         self.balancer = Balancer(on_output) if lo.balancer else None
 
         self.train_clips = AudioFolder(data_dir, split="train", sample_rate=sr)
@@ -235,7 +235,7 @@ class Trainer:
         snapshot = {k: v.clone() for k, v in self.codec.quantizer.named_buffers()}
 
         # 1) generator
-        with autocast(self.device, self.cfg.train.precision):
+        with autocast(self.device, self.precision):
             out, losses = self.generator_losses(wav, adversarial)
         self.opt_g.zero_grad(set_to_none=True)
         finite = self._agree(all(bool(torch.isfinite(v).all()) for v in losses.values()))
