@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--embeddings", nargs="+", default=["learned", "som_grid", "codebook"])
     ap.add_argument("--steps", type=int, default=1500, help="training steps of each prior")
     ap.add_argument("--damage-clips", type=int, default=8, help="clips decoded per damage setting")
+    ap.add_argument("--damage-seconds", type=float, default=6.0, help="of each of those clips, at most")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="priors")
@@ -72,8 +73,11 @@ def main(argv=None) -> int:
         codes = [c for _, c in clips]
         print(f"== {name}: {checkpoint}, {len(codes)} {group} clips of the {args.split} split "
               f"({sum(c.shape[1] for c in codes)} frames)", flush=True)
-        damage += [{"codec": name, **r} for r in damage_table(codec, codes[:args.damage_clips], SHARES,
+        # the damage is decoded and scored by DNSMOS setting by setting: up to --damage-seconds of each clip
+        judged = [c[:, :round(args.damage_seconds * cfg.frame_rate)] for c in codes[:args.damage_clips]]
+        damage += [{"codec": name, **r} for r in damage_table(codec, judged, SHARES,
                                                               BIT_ERROR_RATES, args.seed, dnsmos)]
+        print(f"  damage: {len(judged)} clips of up to {args.damage_seconds:g} s decoded per setting", flush=True)
         for embedding in args.embeddings:
             out = Path(checkpoint).parent / f"prior-{embedding}.pt"
             prior, _, _ = fit_prior(checkpoint, args.data, out, embedding=embedding, settings=PRIOR,
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
             reports.append({"codec": name, "embedding": embedding, "bits_per_code": report["bits_per_code"],
                             "saving": report["saving"], **{f"top1_{r['level']}": r["top1"] for r in report["levels"]},
                             "top5_0": report["levels"][0]["top5"]})
-            trusted = trusted_damage(codec, prior, codes[:args.damage_clips], dnsmos)
+            trusted = trusted_damage(codec, prior, judged, dnsmos)
             missed.append({"codec": name, "embedding": embedding, **mistakes(prior, q, codes),
                            **{f"trusted_{k}": v for k, v in trusted.items()}})
             robust += [{"codec": name, "embedding": embedding, **r}
