@@ -34,8 +34,8 @@ from lib.data.datasets import held_out_clips
 from lib.model.som import layout_grid
 
 __all__ = ["REPLACEMENTS", "held_out_codes", "code_positions", "nearest_other", "prior_report", "mistakes",
-           "top1_guesses", "replace_codes", "flip_bits", "context_robustness", "decoded_damage", "damage_table",
-           "trusted_damage", "continuations", "plot_damage", "plot_bit_errors", "plot_context"]
+           "top1_guesses", "replace_codes", "flip_bits", "context_robustness", "clean_reference", "decoded_damage",
+           "damage_table", "trusted_damage", "continuations", "plot_damage", "plot_bit_errors", "plot_context"]
 
 REPLACEMENTS = ("grid neighbour", "nearest code", "random code")
 
@@ -47,7 +47,8 @@ def held_out_codes(codec, data_dir, split: str, group: str = "speech") -> tuple[
     try:
         clips = held_out_clips(data_dir, codec.sample_rate, n=10**6, seconds=None, split=split)
     except ValueError:
-        warnings.warn(f"{data_dir}: no {split} split; the prior is judged on the trainer's held-out clips", stacklevel=2)
+        warnings.warn(f"{data_dir}: no {split} split; the prior is judged on the trainer's held-out clips",
+                      stacklevel=2)
         clips = held_out_clips(data_dir, codec.sample_rate, n=10**6, seconds=None)
     present = {report_group(k) for k in clips.kinds.values()}
     if group not in present:
@@ -215,21 +216,33 @@ def context_robustness(prior, quantizer, clips: list[np.ndarray], shares=(0.05, 
 
 
 @torch.no_grad()
-def decoded_damage(codec, clean: np.ndarray, damaged: np.ndarray, sample_rate: int, dnsmos: bool = True) -> dict:
-    """Decode clean and damaged codes ``[L, F]``: the damaged audio's mel distance and SI-SDR against the clean
-    decode (what the damage alone did, the codec's own error aside), and the DNSMOS (OVRL, P.808) of both."""
+def clean_reference(codec, clean: np.ndarray, sample_rate: int, dnsmos: bool = True) -> dict:
+    """The clean codes ``[L, F]`` decoded (``audio``) and, with DNSMOS, their scores: what `decoded_damage`
+    compares a damaged decode with, computed once per clip."""
     codec.eval()
-    a = codec.decode(torch.from_numpy(clean[None].astype(np.int64)))[0, 0]
+    audio = codec.decode(torch.from_numpy(clean[None].astype(np.int64)))[0, 0]
+    ref = {"audio": audio}
+    if dnsmos and dnsmos_unavailable() is None:
+        m = evaluate_all(audio, audio, sample_rate, perceptual=False, dnsmos=True)
+        ref.update({"clean_dnsmos_ovrl": m["dnsmos_ovrl"], "clean_dnsmos_p808": m["dnsmos_p808"]})
+    return ref
+
+
+@torch.no_grad()
+def decoded_damage(codec, clean: np.ndarray, damaged: np.ndarray, sample_rate: int, dnsmos: bool = True,
+                   reference: dict | None = None) -> dict:
+    """Decode clean and damaged codes ``[L, F]``: the damaged audio's mel distance and SI-SDR against the clean
+    decode (what the damage alone did, the codec's own error aside), and the DNSMOS (OVRL, P.808) of both.
+    ``reference``: `clean_reference` of ``clean``, where the caller already has it."""
+    ref = reference or clean_reference(codec, clean, sample_rate, dnsmos)
     b = codec.decode(torch.from_numpy(damaged[None].astype(np.int64)))[0, 0]
-    scored = dnsmos and dnsmos_unavailable() is None
-    m = evaluate_all(b, a, sample_rate, perceptual=False, dnsmos=scored)
+    scored = "clean_dnsmos_ovrl" in ref
+    m = evaluate_all(b, ref["audio"], sample_rate, perceptual=False, dnsmos=scored)
     row = {"mel_distance": m["mel_distance"], "si_sdr": m["si_sdr"]}
     if scored:
-        ref = evaluate_all(a, a, sample_rate, perceptual=False, dnsmos=True)
         row.update({"dnsmos_ovrl": m["dnsmos_ovrl"], "dnsmos_p808": m["dnsmos_p808"],
-                    "clean_dnsmos_ovrl": ref["dnsmos_ovrl"], "clean_dnsmos_p808": ref["dnsmos_p808"]})
+                    "clean_dnsmos_ovrl": ref["clean_dnsmos_ovrl"], "clean_dnsmos_p808": ref["clean_dnsmos_p808"]})
     return row
-
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -242,16 +255,18 @@ def damage_table(codec, clips: list[np.ndarray], shares=(0.05, 0.1, 0.2), bit_er
     bit error rate of the packed payload: rows ``{damage, amount, mel_distance, si_sdr, [dnsmos_*]}``."""
     q = codec.quantizer
     alphabet = [level.codebook_size for level in q.levels]
+    refs = [clean_reference(codec, c, codec.sample_rate, dnsmos) for c in clips]  # once per clip, not per setting
     rows = []
     for how in REPLACEMENTS:
         for share in shares:
             rng = np.random.default_rng(seed)
-            hits = [decoded_damage(codec, c, replace_codes(c, share, how, q, rng), codec.sample_rate, dnsmos)
-                    for c in clips]
+            hits = [decoded_damage(codec, c, replace_codes(c, share, how, q, rng), codec.sample_rate, dnsmos, r)
+                    for c, r in zip(clips, refs)]
             rows.append({"damage": how, "amount": share, **_mean(hits)})
     for ber in bit_error_rates:
         rng = np.random.default_rng(seed)
-        hits = [decoded_damage(codec, c, flip_bits(c, alphabet, ber, rng), codec.sample_rate, dnsmos) for c in clips]
+        hits = [decoded_damage(codec, c, flip_bits(c, alphabet, ber, rng), codec.sample_rate, dnsmos, r)
+                for c, r in zip(clips, refs)]
         rows.append({"damage": "bit errors", "amount": ber, **_mean(hits)})
     return rows
 
