@@ -223,7 +223,8 @@ def init_codec_from(codec: torch.nn.Module, checkpoint: str | Path, use_ema: boo
         codec.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"train.init_from {checkpoint}: its codec does not fit this config's "
-                              f"({str(err).splitlines()[0]}); start from a checkpoint of the same architecture") from None
+                              f"({str(err).splitlines()[0]}); start from a checkpoint of the same "
+                              "architecture") from None
     return int(state.get("step", 0))
 
 
