@@ -119,6 +119,7 @@ class LossConfig:
     l1: float = 0.1
     waveform_mse: float = 0.0  # squared waveform error: pins phase and polarity, which the mel loss cannot see
     complex_stft: float = 0.0  # multi-resolution loss on power-compressed complex spectra (magnitude and phase)
+    envelope_correlation: float = 0.0  # 1 - correlation of band envelopes over 384 ms (a STOI proxy)
     adversarial: float = 3.0
     feature: float = 3.0
     commitment: float = 1.0

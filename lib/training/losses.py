@@ -8,7 +8,7 @@ Reconstruction:
 - `mel_distance`: a plain metric, mean L1 between log-mel spectrograms at one resolution.
 - `MultiResolutionSTFTLoss`: spectral convergence + log-magnitude L1 (Yamamoto et al.), auraloss-compatible.
 - `waveform_l1`, `waveform_mse`, `ComplexSTFTLoss` (phase-aware, power-compressed complex spectra),
-  `downsampled_signal_loss`.
+  `downsampled_signal_loss`; a differentiable STOI proxy in `lib.training.envelope`.
 Adversarial: `hinge_d_loss`, `hinge_g_loss`, `lsgan_d_loss`, `lsgan_g_loss`, `feature_matching_loss`,
 `repulsion_loss`.
 The gradient balancer that weighs them at the decoder output lives in `lib.training.balancer`.

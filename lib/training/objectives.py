@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lib.registry import Registry
+from lib.training.envelope import EnvelopeCorrelationLoss
 from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
                                   feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
                                   waveform_l1, waveform_mse)
@@ -140,6 +141,18 @@ class ComplexSTFTTerm(LossTerm):
         self.loss = ComplexSTFTLoss(sample_rate=cfg.data.sample_rate, phase_max_hz=cfg.loss.phase_max_hz,
                                     phase_derivative=cfg.loss.phase_derivative,
                                     hop_fraction=cfg.loss.stft_hop_fraction)
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        return self.loss(ctx.recon, ctx.target)
+
+
+@LOSS_TERMS.register("envelope_correlation")
+class EnvelopeCorrelationTerm(LossTerm):
+    """1 - correlation of one-third-octave band envelopes over 384 ms segments (what STOI measures)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.loss = EnvelopeCorrelationLoss(cfg.data.sample_rate)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return self.loss(ctx.recon, ctx.target)
