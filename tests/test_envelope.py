@@ -37,6 +37,10 @@ def test_zero_for_the_reference_at_any_gain_and_one_for_silence():
     value = loss(silence, torch.zeros(1, 1, 16000))
     value.backward()
     assert value.item() == pytest.approx(1.0) and torch.isfinite(silence.grad).all()
+    with pytest.raises(ValueError, match="length 200 too short; need T > 256"):
+        loss(torch.zeros(1, 1, 200), torch.zeros(1, 1, 200))
+    with pytest.raises(ValueError, match="same shape"):
+        loss(y, y[..., :-1])
 
 
 def test_ranks_degradations_as_stoi_does():

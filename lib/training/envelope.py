@@ -47,6 +47,8 @@ class EnvelopeCorrelationLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_same_shape(x, y, "EnvelopeCorrelationLoss")
+        if x.shape[-1] <= self.n_fft // 2:
+            raise ValueError(f"EnvelopeCorrelationLoss: length {x.shape[-1]} too short; need T > {self.n_fft // 2}")
         ex = self.envelopes(_fold_channels(x, "x").float())
         ey = self.envelopes(_fold_channels(y, "y").float())
         length = min(self.segment, ex.shape[-1])  # a crop shorter than a segment is one segment
