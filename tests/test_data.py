@@ -533,3 +533,32 @@ def test_splits_a_corpus_fixes_win_over_the_hash(tmp_path):
     with pytest.raises(ValueError, match=r"corpus.json: unknown split for \{'a.wav': 'holdout'\}"):
         build_manifest(tmp_path, progress=False)
 
+
+
+def test_word_readers_are_joined_into_clips_in_turns_and_only_train(tmp_path, monkeypatch):
+    """ktuberling's words: per reader, joined with pauses into clips of about WORD_CLIP_SECONDS, readers in turns,
+    at most half the recorded-speech share, never held out; a held-out voice's language is left out."""
+    words = tmp_path / "words"
+    for lang, n in (("ca", 30), ("de", 4), ("fr", 6)):  # fr: the valid voice's language, skipped
+        for i in range(n):
+            write_tone(words / lang / f"w{i:02d}.ogg", 0.8, sample_rate=44100, freq=200 + 10 * i)
+    monkeypatch.setattr(corpus, "KTUBERLING_DIR", words)
+    assert sorted(corpus._word_readers()) == ["ca", "de"]
+    assert corpus.available_sources()["ktuberling"]
+    assert "ktuberling" not in corpus._resolve_sources("auto")  # opt-in: more voices did not pay
+    report = build_default_corpus(tmp_path / "c", sample_rate=SR, minutes=1.0, sources=["ktuberling", "synthetic"],
+                                  progress=False, real_speech_share=0.4)
+    clips = [f for f in report["files"] if f["source"] == "ktuberling"]
+    assert [f["speaker"] for f in clips[:3]] == ["ktuberling-ca", "ktuberling-de", "ktuberling-ca"]  # turns
+    gap = corpus.WORD_GAP_SECONDS
+    words_per_clip = int(np.ceil(corpus.WORD_CLIP_SECONDS / (0.8 + gap)))  # the clip closes at the first word past 6 s
+    assert clips[0]["seconds"] == pytest.approx(words_per_clip * 0.8 + (words_per_clip - 1) * gap, abs=1e-3)
+    assert clips[1]["seconds"] == pytest.approx(4 * 0.8 + 3 * gap, abs=1e-3)  # de had four words: one short clip
+    seconds = sum(f["seconds"] for f in clips)
+    assert 0.2 * 60 <= seconds < 0.2 * 60 + corpus.WORD_CLIP_SECONDS + 0.8  # half of the share, one clip over at most
+    entries = {e.path: e for e in build_manifest(tmp_path / "c", progress=False)}
+    assert {entries[f["path"]].split for f in clips} == {"train"}
+    assert {entries[f["path"]].kind for f in clips} == {"speech"}
+    wav, rate = sf.read(tmp_path / "c" / clips[1]["path"])
+    pause = wav[round(0.85 * rate):round(1.0 * rate)]  # between the first and second word
+    assert rate == SR and np.abs(pause).max() < 1e-3 and np.abs(wav[: round(0.7 * rate)]).max() > 0.1

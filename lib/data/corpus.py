@@ -45,9 +45,16 @@ ASTERISK_VOICES = {  # folder: (speaker, split); "train" voices fill the budget,
     "it_IT_m_Carlo": ("Carlo", "test"),
     "ru_RU_f_IvrvoiceRU": ("IvrvoiceRU", "test"),
 }
+# Debian ktuberling-data: single words read by volunteers, one reader a language (GPL-2+), 20 languages once those
+# of the held-out asterisk voices (fr, it, ru) are left out, so that no reader can be a held-out speaker. Words of
+# one reader are joined with short pauses into clips of a few seconds, a list read aloud. Opt-in (OPT_IN_SOURCES).
+KTUBERLING_DIR = Path("/usr/share/ktuberling/sounds")
+KTUBERLING_SKIP = ("fr", "it", "ru", "sr@ijekavian", "sr@ijekavianlatin", "sr@latin")  # (sr's variants: one reader)
+WORD_CLIP_SECONDS, WORD_GAP_SECONDS = 6.0, 0.25
 HELD_OUT_PROMPTS = 12  # prompts of at least 3 s per held-out voice in a 30-minute corpus (in proportion, at least 1)
 CORPUS_VERSION = 1
-CORPUS_SOURCES = ("alsa", "asterisk", "sonic_pi", "espeak", "synthetic")
+CORPUS_SOURCES = ("alsa", "ktuberling", "asterisk", "sonic_pi", "espeak", "synthetic")
+OPT_IN_SOURCES = ("ktuberling",)  # used only when named: more voices did not pay (docs/results.md "More voices")
 _CORPUS_LUFS, _CORPUS_MAX_PEAK = -20.0, 0.95  # every clip gets the same loudness, peaks kept below clipping
 
 ENGLISH_SENTENCES = [
@@ -118,7 +125,8 @@ VOICE_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+
                   "+michel", "+norbert", "+steph", "+whisperf"]
 
 
-SOURCE_KINDS = {"alsa": "speech", "asterisk": "speech", "espeak": "synthetic speech"}  # lib.data.manifest.CLIP_KINDS
+# a source's clip kind (lib.data.manifest.CLIP_KINDS)
+SOURCE_KINDS = {"alsa": "speech", "ktuberling": "speech", "asterisk": "speech", "espeak": "synthetic speech"}
 OTHER_SAMPLES = ("misc_", "vinyl_")  # sonic-pi samples that are effects rather than music (a burp, vinyl hiss)
 OTHER_SYNTH = ("chirps", "noise")  # procedural clips that are not music
 
@@ -136,6 +144,7 @@ def available_sources() -> dict[str, bool]:
     """Which corpus sources exist on this machine (the Debian packages are optional)."""
     return {
         "alsa": ALSA_SOUNDS_DIR.is_dir() and any(ALSA_SOUNDS_DIR.glob("*.wav")),
+        "ktuberling": bool(_word_readers()),
         "asterisk": g722_decoder() is not None and all(any((ASTERISK_DIR / v).rglob("*.g722")) for v in ASTERISK_VOICES),
         "sonic_pi": SONIC_PI_DIR.is_dir() and any(SONIC_PI_DIR.glob("*.flac")),
         "espeak": shutil.which(ESPEAK_BINARY) is not None,
@@ -146,11 +155,11 @@ def available_sources() -> dict[str, bool]:
 def _resolve_sources(sources: str | Sequence[str]) -> list[str]:
     available = available_sources()
     if sources == "auto":
-        return [s for s in CORPUS_SOURCES if available[s]]
+        return [s for s in CORPUS_SOURCES if available[s] and s not in OPT_IN_SOURCES]
     if sources == "synthetic":
         return ["synthetic"]
     if sources == "real":
-        chosen = [s for s in CORPUS_SOURCES if s != "synthetic" and available[s]]
+        chosen = [s for s in CORPUS_SOURCES if s != "synthetic" and available[s] and s not in OPT_IN_SOURCES]
         if not chosen:
             raise ValueError("sources='real' but none of sonic-pi-samples, espeak-ng, alsa-utils, the asterisk "
                              "sounds is installed")
@@ -245,6 +254,41 @@ def _copy_prompts(out_dir: Path, sample_rate: int, budget: float, held_out: int,
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(tqdm(pool.map(convert, jobs), total=len(jobs), desc="asterisk", unit="file", disable=not progress))
+
+
+def _word_readers() -> dict[str, list[Path]]:
+    """ktuberling's readers: {language: its word files}, the held-out voices' languages left out."""
+    readers = {d.name: sorted(f for f in d.iterdir() if f.suffix in (".ogg", ".wav", ".opus"))
+               for d in sorted(KTUBERLING_DIR.glob("*/")) if d.is_dir() and d.name not in KTUBERLING_SKIP}
+    return {lang: files for lang, files in readers.items() if files}
+
+
+def _read_words(out_dir: Path, sample_rate: int, budget: float, rng: random.Random, progress: bool) -> list[dict]:
+    """ktuberling's words, each levelled, joined per reader with `WORD_GAP_SECONDS` pauses into clips of about
+    `WORD_CLIP_SECONDS`; the readers take turns, clip by clip, until `budget` seconds (so every reader is heard
+    even at a small budget). Training only: the held-out splits stay the asterisk voices'."""
+    queues = {lang: rng.sample(files, len(files)) for lang, files in _word_readers().items()}
+    gap = torch.zeros(1, round(WORD_GAP_SECONDS * sample_rate))
+    records, total, index = [], 0.0, 0
+    with tqdm(total=round(budget), desc="ktuberling", unit="s", disable=not progress) as bar:
+        while total < budget and any(queues.values()):
+            for lang, queue in queues.items():
+                parts, seconds = [], 0.0
+                while queue and seconds < WORD_CLIP_SECONDS:
+                    word = _finish_clip(load_audio(queue.pop(), sample_rate, mono=True), sample_rate)
+                    parts += [word, gap]
+                    seconds += (word.shape[-1] + gap.shape[-1]) / sample_rate
+                if not parts or total >= budget:
+                    continue
+                wav = _finish_clip(torch.cat(parts[:-1], dim=-1), sample_rate)
+                rel = f"ktuberling/{lang}/{index:04d}.wav"
+                save_audio(out_dir / rel, wav, sample_rate)
+                records.append({"path": rel, "source": "ktuberling", "seconds": wav.shape[-1] / sample_rate,
+                                "origin": f"ktuberling {lang} reader", "speaker": f"ktuberling-{lang}",
+                                "split": "train"})
+                total, index = total + records[-1]["seconds"], index + 1
+                bar.update(round(records[-1]["seconds"]))
+    return records
 
 
 def _espeak_jobs(rng: random.Random):
@@ -348,6 +392,9 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
 
     Sources, in this order (see CORPUS_SOURCES):
       alsa      - /usr/share/sounds/alsa speech clips (alsa-utils), at most 5 % of the total;
+      ktuberling - words read aloud by one reader a language (ktuberling-data), joined into clips; training
+                  only, half of `real_speech_share` at most (the asterisk training voices take the rest); only
+                  when named in `sources` (OPT_IN_SOURCES);
       asterisk  - recorded voice prompts (asterisk-core-sounds-*-g722, decoded with the `G722` wheel), the training
                   voices up to `real_speech_share` of the total; the held-out voices' prompts (ASTERISK_VOICES) go
                   to valid or test, whole speakers, and come on top of `minutes`;
@@ -357,7 +404,8 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
                   variants, speaking rates and pitches drawn from `seed`;
       synthetic - procedural tones with ADSR envelopes, chords, chirps, noise bursts and drum patterns;
                   fills whatever the others left (all of it when the Debian packages are missing).
-    sources: "auto" (every available source, synthetic filling the rest), "real", "synthetic", or a list.
+    sources: "auto" (every available source but the opt-in ones, synthetic filling the rest), "real" (the same
+    without synthetic), "synthetic", or a list.
     Each clip is mono, resampled, and levelled to -20 LUFS with peaks <= 0.95.
     The report {request, sources: {name: {files, minutes}}, minutes_total, files: [...], build_seconds,
     reused} is also written to out_dir/corpus.json. A second call with the same arguments returns it without
@@ -371,7 +419,7 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
         raise ValueError(f"real_speech_share must be in [0, 1], got {real_speech_share}")
     request = {"version": CORPUS_VERSION, "sample_rate": int(sample_rate), "minutes": float(minutes),
                "seed": int(seed), "sources": chosen}
-    if "asterisk" in chosen:  # (a corpus without it keeps the request, and so the files, it had before)
+    if "asterisk" in chosen or "ktuberling" in chosen:  # (a corpus without them keeps the request it had before)
         request["real_speech_share"] = float(real_speech_share)
     report = _reusable_report(out_dir, request)
     if report is not None:
@@ -383,8 +431,8 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
 
     started, target = time.perf_counter(), minutes * 60.0
     has_filler = "espeak" in chosen or "synthetic" in chosen
-    shares = ({"alsa": 0.05, "asterisk": real_speech_share, "sonic_pi": 0.5} if has_filler else
-              {"alsa": 1.0, "asterisk": 1.0, "sonic_pi": 1.0})
+    shares = ({"alsa": 0.05, "ktuberling": real_speech_share / 2, "asterisk": real_speech_share, "sonic_pi": 0.5}
+              if has_filler else {"alsa": 1.0, "ktuberling": 1.0, "asterisk": 1.0, "sonic_pi": 1.0})
     records: list[dict] = []
     for name in chosen:
         # the held-out voices' prompts come on top of the minutes
@@ -396,10 +444,13 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
             records += [{**r, "split": "train"} for r in _copy_recordings(
                 list(ALSA_SOUNDS_DIR.glob("*.wav")), "alsa", out_dir, sample_rate,
                 min(remaining, shares["alsa"] * target), rng, progress)]
-        elif name == "asterisk":
+        elif name == "ktuberling":
+            records += _read_words(out_dir, sample_rate, min(remaining, shares["ktuberling"] * target), rng, progress)
+        elif name == "asterisk":  # the recorded speech the word readers left
             held_out = max(1, min(HELD_OUT_PROMPTS, round(HELD_OUT_PROMPTS * minutes / 30)))
-            records += _copy_prompts(out_dir, sample_rate, min(remaining, shares["asterisk"] * target), held_out, rng,
-                                     progress)
+            words = sum(r["seconds"] for r in records if r["source"] == "ktuberling")
+            records += _copy_prompts(out_dir, sample_rate, min(remaining, shares["asterisk"] * target - words),
+                                     held_out, rng, progress)
         elif name == "sonic_pi":
             records += _copy_recordings(list(SONIC_PI_DIR.glob("*.flac")), "sonic_pi", out_dir, sample_rate,
                                         min(remaining, shares["sonic_pi"] * target), rng, progress)
