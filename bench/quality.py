@@ -459,7 +459,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every system")
     ap.add_argument("--train-data", nargs="*", default=[], metavar="SYSTEM=DIR",
                     help="train a system on another corpus (held-out clips still from --data): races of two mixes")
-    ap.add_argument("--out", default=None, help="name of the CSVs and figure (default: quality; quick with --quick)")
+    ap.add_argument("--out", default=None,
+                    help="name of the CSVs and figure, bench/results/NAME.csv (default: quality; quick with --quick)")
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="keep each system's run folder under DIR, with a checkpoint step{N}.pt at every mark")
     ap.add_argument("--ceiling", action="store_true", help="also evaluate the unquantized latents (n_q = 0)")
@@ -470,6 +471,8 @@ def main(argv=None) -> int:
     ap.add_argument("--beam-width", type=int, default=None,
                     help="with --score: encode with this residual beam search (default: each run's own setting)")
     args = ap.parse_args(argv)
+    if args.out and (Path(args.out).name != args.out or args.out.endswith(".csv")):
+        ap.error(f"--out is a name, not a path: the CSVs go to bench/results/NAME.csv (got {args.out!r})")
     if args.score:
         missing = [c for c in args.score if not Path(c).is_file()]
         if missing:

@@ -262,6 +262,14 @@ def test_score_mode_names_a_missing_checkpoint(tmp_path, capsys):
     assert "no such checkpoint" in err and "nothing.pt" in err
 
 
+@pytest.mark.parametrize("out", ["bench/results/mine.csv", "mine.csv", "/tmp/mine"])
+def test_out_is_a_name_not_a_path(tmp_path, capsys, out):
+    with pytest.raises(SystemExit):  # refused before anything is scored, so no work is lost to a bad name
+        quality.main(["--score", str(tmp_path / "nothing.pt"), "--out", out])
+    err = capsys.readouterr().err
+    assert "--out is a name, not a path" in err and repr(out) in err
+
+
 @pytest.mark.skipif(quality.opus_tools_unavailable() is not None or dnsmos_unavailable() is not None,
                     reason="opus-tools or the DNSMOS packages are not installed")
 def test_baselines_score_the_originals_and_opus_on_the_race_clips(human_speech):
