@@ -534,7 +534,6 @@ def test_splits_a_corpus_fixes_win_over_the_hash(tmp_path):
         build_manifest(tmp_path, progress=False)
 
 
-
 def test_word_readers_are_joined_into_clips_in_turns_and_only_train(tmp_path, monkeypatch):
     """ktuberling's words: per reader, joined with pauses into clips of about WORD_CLIP_SECONDS, readers in turns,
     at most half the recorded-speech share, never held out; a held-out voice's language is left out."""
@@ -562,3 +561,18 @@ def test_word_readers_are_joined_into_clips_in_turns_and_only_train(tmp_path, mo
     wav, rate = sf.read(tmp_path / "c" / clips[1]["path"])
     pause = wav[round(0.85 * rate):round(1.0 * rate)]  # between the first and second word
     assert rate == SR and np.abs(pause).max() < 1e-3 and np.abs(wav[: round(0.7 * rate)]).max() > 0.1
+
+
+@pytest.mark.skipif(not corpus.available_sources()["asterisk"],
+                    reason="the asterisk-core-sounds-*-g722 packages or the G722 wheel are not installed")
+def test_word_readers_and_the_asterisk_voice_share_the_recorded_speech(tmp_path, monkeypatch):
+    for i in range(40):
+        write_tone(tmp_path / "words" / "ca" / f"w{i:02d}.wav", 0.8, freq=200 + 10 * i)
+    monkeypatch.setattr(corpus, "KTUBERLING_DIR", tmp_path / "words")
+    report = build_default_corpus(tmp_path / "c", sample_rate=SR, minutes=2.0, progress=False, real_speech_share=0.5,
+                                  sources=["ktuberling", "asterisk", "synthetic"])
+    trained = {source: sum(f["seconds"] for f in report["files"] if f["source"] == source and f["split"] == "train")
+               for source in ("ktuberling", "asterisk")}
+    assert 0.5 * 60 <= trained["ktuberling"] < 0.5 * 60 + 7  # half of the minute of recorded speech
+    longest = max(f["seconds"] for f in report["files"] if f["source"] == "asterisk")
+    assert 60 <= trained["ktuberling"] + trained["asterisk"] < 60 + longest  # Allison takes what the readers left
