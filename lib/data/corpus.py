@@ -273,12 +273,14 @@ def _read_words(out_dir: Path, sample_rate: int, budget: float, rng: random.Rand
     with tqdm(total=round(budget), desc="ktuberling", unit="s", disable=not progress) as bar:
         while total < budget and any(queues.values()):
             for lang, queue in queues.items():
+                if total >= budget:  # (mid-turn: no word loaded that is not used)
+                    break
                 parts, seconds = [], 0.0
                 while queue and seconds < WORD_CLIP_SECONDS:
                     word = _finish_clip(load_audio(queue.pop(), sample_rate, mono=True), sample_rate)
                     parts += [word, gap]
                     seconds += (word.shape[-1] + gap.shape[-1]) / sample_rate
-                if not parts or total >= budget:
+                if not parts:
                     continue
                 wav = _finish_clip(torch.cat(parts[:-1], dim=-1), sample_rate)
                 rel = f"ktuberling/{lang}/{index:04d}.wav"
