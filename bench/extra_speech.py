@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import markdown_table, set_threads  # noqa: E402
 import torch  # noqa: E402
 from lib.data import corpus  # noqa: E402
+from lib.data.espeak_text import ENGLISH_VOICES, VOICE_VARIANTS  # noqa: E402
 from lib.data.audio import load_audio, save_audio  # noqa: E402
 
 # Not among the corpus generator's sentences.
@@ -46,7 +47,7 @@ def make_utterances(out_dir: str | Path, n: int = 24, seed: int = 424242, sample
     out_dir.mkdir(parents=True, exist_ok=True)
     rng, paths, failures = random.Random(seed), [], 0
     while len(paths) < n:
-        voice = rng.choice(corpus.ENGLISH_VOICES) + rng.choice(corpus.VOICE_VARIANTS)
+        voice = rng.choice(ENGLISH_VOICES) + rng.choice(VOICE_VARIANTS)
         rate, pitch, text = rng.randint(120, 220), rng.randint(20, 80), rng.choice(SENTENCES)
         wav = corpus._speak(voice, rate, pitch, text, sample_rate)
         if wav is None:

@@ -32,7 +32,8 @@ def human_speech(speech_source) -> torch.Tensor:
     Left", "Rear Right", ...; Noise.wav left out) one after another; where alsa-utils is missing, espeak-ng reading
     four sentences. Skips the test when neither is installed."""
     from lib.data.audio import load_audio
-    from lib.data.corpus import ENGLISH_SENTENCES, _speak
+    from lib.data.corpus import _speak
+    from lib.data.espeak_text import ENGLISH_SENTENCES
 
     if speech_source == "alsa-utils":
         wav = torch.cat([load_audio(p, HUMAN_SPEECH_RATE)[0] for p in _alsa_voice_files()])

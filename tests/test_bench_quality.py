@@ -207,9 +207,9 @@ def test_a_longer_time_budget_stretches_the_schedule(minutes, steps, sets, budge
 @pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="espeak-ng is not installed")
 def test_extra_speech_is_new_deterministic_speech_the_race_can_score(tmp_path):
     import extra_speech
-    from lib.data import corpus
+    from lib.data.espeak_text import ENGLISH_SENTENCES, OTHER_SENTENCES
 
-    corpus_sentences = set(corpus.ENGLISH_SENTENCES) | {t for ts in corpus.OTHER_SENTENCES.values() for t in ts}
+    corpus_sentences = set(ENGLISH_SENTENCES) | {t for ts in OTHER_SENTENCES.values() for t in ts}
     assert not set(extra_speech.SENTENCES) & corpus_sentences  # sentences the corpus never speaks
     a = extra_speech.make_utterances(tmp_path / "a", n=2)
     b = extra_speech.make_utterances(tmp_path / "b", n=2)

@@ -25,6 +25,7 @@ from lib.headless import progress_bar as tqdm
 
 from lib.atomic import atomic_path
 from lib.data.audio import DEFAULT_SILENCE_THRESHOLD, load_audio, loudness_normalize, resample, save_audio
+from lib.data.espeak_text import ENGLISH_SENTENCES, ENGLISH_VOICES, OTHER_SENTENCES, OTHER_VOICES, VOICE_VARIANTS
 from lib.data.synth import SYNTH_KINDS, fade
 
 # ----------------------------------------------------------------------------------------------------------
@@ -56,73 +57,6 @@ CORPUS_VERSION = 1
 CORPUS_SOURCES = ("alsa", "ktuberling", "asterisk", "sonic_pi", "espeak", "synthetic")
 OPT_IN_SOURCES = ("ktuberling",)  # used only when named: more voices did not pay (docs/results.md "More voices")
 _CORPUS_LUFS, _CORPUS_MAX_PEAK = -20.0, 0.95  # every clip gets the same loudness, peaks kept below clipping
-
-ENGLISH_SENTENCES = [
-    "The quick brown fox jumps over the lazy dog near the riverbank.",
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "A codec squeezes sound into a few numbers and then tries to bring it back.",
-    "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack for her brother.",
-    "The train to the coast leaves at half past seven every morning.",
-    "She sells sea shells by the sea shore, or so the old rhyme says.",
-    "We measured the temperature twice, once at noon and once at midnight.",
-    "Bright vixens jump; dozy fowl quack.",
-    "How much wood would a woodchuck chuck if a woodchuck could chuck wood?",
-    "The orchestra tuned up while the audience found their seats.",
-    "Numbers like four hundred and twenty seven are easy to say but hard to remember.",
-    "Rain is expected in the north, with sunny spells in the south later today.",
-    "Could you turn the volume down a little, please?",
-    "My grandmother kept bees behind the old stone wall.",
-    "The lighthouse keeper wrote a letter every Sunday.",
-    "Thirty thousand feet above the ocean, the passengers slept.",
-    "A gentle breeze carried the smell of bread from the bakery.",
-    "He whispered the password, but nobody was listening.",
-    "The committee will meet again on Thursday to discuss the budget.",
-    "Quantization error is the difference between a value and its nearest code.",
-    "Zebras, yaks and giraffes shared the muddy watering hole.",
-    "Is this the right way to the station, or should we turn left?",
-    "The children laughed as the kite climbed higher and higher.",
-    "Every good boy deserves fruit, and every cow eats grass.",
-    "Those shoes are too tight; I will return them tomorrow.",
-    "In the middle of the night, the cat knocked a glass off the table.",
-    "The museum opens at nine and closes at five on weekdays.",
-    "Please remember to save your work before the battery runs out.",
-    "A thick fog rolled in from the harbour, hiding the boats.",
-    "Oh no! I left my umbrella on the bus again.",
-    "The recipe calls for two eggs, a cup of flour, and a pinch of salt.",
-    "Mountains in the distance turned pink as the sun went down.",
-    "She answered the phone on the first ring and said hello.",
-    "The judge asked the witness to speak clearly and slowly.",
-    "Fresh vegetables are sold at the market on Saturday mornings.",
-    "Why do birds suddenly appear whenever you are near?",
-    "Engineers tested the bridge with forty heavy trucks.",
-    "The library was so quiet that you could hear the clock ticking.",
-    "Shall we dance, or would you rather sit and watch?",
-    "Seven silver swans swam silently seaward.",
-    "The first rule of the workshop is to wear safety glasses.",
-    "A sudden thunderclap made everyone jump.",
-    "Check the oil, the tyres, and the brakes before a long journey.",
-    "Jazz musicians often improvise over familiar chord changes.",
-    "Yesterday was cold, today is warm, and tomorrow might be wet.",
-]
-OTHER_SENTENCES = {
-    "de": ["Der Zug nach Hamburg fährt um acht Uhr ab.", "Heute scheint die Sonne, aber morgen soll es regnen.",
-           "Kannst du mir bitte das Salz reichen?", "Die Katze schläft gern auf dem warmen Fensterbrett.",
-           "Wir treffen uns am Montag in der Bibliothek.", "Zwölf Boxkämpfer jagen Viktor quer über den Sylter Deich."],
-    "fr": ["Le train pour Paris part à huit heures.", "Il fait beau aujourd'hui, mais demain il pleuvra.",
-           "Pourriez-vous parler un peu plus lentement?", "Le chat dort sur le rebord de la fenêtre.",
-           "Nous avons mangé une tarte aux pommes délicieuse.", "Les enfants jouent dans le jardin après l'école."],
-    "es": ["El tren a Madrid sale a las ocho.", "Hoy hace sol, pero mañana va a llover.",
-           "¿Me puedes pasar la sal, por favor?", "El gato duerme en la ventana de la cocina.",
-           "Vamos a la playa el sábado por la mañana.", "La música suena muy bien en esta sala."],
-    "it": ["Il treno per Roma parte alle otto.", "Oggi c'è il sole, ma domani pioverà.",
-           "Mi passi il sale, per favore?", "Il gatto dorme sul davanzale della finestra.",
-           "Andiamo al mare domenica mattina.", "La pizza margherita è semplice e buonissima."],
-}
-ENGLISH_VOICES = ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan"]
-OTHER_VOICES = {"de": ["de"], "fr": ["fr"], "es": ["es", "es-419"], "it": ["it"]}
-VOICE_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f2", "+f3", "+f4", "+f5",
-                  "+croak", "+klatt", "+klatt3", "+Andy", "+Annie", "+belinda", "+david", "+linda", "+max",
-                  "+michel", "+norbert", "+steph", "+whisperf"]
 
 
 # a source's clip kind (lib.data.manifest.CLIP_KINDS)
