@@ -515,6 +515,15 @@ def test_recorded_speech_keeps_its_held_out_speakers_out_of_training(tmp_path):
     other = build_default_corpus(tmp_path / "b", sample_rate=24000, minutes=1.0, sources=["asterisk", "synthetic"],
                                  progress=False, real_speech_share=0.0)
     assert [f["path"] for f in other["files"] if f.get("split", "train") != "train"] == [f["path"] for f in held_out]
+    # valid's one voice holds three times the prompts of each test voice (in proportion to the minutes); a larger
+    # count keeps a smaller one's prompts, so that valid's earlier clips stay in it
+    larger = build_default_corpus(tmp_path / "c", sample_rate=24000, minutes=2.5, sources=["asterisk", "synthetic"],
+                                  progress=False, real_speech_share=0.2)
+    per_speaker = Counter(f["speaker"] for f in larger["files"] if f.get("split", "train") != "train")
+    assert per_speaker == {"June": 3, "Carlo": 1, "IvrvoiceRU": 1}
+    assert larger["request"]["held_out_prompts"] == {"valid": 3, "test": 1}
+    june = [f["origin"] for f in larger["files"] if f.get("speaker") == "June"]
+    assert june[0] == next(f["origin"] for f in held_out if f["speaker"] == "June")
     # decoded G.722 is wideband speech: its energy sits below 7 kHz, mostly in 100 Hz - 4 kHz
     wav, rate = sf.read(tmp_path / held_out[0]["path"])
     power = np.abs(np.fft.rfft(wav)) ** 2

@@ -52,7 +52,9 @@ ASTERISK_VOICES = {  # folder: (speaker, split); "train" voices fill the budget,
 KTUBERLING_DIR = Path("/usr/share/ktuberling/sounds")
 KTUBERLING_SKIP = ("fr", "it", "ru", "sr@ijekavian", "sr@ijekavianlatin", "sr@latin")  # (sr's variants: one reader)
 WORD_CLIP_SECONDS, WORD_GAP_SECONDS = 6.0, 0.25
-HELD_OUT_PROMPTS = 12  # prompts of at least 3 s per held-out voice in a 30-minute corpus (in proportion, at least 1)
+# prompts of at least 3 s per held-out voice of each split in a 30-minute corpus (in proportion, at least 1): valid's
+# one voice holds three times as many as each of test's two, so that a race's valid differences stand out of the noise
+HELD_OUT_PROMPTS = {"valid": 36, "test": 12}
 CORPUS_VERSION = 1
 CORPUS_SOURCES = ("alsa", "ktuberling", "asterisk", "sonic_pi", "espeak", "synthetic")
 OPT_IN_SOURCES = ("ktuberling",)  # used only when named: more voices did not pay (docs/results.md "More voices")
@@ -148,9 +150,10 @@ def g722_decoder():
     return lambda data: np.asarray(G722(16000, 64000).decode(data), dtype=np.int16)
 
 
-def _prompt_records(voice: str, rng: random.Random, budget: float | None, held_out: int) -> list[tuple[Path, float]]:
+def _prompt_records(voice: str, rng: random.Random, budget: float | None, held_out: int = 0) -> list[tuple[Path, float]]:
     """(file, seconds) of one asterisk voice: shuffled, until `budget` seconds (training voices) or, for a
-    held-out voice (budget None), ``held_out`` prompts of at least 3 s. G.722 is 64 kb/s: 8000 bytes a second."""
+    held-out voice (budget None), the first ``held_out`` prompts of at least 3 s (so a larger count keeps a smaller
+    one's prompts). The shuffle does not depend on the count. G.722 is 64 kb/s: 8000 bytes a second."""
     files = sorted((ASTERISK_DIR / voice).rglob("*.g722"))
     rng.shuffle(files)
     timed = [(f, f.stat().st_size / 8000) for f in files]
@@ -165,16 +168,17 @@ def _prompt_records(voice: str, rng: random.Random, budget: float | None, held_o
     return chosen
 
 
-def _copy_prompts(out_dir: Path, sample_rate: int, budget: float, held_out: int, rng: random.Random,
+def _copy_prompts(out_dir: Path, sample_rate: int, budget: float, held_out: dict[str, int], rng: random.Random,
                   progress: bool) -> list[dict]:
     """The asterisk voices' prompts, decoded from G.722, resampled and levelled: the training voices (shared
-    equally) until `budget` seconds, and ``held_out`` prompts of each held-out voice. Every record carries its
+    equally) until `budget` seconds, and ``held_out[split]`` prompts of each held-out voice. Every record carries its
     voice's split, so that no prompt of a training speaker is held out by the hash and none of a held-out one trains."""
     decode = g722_decoder()
     train_voices = [v for v, (_, split) in ASTERISK_VOICES.items() if split == "train"]
     jobs = []
     for voice, (speaker, split) in ASTERISK_VOICES.items():
-        chosen = _prompt_records(voice, rng, budget / len(train_voices) if split == "train" else None, held_out)
+        chosen = _prompt_records(voice, rng, budget / len(train_voices) if split == "train" else None,
+                                 held_out.get(split, 0))
         jobs += [(voice, speaker, split, f) for f, _ in chosen]
 
     def convert(job) -> dict:
@@ -357,6 +361,9 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
                "seed": int(seed), "sources": chosen}
     if "asterisk" in chosen or "ktuberling" in chosen:  # (a corpus without them keeps the request it had before)
         request["real_speech_share"] = float(real_speech_share)
+    held_out = {split: max(1, min(n, round(n * minutes / 30))) for split, n in HELD_OUT_PROMPTS.items()}
+    if "asterisk" in chosen:  # (a corpus built with fewer held-out prompts is rebuilt)
+        request["held_out_prompts"] = held_out
     report = _reusable_report(out_dir, request)
     if report is not None:
         if any("kind" not in r for r in report["files"]):  # a corpus built before clips had kinds
@@ -383,7 +390,6 @@ def build_default_corpus(out_dir: str | os.PathLike, sample_rate: int = 24000, m
         elif name == "ktuberling":
             records += _read_words(out_dir, sample_rate, min(remaining, shares["ktuberling"] * target), rng, progress)
         elif name == "asterisk":  # the recorded speech the word readers left
-            held_out = max(1, min(HELD_OUT_PROMPTS, round(HELD_OUT_PROMPTS * minutes / 30)))
             words = sum(r["seconds"] for r in records if r["source"] == "ktuberling")
             records += _copy_prompts(out_dir, sample_rate, min(remaining, shares["asterisk"] * target - words),
                                      held_out, rng, progress)
