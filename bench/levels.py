@@ -3,6 +3,7 @@
     python bench/levels.py runs/a/checkpoint.pt                     # valid speech, full bitrate
     python bench/levels.py runs/a/checkpoint.pt --extra runs/extra_speech --n-q 4 --no-pesq
     python bench/levels.py runs/a/checkpoint.pt --quick              # one clip, four gains: seconds
+    python bench/levels.py runs/a/checkpoint.pt --equaliser 2000:4000:6 4000:8000:5   # DNSMOS too, no scan
 
 The codec's output is scaled in one frequency band at a time (a zero-phase gain on the spectrum of the whole clip,
 -6 to +24 dB in 1.5 dB steps) and, at every gain, read by the run's own reconstruction terms and by the metrics.
@@ -11,6 +12,9 @@ STOI: largest). A term whose best gain sits below the others' pulls the band qui
 metric's best gain says which way a fixed equaliser after the codec would move it. The complex-STFT term is split
 through its public settings: its magnitude part, its phase part (bins up to ``loss.phase_max_hz``) and its
 phase-derivative part (above it), each the difference of two instances. Writes ``bench/results/levels.csv``.
+``--equaliser LO:HI:DB ...`` instead scores the output once as decoded and once under that fixed equaliser (HI
+empty: up to Nyquist), with every metric and DNSMOS: what a brighter or darker output would do to perceived quality
+(``bench/results/equaliser.csv``).
 """
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ from common import DATA, markdown_table, set_threads, write_csv  # noqa: E402
 
 import torch  # noqa: E402
 
-from lib.analysis.metrics import BAND_EDGES_HZ, band_energy_db, mel_distance, pesq_wb, stoi  # noqa: E402
+from lib.analysis.metrics import BAND_EDGES_HZ, band_energy_db, evaluate_all, mel_distance, pesq_wb, stoi  # noqa: E402
 from lib.training.losses import ComplexSTFTLoss, MultiScaleMelLoss  # noqa: E402
 
 GAINS_DB = tuple(np.arange(-6.0, 24.01, 1.5))
 LOWER_IS_BETTER = {"pesq_wb": False, "stoi": False}  # everything else: smallest is best
 METRICS = ("mel distance", "stoi", "pesq_wb")  # called on [T] signals; the loss terms on [1, 1, T]
 FLAT = 1e-4  # a term that moves by less than this fraction over all gains does not see the band: NaN
+Band = tuple[float, float | None, float]  # an equaliser band: (lo Hz, hi Hz or None for up to Nyquist, gain dB)
 
 
 def band_gain(x: torch.Tensor, sample_rate: int, lo: float, hi: float | None, db: float) -> torch.Tensor:
@@ -97,6 +102,35 @@ def best_gains(pairs: list[tuple[torch.Tensor, torch.Tensor]], sample_rate: int,
     return rows
 
 
+def equaliser_band(text: str) -> Band:
+    """``"LO:HI:DB"`` (Hz, Hz, dB; HI empty for up to Nyquist) -> ``(lo, hi, db)``; a clear error otherwise."""
+    try:
+        lo, hi, db = text.split(":")
+        band = (float(lo), float(hi) if hi else None, float(db))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--equaliser: {text!r} is not LO:HI:DB (e.g. 2000:4000:6, or 8000::4.5)")
+    if band[0] < 0 or (band[1] is not None and band[1] <= band[0]):
+        raise argparse.ArgumentTypeError(f"--equaliser: {text!r}: the band must have 0 <= LO < HI")
+    return band
+
+
+def equalised_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], sample_rate: int, bands: list[Band],
+                     pesq: bool = True, dnsmos: bool = True) -> list[dict]:
+    """Mean metrics of the output ``[1, 1, T]`` of each ``(output, input)`` pair as decoded and under the fixed
+    equaliser ``bands`` (each ``(lo, hi, db)`` applied in turn): two rows, ``output`` naming which."""
+    rows, named = [], " ".join(f"{lo:g}-{'Nyquist' if hi is None else f'{hi:g}'} Hz {db:+g} dB" for lo, hi, db in bands)
+    for label, eq in (("as decoded", []), (f"equalised: {named}", bands)):
+        scores = []
+        for out, ref in pairs:
+            y = out[0]
+            for lo, hi, db in eq:
+                y = band_gain(y, sample_rate, lo, hi, db)
+            scores.append(evaluate_all(y, ref[0], sample_rate, pesq=pesq, dnsmos=dnsmos))
+        rows.append({"output": label, **{k: float(np.nanmean(v)) if np.isfinite(v := [s[k] for s in scores]).any()
+                                         else math.nan for k in scores[0]}})  # (a metric left out: NaN, no warning)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
@@ -105,6 +139,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-q", type=int, default=None, help="levels to decode with (default: all)")
     ap.add_argument("--no-pesq", action="store_true")
     ap.add_argument("--quick", action="store_true", help="one clip, gains -6, 0, +6, +12 dB, no PESQ: a smoke run")
+    ap.add_argument("--equaliser", nargs="+", type=equaliser_band, metavar="LO:HI:DB",
+                    help="score the output as decoded and under this fixed equaliser instead of the gain scan")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=str(DATA))
     args = ap.parse_args(argv)
@@ -123,6 +159,12 @@ def main(argv=None) -> int:
     codec.eval()
     with torch.no_grad():
         pairs = [(codec(w, n_q=args.n_q).recon[..., : w.shape[-1]], w) for w in clips]
+    if args.equaliser:
+        rows = equalised_scores(pairs, sr, args.equaliser, pesq=not args.no_pesq)
+        print(f"{len(pairs)} speech clips, decoded at n_q {args.n_q or 'all'}:")
+        print(markdown_table(rows, list(rows[0])))
+        write_csv(rows, "equaliser")
+        return 0
     gains = (-6.0, 0.0, 6.0, 12.0) if args.quick else GAINS_DB
     rows = best_gains(pairs, sr, {**objective_parts(cfg), **metric_parts(sr, not args.no_pesq)}, gains)
     print(f"{len(pairs)} speech clips; best gain (dB) of each term per band, against the output's level:")

@@ -1,4 +1,5 @@
 """bench/levels.py: each term's best gain per band finds a band the output leaves too quiet."""
+import argparse
 import sys
 from pathlib import Path
 
@@ -50,3 +51,23 @@ def test_best_gains_find_a_band_left_12_db_too_quiet():
 
     low_only = levels.best_gains([(out, ref)], SR, {"below 1 kHz": below_1k}, gains=(-6.0, 0.0, 6.0))
     assert [r["below 1 kHz"] == r["below 1 kHz"] for r in low_only] == [True, True, False, False, False, False]
+
+
+def test_equaliser_bands_parse_and_refuse_bad_text():
+    assert levels.equaliser_band("2000:4000:6") == (2000.0, 4000.0, 6.0)
+    assert levels.equaliser_band("8000::-4.5") == (8000.0, None, -4.5)
+    for bad in ("2000:4000", "a:b:c", "4000:2000:6", "-1:100:3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--equaliser"):
+            levels.equaliser_band(bad)
+
+
+def test_equalised_scores_read_the_output_under_the_equaliser():
+    torch.manual_seed(0)
+    ref = 0.1 * torch.randn(1, 1, SR)
+    out = levels.band_gain(ref, SR, 2000, 4000, -12.0)  # a codec that left 2-4 kHz 12 dB too quiet
+    as_is, mended = levels.equalised_scores([(out, ref)], SR, [(2000, 4000, 12.0)], pesq=False, dnsmos=False)
+    assert as_is["output"] == "as decoded" and mended["output"] == "equalised: 2000-4000 Hz +12 dB"
+    assert as_is["mel_distance"] > 0.1 and mended["mel_distance"] < 1e-3  # the equaliser undoes the loss exactly
+    assert mended["si_sdr"] > 40 > as_is["si_sdr"]
+    none, zero = levels.equalised_scores([(out, ref)], SR, [(0, None, 0.0)], pesq=False, dnsmos=False)
+    assert zero["mel_distance"] == pytest.approx(none["mel_distance"], abs=1e-6)
