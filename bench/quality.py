@@ -16,6 +16,7 @@ apart: PESQ-WB, STOI, SI-SDR and mel distance.
     python bench/quality.py --long                   # 2 hours per system
     python bench/quality.py --systems default --steps 600 --eval-steps 150 300 600   # step budget instead
     python bench/quality.py --score runs/a/checkpoint.pt runs/b/checkpoint.pt --ceiling   # trained runs, no race
+    python bench/paired.py bench/results/scores_clips.csv   # is b's difference from a more than the clips' noise?
     python bench/quality.py --keep runs/race         # keep runs/race/<system>/step<N>.pt at every mark
 
 Systems: ``default`` (the ``cpu`` preset), ``seanet`` (the SEANet codec of the ``cpu_seanet`` preset),
@@ -151,10 +152,12 @@ def _mean_rows(per_kind: dict[str, list[dict]], **fields) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True, dnsmos: bool = False) -> list[dict]:
+def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True, dnsmos: bool = False,
+             per_clip: list[dict] | None = None) -> list[dict]:
     """Mean metrics per (n_q, kind) over ``clips``; ``n_q = 0`` is the unquantized latent (the quantizer bypassed:
     what the encoder and decoder could do with an unlimited bitrate). ``dnsmos``: DNSMOS of the speech clips too, at
-    the full bitrate and at half of it (about 1.5 s a clip, so the race computes it at its last mark only)."""
+    the full bitrate and at half of it (about 1.5 s a clip, so the race computes it at its last mark only).
+    ``per_clip``: a list that receives each clip's own scores, ``{n_q, clip, kind, metric: value}``."""
     codec.eval()
     rows = []
     top = max(n_qs)
@@ -163,8 +166,10 @@ def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True,
         scored = dnsmos and n_q in (top, top // 2)  # the full bitrate and half of it: 1.5 s a clip adds up
         for name, kind, wav in clips:
             recon = codec(wav, bypass_quantizer=True).recon if n_q == 0 else codec(wav, n_q=n_q).recon
-            per_kind.setdefault(kind, []).append(
-                _metrics(recon[:, 0], wav[:, 0], sample_rate, pesq, name, scored and kind in SPEECH_GROUPS))
+            scores = _metrics(recon[:, 0], wav[:, 0], sample_rate, pesq, name, scored and kind in SPEECH_GROUPS)
+            per_kind.setdefault(kind, []).append(scores)
+            if per_clip is not None:
+                per_clip.append({"n_q": n_q, "clip": name, "kind": kind, **scores})
         rows += _mean_rows(per_kind, n_q=n_q, kbps=round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf"))
     codec.train()
     return rows
@@ -419,13 +424,14 @@ def race(args, clips, extra_clips=()) -> list[dict]:
     return [row for r in runners for row in r.rows]
 
 
-def score(args) -> tuple[list[dict], list[dict]]:
+def score(args) -> tuple[list[dict], list[dict], list[dict]]:
     """Trained checkpoints (``--score``) scored on ``--split`` without training: the race's rows at every rung of
-    each one's ladder (``system`` is the checkpoint's path) and its code use per level. The generator weight EMA is
-    scored where the run kept one, as in the race."""
+    each one's ladder (``system`` is the checkpoint's path), its code use per level, and every clip's own scores
+    (for paired comparisons, ``bench/paired.py``). The generator weight EMA is scored where the run kept one, as in
+    the race."""
     from lib.training.checkpoint import load_codec
 
-    rows, levels, clips_at = [], [], {}  # clips loaded once per sample rate
+    rows, levels, per_clip, clips_at = [], [], [], {}  # clips loaded once per sample rate
     for path in args.score:
         codec, cfg = load_codec(path, beam_width=args.beam_width)
         sr = cfg.data.sample_rate
@@ -433,11 +439,13 @@ def score(args) -> tuple[list[dict], list[dict]]:
             clips_at[sr] = held_out(args.data, args.split, sr, args.clip_seconds)
             rows += [{**r, "split": args.split} for r in baselines(clips_at[sr], sr, not args.no_pesq,
                                                                    not args.no_dnsmos)]
+        clip_rows: list[dict] = []
         for r in evaluate(codec, clips_at[sr], sr, ladder(cfg.model.quantizer.n_q, args.ceiling),
-                          pesq=not args.no_pesq, dnsmos=not args.no_dnsmos):
+                          pesq=not args.no_pesq, dnsmos=not args.no_dnsmos, per_clip=clip_rows):
             rows.append({"system": str(path), "split": args.split, **r})
+        per_clip += [{"system": str(path), "split": args.split, **r} for r in clip_rows]
         levels += [{"system": str(path), **r} for r in level_usage(codec, clips_at[sr])]
-    return rows, levels
+    return rows, levels, per_clip
 
 
 def main(argv=None) -> int:
@@ -478,10 +486,11 @@ def main(argv=None) -> int:
         if missing:
             ap.error(f"--score: no such checkpoint: {', '.join(missing)}")
         set_threads(args.threads)
-        rows, levels = score(args)
+        rows, levels, per_clip = score(args)
         out = args.out or "scores"
         write_csv(rows, out)
         write_csv(levels, f"{out}_levels")
+        write_csv(per_clip, f"{out}_clips")
         print(markdown_table(rows, ["system", "split", "kind", "n_q", "kbps", "pesq_wb", "stoi", "si_sdr",
                                     "mel_distance", "dnsmos_ovrl", "dnsmos_p808"]))
         print(markdown_table(levels, ["system", "level", "frames", "codes_used", "usage", "perplexity"]))

@@ -252,6 +252,11 @@ def test_score_mode_scores_saved_checkpoints_without_training(tmp_path, monkeypa
     direct = evaluate(codec, clips, cfg.data.sample_rate, [1, 2, 0], pesq=False)  # the saved weights, not new ones
     assert [r["mel_distance"] for r in rows[:6]] == pytest.approx([r["mel_distance"] for r in direct])
     assert [r["level"] for r in written["scores_levels"]] == [0, 1, 0, 1]
+    # every clip's own scores too, for paired comparisons: their means are the rows'
+    per_clip = written["scores_clips"]
+    assert len(per_clip) == 2 * 3 * 2 and {r["clip"] for r in per_clip} == {"speech/a", "other/b"}
+    mine = [r for r in per_clip if r["n_q"] == 1 and r["kind"] == "speech"]
+    assert [r["mel_distance"] for r in mine] == pytest.approx([rows[0]["mel_distance"]] * 2)
     assert "| system | split |" in capsys.readouterr().out
 
 
