@@ -164,6 +164,16 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def mean_rows(per_kind: dict[str, list[dict]], **fields) -> list[dict]:
+    """One row per kind: ``fields``, the number of clips and each metric's mean over them (NaNs left out; a metric
+    with no finite value is NaN, without numpy's empty-slice warning)."""
+    import numpy as np
+
+    return [{**fields, "kind": kind, "clips": len(ms),
+             **{k: float(np.nanmean(v)) if np.isfinite(v := [m[k] for m in ms]).any() else math.nan for k in ms[0]}}
+            for kind, ms in per_kind.items()]
+
+
 def write_csv(rows: list[dict], name: str) -> Path:
     """Write ``rows`` to ``bench/results/<name>.csv`` (every key that appears in any row) and return the path."""
     RESULTS.mkdir(parents=True, exist_ok=True)

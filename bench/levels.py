@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, markdown_table, set_threads, write_csv  # noqa: E402
+from common import DATA, markdown_table, mean_rows, set_threads, write_csv  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -126,8 +126,7 @@ def equalised_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], sample_rate
             for lo, hi, db in eq:
                 y = band_gain(y, sample_rate, lo, hi, db)
             scores.append(evaluate_all(y, ref[0], sample_rate, pesq=pesq, dnsmos=dnsmos))
-        rows.append({"output": label, **{k: float(np.nanmean(v)) if np.isfinite(v := [s[k] for s in scores]).any()
-                                         else math.nan for k in scores[0]}})  # (a metric left out: NaN, no warning)
+        rows += mean_rows({"speech": scores}, output=label)
     return rows
 
 

@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # `common` before torch: it sets OMP_WAIT_POLICY, which libgomp reads only when torch loads it.
-from common import DATA, REPO, markdown_table, set_threads, write_csv  # noqa: E402
+from common import DATA, REPO, markdown_table, mean_rows, set_threads, write_csv  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -144,13 +144,6 @@ def _metrics(recon: torch.Tensor, wav: torch.Tensor, sample_rate: int, pesq: boo
     return {**dict.fromkeys(DNSMOS_KEYS, math.nan), **evaluate_all(recon, wav, sample_rate, pesq=pesq, dnsmos=dnsmos)}
 
 
-def _mean_rows(per_kind: dict[str, list[dict]], **fields) -> list[dict]:
-    """One row per kind: ``fields``, the number of clips and each metric's mean over them (NaNs left out)."""
-    return [{**fields, "kind": kind, "clips": len(ms),
-             **{k: float(np.nanmean(v)) if np.isfinite(v := [m[k] for m in ms]).any() else math.nan for k in ms[0]}}
-            for kind, ms in per_kind.items()]
-
-
 @torch.no_grad()
 def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True, dnsmos: bool = False,
              per_clip: list[dict] | None = None) -> list[dict]:
@@ -170,7 +163,7 @@ def evaluate(codec, clips, sample_rate: int, n_qs: list[int], pesq: bool = True,
             per_kind.setdefault(kind, []).append(scores)
             if per_clip is not None:
                 per_clip.append({"n_q": n_q, "clip": name, "kind": kind, **scores})
-        rows += _mean_rows(per_kind, n_q=n_q, kbps=round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf"))
+        rows += mean_rows(per_kind, n_q=n_q, kbps=round(codec.bitrate(n_q) / 1000, 2) if n_q else float("inf"))
     codec.train()
     return rows
 
@@ -186,7 +179,7 @@ def baselines(clips, sample_rate: int, pesq: bool = True, dnsmos: bool = True) -
     per_kind: dict[str, list[dict]] = {}
     for name, kind, wav in speech:
         per_kind.setdefault(kind, []).append(_metrics(wav[:, 0], wav[:, 0], sample_rate, pesq, name, dnsmos))
-    rows = _mean_rows(per_kind, system="original", n_q=-1, kbps=float("nan"))
+    rows = mean_rows(per_kind, system="original", n_q=-1, kbps=float("nan"))
     if (reason := opus_tools_unavailable()) is not None:
         print(f"note: no Opus baseline: {reason}", flush=True)
         return rows
@@ -196,7 +189,7 @@ def baselines(clips, sample_rate: int, pesq: bool = True, dnsmos: bool = True) -
             decoded, bits = opus_tools_roundtrip(wav[0], sample_rate, kbps)
             payload.append(bits / 1000)
             per_kind.setdefault(kind, []).append(_metrics(decoded, wav[:, 0], sample_rate, pesq, name, dnsmos))
-        rows += _mean_rows(per_kind, system=f"opus {kbps} kbps", n_q=-1, kbps=round(float(np.mean(payload)), 2))
+        rows += mean_rows(per_kind, system=f"opus {kbps} kbps", n_q=-1, kbps=round(float(np.mean(payload)), 2))
     return rows
 
 
