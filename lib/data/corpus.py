@@ -150,7 +150,8 @@ def g722_decoder():
     return lambda data: np.asarray(G722(16000, 64000).decode(data), dtype=np.int16)
 
 
-def _prompt_records(voice: str, rng: random.Random, budget: float | None, held_out: int = 0) -> list[tuple[Path, float]]:
+def _prompt_records(voice: str, rng: random.Random, budget: float | None,
+                    held_out: int = 0) -> list[tuple[Path, float]]:
     """(file, seconds) of one asterisk voice: shuffled, until `budget` seconds (training voices) or, for a
     held-out voice (budget None), the first ``held_out`` prompts of at least 3 s (so a larger count keeps a smaller
     one's prompts). The shuffle does not depend on the count. G.722 is 64 kb/s: 8000 bytes a second."""

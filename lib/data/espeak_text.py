@@ -52,7 +52,8 @@ ENGLISH_SENTENCES = [
 OTHER_SENTENCES = {
     "de": ["Der Zug nach Hamburg fährt um acht Uhr ab.", "Heute scheint die Sonne, aber morgen soll es regnen.",
            "Kannst du mir bitte das Salz reichen?", "Die Katze schläft gern auf dem warmen Fensterbrett.",
-           "Wir treffen uns am Montag in der Bibliothek.", "Zwölf Boxkämpfer jagen Viktor quer über den Sylter Deich."],
+           "Wir treffen uns am Montag in der Bibliothek.",
+           "Zwölf Boxkämpfer jagen Viktor quer über den Sylter Deich."],
     "fr": ["Le train pour Paris part à huit heures.", "Il fait beau aujourd'hui, mais demain il pleuvra.",
            "Pourriez-vous parler un peu plus lentement?", "Le chat dort sur le rebord de la fenêtre.",
            "Nous avons mangé une tarte aux pommes délicieuse.", "Les enfants jouent dans le jardin après l'école."],
