@@ -77,6 +77,29 @@ def test_kernel_values():
     assert torch.equal(box.kernel(0.9), torch.eye(9))  # Chebyshev distance <= 0.9 is only the code itself
 
 
+@pytest.mark.parametrize("neighbourhood", ["gaussian", "box"])
+@pytest.mark.parametrize("shape", [(3, 4), (32, 16)])
+@pytest.mark.parametrize("sigma", [0.0, 0.3, 1.0, 2.5, 40.0])
+def test_spread_equals_the_dense_kernel(neighbourhood, shape, sigma):
+    """The per-axis update is the `[K, K]` kernel's, for square and oblong grids and every width."""
+    k = shape[0] * shape[1]
+    grid = SOMGrid(k, shape=shape, neighbourhood=neighbourhood)
+    stats = torch.randn(k, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    dense = grid.kernel(sigma).double().t() @ stats
+    torch.testing.assert_close(grid.spread(stats, sigma), dense, rtol=1e-6, atol=1e-6)
+    # every winner still hands out unit mass: the counts' total is kept
+    counts = torch.rand(k, 1, dtype=torch.float64)
+    assert grid.spread(counts, sigma).sum().item() == pytest.approx(counts.sum().item())
+
+
+def test_spread_rejects_bad_input():
+    grid = SOMGrid(12, shape=(3, 4))
+    with pytest.raises(ValueError, match="codebook_size=12"):
+        grid.spread(torch.zeros(10, 3), 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        grid.spread(torch.zeros(12, 3), -1.0)
+
+
 def test_u_matrix_hand_computation():
     grid = SOMGrid(6, shape=(2, 3))
     # 1-d codes laid out as  [[0, 1, 3],

@@ -293,8 +293,7 @@ class VectorQuantizer(nn.Module):
         if self.som is not None:
             sigma = self.som.sigma_at(int(self.step))
             if sigma > 0:  # at sigma 0 the kernel is the identity: skip it so the result is exactly EMA VQ
-                kernel = self.som.kernel(sigma, normalize=True, device=stats.device)  # [K, K], row = winner
-                stats = kernel.t() @ stats
+                stats = self.som.spread(stats, sigma)  # = som.kernel(sigma).t() @ stats, computed per grid axis
         counts, sums = stats[:, 0], stats[:, 1:]
 
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)

@@ -146,6 +146,35 @@ class SOMGrid:
             weights = weights / weights.sum(dim=1, keepdim=True)
         return weights
 
+    def _axis_kernel(self, n: int, sigma: float, device: torch.device | str | None) -> Tensor:
+        """The row-normalised kernel `[n, n]` along one grid axis of length n."""
+        d = torch.arange(n, device=device, dtype=torch.float32)
+        d = (d[:, None] - d[None, :]).abs()
+        weights = torch.exp(-d.square() / (2.0 * sigma**2)) if self.neighbourhood == "gaussian" else (d <= sigma).float()
+        return weights / weights.sum(dim=1, keepdim=True)
+
+    def spread(self, stats: Tensor, sigma: float) -> Tensor:
+        """What each code receives of per-winner statistics `[K, D]`: `kernel(sigma).t() @ stats`, `[K, D]`.
+
+        Computed along the grid's two axes in turn: both neighbourhoods factor into a row and a column kernel
+        (exp(-(dr^2 + dc^2) / 2 sigma^2) and max(dr, dc) <= sigma), and so do their row sums, so the normalised
+        `[K, K]` kernel is the Kronecker product of two small ones. At K = 1024 (32 x 32) that is 2 x 32 instead of
+        1024 multiply-adds per code and column, and no `[K, K]` matrix is built (it cost a tenth of a cpu
+        training step while the map anneals).
+        """
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if stats.ndim != 2 or stats.shape[0] != self.codebook_size:
+            raise ValueError(f"stats must be [codebook_size={self.codebook_size}, D], got {tuple(stats.shape)}")
+        if sigma == 0:
+            return stats
+        rows, cols = self.shape
+        a_rows = self._axis_kernel(rows, sigma, stats.device).to(stats.dtype)
+        a_cols = self._axis_kernel(cols, sigma, stats.device).to(stats.dtype)
+        grid = stats.reshape(rows, cols, -1)
+        grid = torch.einsum("ia,ijd->ajd", a_rows, grid)  # along the rows
+        return torch.einsum("jb,ajd->abd", a_cols, grid).reshape(self.codebook_size, -1)  # along the columns
+
 
 def _check_codebook(codebook: Tensor, grid: SOMGrid) -> None:
     if codebook.dim() != 2 or codebook.shape[0] != grid.codebook_size:
