@@ -9,7 +9,7 @@ from lib.config import load_config
 from lib.model.discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator,
                                       MultiScaleWaveformDiscriminator)
 from lib.model.registries import DISCRIMINATORS
-from lib.training.losses import lsgan_d_loss
+from lib.training.adversarial import lsgan_d_loss
 
 LENGTHS = [4000, 4001, 3333, 777]
 

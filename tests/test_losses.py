@@ -7,9 +7,10 @@ import torch
 import torchaudio
 
 from lib.training.balancer import Balancer
+from lib.training.adversarial import (feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
+                                      repulsion_loss)
 from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
-                                 feature_matching_loss, hinge_d_loss, hinge_g_loss, lowpass, lsgan_d_loss, lsgan_g_loss,
-                                 mel_distance, repulsion_loss, waveform_l1, waveform_mse)
+                                 lowpass, mel_distance, waveform_l1, waveform_mse)
 
 SR = 16000
 

@@ -12,7 +12,7 @@ import yaml
 
 from lib.config import load_config
 from lib.data.corpus import build_default_corpus
-from lib.training.losses import hinge_d_loss
+from lib.training.adversarial import hinge_d_loss
 from lib.training.cli import main
 from lib.training.trainer import Trainer, TrainingDiverged, read_log
 

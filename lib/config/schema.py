@@ -123,7 +123,7 @@ class LossConfig:
     adversarial: float = 3.0
     feature: float = 3.0
     commitment: float = 1.0
-    repulsion: float = 0.0  # discriminator-side repulsion term (lib.training.losses.repulsion_loss); 0 = off
+    repulsion: float = 0.0  # discriminator-side repulsion term (lib.training.adversarial.repulsion_loss); 0 = off
     downsampled: float = 0.0  # downsampled-signal objective on decoder stages; 0 = off
     adversarial_kind: str = "hinge"  # or "lsgan"
     balancer: bool = False  # EnCodec-style gradient balancer instead of fixed weights

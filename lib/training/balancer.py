@@ -1,7 +1,7 @@
 """The gradient balancer: each loss on the decoder output gets a fixed share of the gradient there (EnCodec's idea).
 
-The loss terms themselves are in `lib.training.losses`; the trainer calls `Balancer.backward` instead of summing
-the weighted terms on the reconstruction.
+The loss terms themselves are in `lib.training.losses` and `lib.training.adversarial`; the trainer calls
+`Balancer.backward` instead of summing the weighted terms on the reconstruction.
 """
 from __future__ import annotations
 

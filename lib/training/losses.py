@@ -1,7 +1,6 @@
-"""Training objectives for audio codecs: reconstruction, adversarial and feature-matching losses.
+"""Reconstruction losses for audio codecs: spectral, waveform and downsampled-signal terms.
 
 Audio tensors are `[B, C, T]` (C = 1 for mono); spectral losses fold channels into the batch.
-Adversarial losses take the per-sub-discriminator logit lists that `lib.model.discriminators` returns.
 
 Reconstruction:
 - `MultiScaleMelLoss`: SoundStream's multi-window mel loss (L1 on mel + sqrt(w/2) * MSE on log-mel).
@@ -9,9 +8,8 @@ Reconstruction:
 - `MultiResolutionSTFTLoss`: spectral convergence + log-magnitude L1 (Yamamoto et al.), auraloss-compatible.
 - `waveform_l1`, `waveform_mse`, `ComplexSTFTLoss` (phase-aware, power-compressed complex spectra),
   `downsampled_signal_loss`; a differentiable STOI proxy in `lib.training.envelope`.
-Adversarial: `hinge_d_loss`, `hinge_g_loss`, `lsgan_d_loss`, `lsgan_g_loss`, `feature_matching_loss`,
-`repulsion_loss`.
-The gradient balancer that weighs them at the decoder output lives in `lib.training.balancer`.
+The adversarial losses are in `lib.training.adversarial`; the gradient balancer that weighs the terms at the decoder
+output in `lib.training.balancer`.
 """
 from __future__ import annotations
 
@@ -25,21 +23,10 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-Logits = Union[torch.Tensor, Sequence[torch.Tensor]]
-Features = Union[Sequence[torch.Tensor], Sequence[Sequence[torch.Tensor]]]
-
 
 def _check_same_shape(x: torch.Tensor, y: torch.Tensor, where: str) -> None:
     if x.shape != y.shape:
         raise ValueError(f"{where}: x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-
-
-def _as_list(logits: Logits, name: str) -> list[torch.Tensor]:
-    """Accept one logit tensor or a list of them (one per sub-discriminator)."""
-    out = [logits] if isinstance(logits, torch.Tensor) else list(logits)
-    if len(out) == 0:
-        raise ValueError(f"{name} must hold at least one logit tensor")
-    return out
 
 
 def _check_hop_fraction(hop_fraction: float) -> None:
@@ -377,91 +364,3 @@ def downsampled_signal_loss(stages: Sequence[torch.Tensor], wav: torch.Tensor,
         target = F.adaptive_avg_pool1d(target_full, stage.shape[-1])
         total = total + w * F.mse_loss(stage.mean(dim=1, keepdim=True), target)
     return total
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Adversarial losses (lists of logits, one per sub-discriminator; mean over elements, mean over sub-discs)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _paired(real: Logits, fake: Logits) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    real, fake = _as_list(real, "real_logits"), _as_list(fake, "fake_logits")
-    if len(real) != len(fake):
-        raise ValueError(f"real_logits and fake_logits must have the same number of sub-discriminators, "
-                         f"got {len(real)} and {len(fake)}")
-    return list(zip(real, fake))
-
-
-def hinge_d_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
-    """Discriminator hinge loss: mean over sub-discs of `mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))`."""
-    pairs = _paired(real_logits, fake_logits)
-    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in pairs) / len(pairs)
-
-
-def hinge_g_loss(fake_logits: Logits) -> torch.Tensor:
-    """Generator hinge loss (SoundStream form): mean over sub-discs of `mean(relu(1 - D(fake)))`."""
-    fake = _as_list(fake_logits, "fake_logits")
-    return sum(F.relu(1 - f).mean() for f in fake) / len(fake)
-
-
-def lsgan_d_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
-    """Least-squares discriminator loss: mean over sub-discs of `mean((D(real) - 1)^2) + mean(D(fake)^2)`."""
-    pairs = _paired(real_logits, fake_logits)
-    return sum((r - 1).pow(2).mean() + f.pow(2).mean() for r, f in pairs) / len(pairs)
-
-
-def lsgan_g_loss(fake_logits: Logits) -> torch.Tensor:
-    """Least-squares generator loss: mean over sub-discs of `mean((D(fake) - 1)^2)`."""
-    fake = _as_list(fake_logits, "fake_logits")
-    return sum((f - 1).pow(2).mean() for f in fake) / len(fake)
-
-
-def _flatten_features(feats: Features, name: str) -> list[torch.Tensor]:
-    flat = []
-    for item in feats:
-        if isinstance(item, torch.Tensor):
-            flat.append(item)
-        else:
-            flat.extend(item)
-    if len(flat) == 0:
-        raise ValueError(f"{name} holds no feature maps")
-    return flat
-
-
-def feature_matching_loss(real_feats: Features, fake_feats: Features, eps: float = 1e-8) -> torch.Tensor:
-    """Relative feature-matching loss (EnCodec style).
-
-    `real_feats`, `fake_feats`: per sub-discriminator a list of layer activations (`list[list[Tensor]]`, as the
-    discriminators return) or a flat list of layers. Each layer contributes
-    `mean|real.detach() - fake| / (mean|real.detach()| + eps)`; the loss is the mean over all layers of all
-    sub-discriminators. Real features are detached: this loss trains the generator only.
-    """
-    real, fake = _flatten_features(real_feats, "real_feats"), _flatten_features(fake_feats, "fake_feats")
-    if len(real) != len(fake):
-        raise ValueError(f"real_feats and fake_feats must hold the same number of layers, "
-                         f"got {len(real)} and {len(fake)}")
-    total = 0.0
-    for i, (r, f) in enumerate(zip(real, fake)):
-        if r.shape != f.shape:
-            raise ValueError(f"feature layer {i}: shapes differ, real {tuple(r.shape)} vs fake {tuple(f.shape)}")
-        r = r.detach()
-        total = total + (r - f).abs().mean() / (r.abs().mean() + eps)
-    return total / len(real)
-
-
-def repulsion_loss(real_logits: Logits, fake_logits: Logits, scale: float = 1e-3, eps: float = 1e-8) -> torch.Tensor:
-    """An anti-collapse term for the discriminator: `scale / (mean|D(real) - D(fake)| + eps)`.
-
-    Grows as the discriminator stops telling real from fake (its scores on a clip and on the clip's
-    reconstruction coincide), pushing them apart. Computed per sub-discriminator (real and fake logits of the
-    same shape: the real batch and its reconstruction), then averaged over sub-discriminators.
-    Add it to the discriminator loss only.
-    """
-    pairs = _paired(real_logits, fake_logits)
-    total = 0.0
-    for i, (r, f) in enumerate(pairs):
-        if r.shape != f.shape:
-            raise ValueError(f"repulsion_loss: sub-discriminator {i} logits differ in shape, "
-                             f"{tuple(r.shape)} vs {tuple(f.shape)}")
-        total = total + scale / ((r - f).abs().mean() + eps)
-    return total / len(pairs)

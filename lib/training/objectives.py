@@ -23,8 +23,8 @@ from torch import nn
 
 from lib.registry import Registry
 from lib.training.envelope import EnvelopeCorrelationLoss
+from lib.training.adversarial import feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss
 from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
-                                  feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
                                   waveform_l1, waveform_mse)
 
 LOSS_TERMS = Registry("loss term")

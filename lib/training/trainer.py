@@ -47,12 +47,12 @@ from lib.training.runlog import read_log, remove_stale_temp_files, set_aside, tr
 from lib.config import Config
 from lib.data.datasets import JUDGE_SECONDS, AudioFolder, StepBatches, held_out_clips
 from lib.training.balancer import Balancer
-from lib.training.losses import repulsion_loss
+from lib.training.adversarial import repulsion_loss
 from lib.training.objectives import ADVERSARIAL_LOSSES, StepContext, build_terms, loss_weights
-from lib.training.runtime import (adversarial_crop, adversarial_step, autocast, configure_optimizers, decoder_phase,
-                                  ema_update, freeze_all_but_decoder, frozen, init_distributed, kmeans_pools,
-                                  lr_factor, pick_device, quantizer_warm_up, rank0_value, resolve_precision,
-                                  restore_kmeans_pools, seed_everything)
+from lib.training.runtime import (adamw, adversarial_crop, adversarial_step, autocast, configure_optimizers,
+                                  decoder_phase, ema_update, freeze_all_but_decoder, frozen, init_distributed,
+                                  kmeans_pools, lr_factor, pick_device, quantizer_warm_up, rank0_value,
+                                  resolve_precision, restore_kmeans_pools, seed_everything)
 from lib.training.tensorboard import open_tensorboard
 from lib.training.validation import validation_metrics
 
@@ -112,13 +112,8 @@ class Trainer:
             # Codebooks are buffers kept identical by the quantizer's own all-reduce; dropout leaves levels unused.
             self.codec_ddp = DDP(self.codec, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
             self.discs_ddp = nn.ModuleDict({k: DDP(v, device_ids=ids) for k, v in self.discs.items()})
-        # fused: one kernel over all parameters, a third of the per-tensor loop's time on a cpu step (8 against
-        # 24 ms for the codec's 102 tensors), the same update up to rounding
-        fused = self.device.type in ("cpu", "cuda")
-        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t.lr, betas=tuple(t.betas),
-                                       weight_decay=t.weight_decay, fused=fused)
-        self.opt_d = (torch.optim.AdamW(self.discs.parameters(), lr=t.disc_lr, betas=tuple(t.betas),
-                                        weight_decay=t.weight_decay, fused=fused) if len(self.discs) else None)
+        self.opt_g = adamw(self.codec.parameters(), t.lr, t, self.device)
+        self.opt_d = adamw(self.discs.parameters(), t.disc_lr, t, self.device) if len(self.discs) else None
         self.ema = copy.deepcopy(self.codec).eval().requires_grad_(False) if t.ema_decay else None
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda" and self.precision == "fp16")
         sr = cfg.data.sample_rate
