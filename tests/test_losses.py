@@ -9,8 +9,8 @@ import torchaudio
 from lib.training.balancer import Balancer
 from lib.training.adversarial import (feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss,
                                       repulsion_loss)
-from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
-                                 lowpass, mel_distance, waveform_l1, waveform_mse)
+from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, SpectrumPair,
+                                 downsampled_signal_loss, lowpass, mel_distance, waveform_l1, waveform_mse)
 
 SR = 16000
 
@@ -116,7 +116,7 @@ def test_mel_loss_zero_for_identical_and_grows_with_noise():
 @pytest.mark.parametrize("hop_fraction", [0.25, 0.5])
 def test_mel_loss_defaults_and_one_window_by_hand(hop_fraction):
     loss = MultiScaleMelLoss(SR)
-    assert [m.n_mels for m in [t.mel_scale for t in loss.mels]] == [5, 10, 20, 40, 80, 160, 320]
+    assert loss.n_mels == (5, 10, 20, 40, 80, 160, 320)
     assert loss.log_weights == pytest.approx([math.sqrt(w / 2) for w in (32, 64, 128, 256, 512, 1024, 2048)])
 
     # One window, recomputed from torch.stft and a mel filterbank.
@@ -134,6 +134,52 @@ def test_mel_loss_defaults_and_one_window_by_hand(hop_fraction):
     log_mse = (mx.clamp(min=eps).log() - my.clamp(min=eps).log()).pow(2).mean()
     expected = (mx - my).abs().mean() + math.sqrt(w / 2) * log_mse
     assert single(x, y).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_mel_loss_matches_torchaudio_mel_spectrogram():
+    """Every default window against torchaudio's own MelSpectrogram: value and gradient (24 kHz, hop w / 4)."""
+    sr, eps = 24000, 1e-5
+    loss = MultiScaleMelLoss(sr, log_distance="l1")
+    x = (0.1 * torch.randn(2, 1, 6000, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    y = 0.1 * torch.randn(2, 1, 6000, generator=torch.Generator().manual_seed(2))
+    expected = 0.0
+    for w, n_mels in zip(loss.windows, loss.n_mels):
+        mel = torchaudio.transforms.MelSpectrogram(sr, n_fft=w, win_length=w, hop_length=w // 4, n_mels=n_mels,
+                                                   power=1.0, center=True, pad_mode="reflect")
+        mx, my = mel(x.view(2, -1)), mel(y.view(2, -1))
+        log_l1 = (mx.clamp(min=eps).log() - my.clamp(min=eps).log()).abs().mean()
+        expected = expected + (mx - my).abs().mean() + math.sqrt(w / 2) * log_l1
+    (ref_grad,) = torch.autograd.grad(expected, x)
+    ours = loss(x, y)
+    (grad,) = torch.autograd.grad(ours, x)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_shared_spectra_give_each_term_its_own_value_and_gradient():
+    """Mel and complex STFT on one SpectrumPair: the values and gradients of the terms computed apart, and each
+    resolution transformed once (7 mel windows and 4 complex sizes, 4 of them shared: 7 STFT pairs)."""
+    sr = 24000
+    mel, cx = MultiScaleMelLoss(sr), ComplexSTFTLoss(sample_rate=sr, phase_max_hz=2000.0, phase_derivative=1.0)
+    x = (0.1 * torch.randn(2, 1, 6000, generator=torch.Generator().manual_seed(3))).requires_grad_(True)
+    y = 0.1 * torch.randn(2, 1, 6000, generator=torch.Generator().manual_seed(4))
+    pair = SpectrumPair(x.view(2, -1), y.view(2, -1))
+    shared = [mel(x, y, spectra=pair), cx(x, y, spectra=pair)]
+    assert sorted(n for n, _ in pair._spectra) == [32, 64, 128, 256, 512, 1024, 2048]
+    for together, apart in zip(shared, [mel(x, y), cx(x, y)]):
+        assert together.item() == pytest.approx(apart.item(), rel=1e-6)
+        g_together = torch.autograd.grad(together, x, retain_graph=True)[0]
+        torch.testing.assert_close(g_together, torch.autograd.grad(apart, x)[0], rtol=1e-5, atol=1e-9)
+    # the complex term against torch.stft(normalized=True) by hand, one size, no limit
+    n = 512
+    spec = [torch.stft(s.view(2, -1), n, hop_length=n // 4, window=torch.hann_window(n), normalized=True,
+                       return_complex=True) for s in (x.detach(), y)]
+    mag = [s.abs() ** 0.3 for s in spec]
+    comp = [m * torch.exp(1j * s.angle()) for m, s in zip(mag, spec)]
+    expected = (comp[0] - comp[1]).abs().square().mean() + (mag[0] - mag[1]).square().mean()
+    assert ComplexSTFTLoss(fft_sizes=(n,))(x, y).item() == pytest.approx(expected.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="SpectrumPair"):
+        SpectrumPair(torch.zeros(2, 100), torch.zeros(2, 99))
 
 
 def test_mel_loss_errors():
@@ -413,7 +459,7 @@ def test_stft_hop_fraction_setting_reaches_both_spectral_losses():
 
     cfg = load_config("cpu", ["loss.stft_hop_fraction=0.5"])
     mel, spectral = LOSS_TERMS.get("mel")(cfg).loss, LOSS_TERMS.get("complex_stft")(cfg).loss
-    assert [m.spectrogram.hop_length for m in mel.mels] == [w // 2 for w in mel.windows]
+    assert list(mel.hops) == [w // 2 for w in mel.windows]
     assert spectral.hops == {n: n // 2 for n in spectral.fft_sizes}
     default = LOSS_TERMS.get("complex_stft")(load_config("cpu")).loss
     assert default.hops == {n: n // 4 for n in default.fft_sizes}

@@ -47,6 +47,34 @@ def _fold_channels(x: torch.Tensor, name: str) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
+class SpectrumPair:
+    """Complex STFTs of an estimate and its reference, each computed once per FFT size and hop.
+
+    `x`, `y` `[N, T]`; `pair(n_fft, hop) -> (X, Y)`, each `[N, n_fft // 2 + 1, frames]`: periodic Hann window of
+    `n_fft`, centred with reflect padding, unnormalised. The mel and complex-STFT terms take theirs from one pair
+    per step, so where their resolutions meet (256 to 2048 points in the `cpu` preset) the STFT and its backward
+    run once, not twice.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        _check_same_shape(x, y, "SpectrumPair")
+        self.x, self.y = x, y
+        self._spectra: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, n_fft: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if (n_fft, hop) not in self._spectra:
+            window = torch.hann_window(n_fft, device=self.x.device, dtype=self.x.dtype)
+            self._spectra[n_fft, hop] = tuple(
+                torch.stft(s, n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect",
+                           return_complex=True) for s in (self.x, self.y))
+        return self._spectra[n_fft, hop]
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor, spectra: Optional["SpectrumPair"]) -> "SpectrumPair":
+        """`spectra` if given (it must hold the same two signals), else a new pair of `x`, `y` `[B, C, T]`."""
+        return spectra if spectra is not None else cls(_fold_channels(x, "x").float(), _fold_channels(y, "y").float())
+
+
 class MultiScaleMelLoss(nn.Module):
     """SoundStream multi-window mel loss.
 
@@ -67,7 +95,9 @@ class MultiScaleMelLoss(nn.Module):
         hop_fraction: hop as a fraction of the window, in (0, 0.5]: 0.25 (SoundStream's); 0.5 computes half the
             frames (the Hann windows still sum to a constant, so a small error weighs alike wherever it falls).
 
-    `forward(x [B, C, T], y [B, C, T]) -> scalar`, needs `T > max(windows) // 2` (reflect-padded STFT).
+    `forward(x [B, C, T], y [B, C, T], spectra=None) -> scalar`, needs `T > max(windows) // 2` (reflect-padded
+    STFT); `spectra` a :class:`SpectrumPair` of the same `x`, `y` that other terms share. The mel spectrogram is
+    torchaudio's `MelSpectrogram` (HTK mel scale, no filter normalisation, magnitude), computed from the pair.
     """
 
     def __init__(self, sample_rate: int, windows: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
@@ -92,26 +122,26 @@ class MultiScaleMelLoss(nn.Module):
         self.eps = eps
         self.log_distance = log_distance
         self.log_weights = [math.sqrt(w / 2) if log_weight is None else float(log_weight) for w in windows]
+        self.n_mels, self.hops = tuple(n_mels), tuple(max(1, int(w * hop_fraction)) for w in windows)
         with warnings.catch_warnings():
             # At 44.1/48 kHz a few low mel bands of the short windows hold no FFT bin (1 to 7 of the 320 at
             # w=2048). They are zero for both signals and add nothing to the loss, so the warning is noise.
             warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
-            self.mels = nn.ModuleList(
-                torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=w, win_length=w,
-                                                     hop_length=max(1, int(w * hop_fraction)), n_mels=m, power=1.0,
-                                                     center=True, pad_mode="reflect")
-                for w, m in zip(windows, n_mels))
+            for w, m in zip(windows, n_mels):  # [bins, mels], as torchaudio.transforms.MelScale builds it
+                self.register_buffer(f"filters_{w}", torchaudio.functional.melscale_fbanks(
+                    w // 2 + 1, 0.0, float(sample_rate // 2), m, sample_rate), persistent=False)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, spectra: Optional[SpectrumPair] = None) -> torch.Tensor:
         """`x` estimate, `y` reference, both `[B, C, T]` -> scalar loss."""
         _check_same_shape(x, y, "MultiScaleMelLoss")
         if x.shape[-1] <= max(self.windows) // 2:
             raise ValueError(f"MultiScaleMelLoss: length {x.shape[-1]} too short for window {max(self.windows)}; "
                              f"need T > {max(self.windows) // 2}")
-        x, y = _fold_channels(x, "x"), _fold_channels(y, "y")
+        spectra = SpectrumPair.of(x, y, spectra)
         total = x.new_zeros(())
-        for mel, log_weight in zip(self.mels, self.log_weights):
-            mx, my = mel(x), mel(y)
+        for w, hop, log_weight in zip(self.windows, self.hops, self.log_weights):
+            filters = getattr(self, f"filters_{w}")
+            mx, my = ((s.abs().transpose(1, 2) @ filters).transpose(1, 2) for s in spectra(w, hop))
             log_diff = torch.log(mx.clamp(min=self.eps)) - torch.log(my.clamp(min=self.eps))
             log_term = log_diff.pow(2).mean() if self.log_distance == "l2" else log_diff.abs().mean()
             total = total + (mx - my).abs().mean() + log_weight * log_term
@@ -271,7 +301,8 @@ class ComplexSTFTLoss(nn.Module):
     frame to frame adds up coherently across overlapping windows; one with an arbitrary phase per frame is heard as
     noise, which the magnitude terms do not see directly.
 
-    `forward(x [B, C, T] estimate, y [B, C, T] reference) -> scalar`; `T > max(fft_sizes) // 2`.
+    `forward(x [B, C, T] estimate, y [B, C, T] reference, spectra=None) -> scalar`; `T > max(fft_sizes) // 2`;
+    `spectra` a :class:`SpectrumPair` of the same `x`, `y` that other terms share.
     """
 
     def __init__(self, fft_sizes: Sequence[int] = (256, 512, 1024, 2048), compression: float = 0.3,
@@ -294,22 +325,19 @@ class ComplexSTFTLoss(nn.Module):
         # complex-term bins per FFT size: all of them without a limit
         self.phase_bins = {n: n // 2 + 1 if phase_max_hz is None else bins_up_to(phase_max_hz, n, sample_rate)
                            for n in self.fft_sizes}
-        for n in self.fft_sizes:
-            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
-    def _spectrum(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The STFT as planes `[2 (real, imaginary), B, n // 2 + 1, frames]` and `|X|^2 + eps` `[B, bins, frames]`.
+    def _planes(self, spec: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised STFT (`torch.stft(normalized=True)`: divided by `sqrt(n)`) as planes `[2 (real,
+        imaginary), B, n // 2 + 1, frames]`, and `|X|^2 + eps` `[B, bins, frames]`.
 
         Planar copies: elementwise work on the interleaved views of `view_as_real` ran 3.5x slower per operation
         than on contiguous planes (a multiply at the cpu batch's 2048-point spectrum)."""
-        spec = torch.stft(x, n, hop_length=self.hops[n], window=getattr(self, f"window_{n}"), normalized=True,
-                          center=True, pad_mode="reflect", return_complex=True)
-        planes = torch.view_as_real(spec).movedim(-1, 0).contiguous()
+        planes = torch.view_as_real(spec).movedim(-1, 0).contiguous() * n ** -0.5
         return planes, planes.square().sum(0) + self.eps
 
-    def _resolution(self, x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    def _resolution(self, spectra: SpectrumPair, n: int) -> torch.Tensor:
         """`L_n` of the class docstring for one FFT size."""
-        (zx, px), (zy, py) = self._spectrum(x, n), self._spectrum(y, n)
+        (zx, px), (zy, py) = (self._planes(s, n) for s in spectra(n, self.hops[n]))
         cells = px.numel()  # the complex and derivative terms are sums divided by all bins and frames
         # one power per spectrum (a transcendental, and so is its gradient); the other scales follow from it
         mx, my = px.pow(self.compression / 2), py.pow(self.compression / 2)  # |X|^c
@@ -328,12 +356,12 @@ class ComplexSTFTLoss(nn.Module):
             total = total + self.phase_derivative * _neighbour_products(hx, hy) / cells
         return total
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, spectra: Optional[SpectrumPair] = None) -> torch.Tensor:
         _check_same_shape(x, y, "ComplexSTFTLoss")
         if x.shape[-1] <= max(self.fft_sizes) // 2:
             raise ValueError(f"ComplexSTFTLoss: length {x.shape[-1]} too short; need T > {max(self.fft_sizes) // 2}")
-        x, y = _fold_channels(x, "x").float(), _fold_channels(y, "y").float()
-        return sum(self._resolution(x, y, n) for n in self.fft_sizes) / len(self.fft_sizes)
+        spectra = SpectrumPair.of(x, y, spectra)
+        return sum(self._resolution(spectra, n) for n in self.fft_sizes) / len(self.fft_sizes)
 
 
 def downsampled_signal_loss(stages: Sequence[torch.Tensor], wav: torch.Tensor,

@@ -24,8 +24,8 @@ from torch import nn
 from lib.registry import Registry
 from lib.training.envelope import EnvelopeCorrelationLoss
 from lib.training.adversarial import feature_matching_loss, hinge_d_loss, hinge_g_loss, lsgan_d_loss, lsgan_g_loss
-from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, downsampled_signal_loss,
-                                  waveform_l1, waveform_mse)
+from lib.training.losses import (ComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, SpectrumPair,
+                                  downsampled_signal_loss, waveform_l1, waveform_mse)
 
 LOSS_TERMS = Registry("loss term")
 ADVERSARIAL_LOSSES = Registry("adversarial loss")
@@ -48,7 +48,8 @@ class StepContext:
     callable returning, per discriminator in play, ``(fake_logits, fake_features, real_features)`` computed with
     the discriminators frozen (called at most once per step, through :meth:`discriminator_outputs`); ``tail`` the
     last samples of a crop the decoder cannot finish (``Codec.unfinished_tail``: an overlap-add still waiting for
-    the next frame), which the reconstruction terms leave out through :attr:`recon` and :attr:`target`.
+    the next frame), which the reconstruction terms leave out through :attr:`recon` and :attr:`target`;
+    :attr:`spectra` their STFTs, computed once per resolution for every spectral term of the step.
     """
 
     wav: torch.Tensor
@@ -56,6 +57,7 @@ class StepContext:
     discriminate: Callable[[], list[tuple]] | None = None
     tail: int = 0
     _disc: list[tuple] | None = field(default=None, repr=False)
+    _spectra: SpectrumPair | None = field(default=None, repr=False)
 
     @property
     def recon(self) -> torch.Tensor:
@@ -67,6 +69,13 @@ class StepContext:
     def target(self) -> torch.Tensor:
         """The input ``[B, C, T - tail]`` aligned with :attr:`recon`."""
         return self.wav[..., : self.wav.shape[-1] - self.tail]
+
+    @property
+    def spectra(self) -> SpectrumPair:
+        """The :class:`lib.training.losses.SpectrumPair` of :attr:`recon` and :attr:`target`."""
+        if self._spectra is None:
+            self._spectra = SpectrumPair.of(self.recon, self.target, None)
+        return self._spectra
 
     def discriminator_outputs(self) -> list[tuple]:
         if self._disc is None:
@@ -106,7 +115,7 @@ class MelTerm(LossTerm):
                                       hop_fraction=cfg.loss.stft_hop_fraction)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return self.loss(ctx.recon, ctx.target)
+        return self.loss(ctx.recon, ctx.target, spectra=ctx.spectra)
 
 
 @LOSS_TERMS.register("l1")
@@ -143,7 +152,7 @@ class ComplexSTFTTerm(LossTerm):
                                     hop_fraction=cfg.loss.stft_hop_fraction)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return self.loss(ctx.recon, ctx.target)
+        return self.loss(ctx.recon, ctx.target, spectra=ctx.spectra)
 
 
 @LOSS_TERMS.register("envelope_correlation")
