@@ -280,6 +280,38 @@ def test_balancer_total_norm_and_other_term():
         balancer.backward({"unknown": out.mean()}, out)
 
 
+def test_balancer_measuring_every_third_call():
+    """norm_every=3: calls 0 and 3 measure (EMA decayed by 0.9 ** 3), the calls between backpropagate the weighted
+    sum at the standing EMAs in one pass: the same gradient as the balanced sum built by hand."""
+    x = torch.randn(2, 1, 256, requires_grad=True)
+    balancer = Balancer({"a": 1.0, "b": 3.0}, total_norm=2.0, ema_decay=0.9, norm_every=3)
+    targets = [torch.randn_like(x) for _ in range(4)]
+    measured = []
+    for call, t in enumerate(targets):
+        x.grad = None
+        out = x * 1.0
+        losses = {"a": (out - t).pow(2).mean(), "b": 10 * (out - t).abs().mean()}
+        raw = {k: torch.autograd.grad(v, out, retain_graph=True)[0] for k, v in losses.items()}
+        ema_before = balancer.ema_norms
+        norms = balancer.backward(losses, out)
+        if call in (0, 3):
+            assert set(norms) == {"a", "b"}
+            measured.append({k: g.norm().item() for k, g in raw.items()})
+            assert norms["a"] == pytest.approx(measured[-1]["a"], rel=1e-5)
+            continue
+        assert norms == {}
+        expected = sum(2.0 * w / 4.0 * raw[k] / ema_before[k] for k, w in (("a", 1.0), ("b", 3.0)))
+        torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-8)
+        assert balancer.ema_norms == ema_before  # nothing measured, nothing moved
+    decay = 0.9 ** 3
+    for k in ("a", "b"):
+        expected_ema = (decay * measured[0][k] + measured[1][k]) / (decay + 1.0)
+        assert balancer.ema_norms[k] == pytest.approx(expected_ema, rel=1e-5)
+    assert balancer.calls == 4 and balancer.state_dict()["calls"] == 4
+    with pytest.raises(ValueError, match="norm_every"):
+        Balancer({"a": 1.0}, norm_every=0)
+
+
 def test_balancer_state_roundtrip():
     x = torch.randn(1, 1, 64, requires_grad=True)
     b1 = Balancer({"l": 1.0})

@@ -17,8 +17,8 @@ def _registries() -> dict:
     from lib.model import registries as r
     from lib.training.objectives import ADVERSARIAL_LOSSES, LOSS_TERMS
 
-    return {"quantizers": r.QUANTIZERS, "encoders": r.ENCODERS, "decoders": r.DECODERS, "blocks": r.BLOCKS, "upsamplers": r.UPSAMPLERS,
-            "bottlenecks": r.BOTTLENECKS, "activations": r.ACTIVATIONS, "discriminators": r.DISCRIMINATORS,
+    return {"quantizers": r.QUANTIZERS, "encoders": r.ENCODERS, "decoders": r.DECODERS, "blocks": r.BLOCKS,
+            "upsamplers": r.UPSAMPLERS, "bottlenecks": r.BOTTLENECKS, "activations": r.ACTIVATIONS, "discriminators": r.DISCRIMINATORS,
             "adversarial": ADVERSARIAL_LOSSES, "loss_terms": LOSS_TERMS}
 
 
@@ -155,6 +155,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"loss.stft_hop_fraction must be in (0, 0.5], got {lo.stft_hop_fraction}")
     if lo.phase_derivative < 0.0:
         raise ConfigError(f"loss.phase_derivative must be >= 0, got {lo.phase_derivative}")
+    if lo.balancer_norm_every < 1:
+        raise ConfigError(f"loss.balancer_norm_every must be >= 1, got {lo.balancer_norm_every}")
     if lo.mel_log_weight is not None and not lo.mel_log_weight > 0.0:
         raise ConfigError(f"loss.mel_log_weight must be null or > 0, got {lo.mel_log_weight}")
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:

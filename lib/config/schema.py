@@ -127,6 +127,9 @@ class LossConfig:
     downsampled: float = 0.0  # downsampled-signal objective on decoder stages; 0 = off
     adversarial_kind: str = "hinge"  # or "lsgan"
     balancer: bool = False  # EnCodec-style gradient balancer instead of fixed weights
+    # The balancer measures each term's gradient norm on every n-th step only; the steps between backpropagate
+    # the weighted sum at the standing norms in one pass (lib.training.balancer.Balancer, norm_every)
+    balancer_norm_every: int = 1
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
     mel_log_distance: str = "l1"  # distance on log-mel: "l1" (robust, DAC-like) or "l2" (SoundStream's MSE)
     # Weight of each window's log-mel term: null = SoundStream's sqrt(window / 2) (the 2048 window 8x the 32 one);

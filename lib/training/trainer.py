@@ -122,7 +122,7 @@ class Trainer:
         self.loss_terms = build_terms(cfg).to(self.device)
         self.adversarial_loss = ADVERSARIAL_LOSSES.get(lo.adversarial_kind)
         on_output = {k: w for k, w in self.loss_weights.items() if w > 0 and self.loss_terms[k].on_output}
-        self.balancer = Balancer(on_output) if lo.balancer else None
+        self.balancer = Balancer(on_output, norm_every=lo.balancer_norm_every) if lo.balancer else None
 
         self.train_clips = AudioFolder(data_dir, split="train", sample_rate=sr)
         self.batches = StepBatches(self.train_clips, cfg.data.batch_size, int(cfg.data.segment_seconds * sr),
