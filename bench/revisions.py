@@ -5,7 +5,9 @@
 
 Each revision (a commit, or ``.`` for the working tree as it is) runs in its own worker process from its own
 checkout (``git worktree``, removed afterwards) with the same preset, overrides, seed and corpus, so the same
-batches; after ``--warmup`` unmeasured steps (past the k-means pooling of every level) the workers take
+batches, and the quantizer on after 2 warm-up steps (``train.quantizer_warmup_steps=2``, as in
+``bench/losses.py --train-steps``); after ``--warmup`` unmeasured steps (past the k-means pooling of every level,
+so that the quantizer's whole cost is in the step) the workers take
 ``--steps`` steps each in turn for ``--rounds`` rounds, one worker computing at a time on 2 threads. Prints
 per revision the median and mean seconds a step and the steps per minute, and the ratio of the steps per minute
 against the first revision; writes ``bench/results/revisions.csv`` (``--out`` names another).
@@ -36,7 +38,7 @@ preset, data, threads, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(
 torch.set_num_threads(threads)
 from lib.config import load_config
 from lib.training.trainer import Trainer
-cfg = load_config(preset, sys.argv[5:])
+cfg = load_config(preset, ["train.quantizer_warmup_steps=2"] + sys.argv[5:])
 with tempfile.TemporaryDirectory(prefix="bench-revision-") as tmp:
     tr = Trainer(cfg, Path(data), Path(tmp) / "run", resume=False, progress=False)
     for _ in range(warmup):
