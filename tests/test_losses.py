@@ -364,7 +364,9 @@ def test_complex_stft_loss_leaves_the_phase_above_phase_max_hz_free():
         ComplexSTFTLoss(phase_max_hz=9000.0, sample_rate=SR)
 
 
-def test_complex_stft_phase_derivative_matches_a_hand_computation():
+@pytest.mark.parametrize("min_hz, d", [(None, 33), (0.0, 0), (1000.0, 16)])
+def test_complex_stft_phase_derivative_matches_a_hand_computation(min_hz, d):
+    """The derivative term from bin d: where the complex term stops (None), or from min_hz (below it both hold)."""
     torch.manual_seed(1)
     x, y = 0.1 * torch.randn(2, 1, 4000), 0.1 * torch.randn(2, 1, 4000)
     n, c, w = 256, 0.3, 0.7
@@ -375,7 +377,7 @@ def test_complex_stft_phase_derivative_matches_a_hand_computation():
                           center=True, pad_mode="reflect", return_complex=True)
 
     def differences(spec):
-        mag, phase = spec.abs()[:, k:], spec.angle()[:, k:]
+        mag, phase = spec.abs()[:, d:], spec.angle()[:, d:]
         over_time = torch.polar((mag[..., 1:] * mag[..., :-1]).pow(c / 2), phase[..., 1:] - phase[..., :-1])
         over_bins = torch.polar((mag[:, 1:] * mag[:, :-1]).pow(c / 2), phase[:, 1:] - phase[:, :-1])
         return over_time, over_bins
@@ -386,24 +388,29 @@ def test_complex_stft_phase_derivative_matches_a_hand_computation():
     (tx, fx), (ty, fy) = differences(sx), differences(sy)
     expected = ((cx - cy)[:, :k].abs().pow(2).sum() + w * ((tx - ty).abs().pow(2).sum() + (fx - fy).abs().pow(2).sum())
                 ) / cx.numel() + (cx.abs() - cy.abs()).pow(2).mean()
-    loss = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=w)
+    loss = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=w,
+                           derivative_min_hz=min_hz)
     value = loss(x, y)
     assert float(value) == pytest.approx(float(expected), rel=1e-4)
     # the loss expands |D(X) - D(Y)|^2 into products of neighbours; its gradient must be the direct form's (built
     # here with the loss's eps: the angle's gradient above is singular where a bin is near zero)
     def direct(spec):
-        h = spec[:, k:] * (spec.abs().square() + 1e-8)[:, k:].pow(c / 4 - 0.5)
+        h = spec[:, d:] * (spec.abs().square() + 1e-8)[:, d:].pow(c / 4 - 0.5)
         return h[..., 1:] * h[..., :-1].conj(), h[:, 1:] * h[:, :-1].conj()
 
     (tx, fx), (ty, fy) = direct(sx), direct(sy)
     derivative = w * ((tx - ty).abs().square().sum() + (fx - fy).abs().square().sum()) / cx.numel()
-    only = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=w, mag_weight=0.0)
+    only = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, phase_derivative=w, mag_weight=0.0,
+                           derivative_min_hz=min_hz)
     without = ComplexSTFTLoss(fft_sizes=(n,), sample_rate=SR, phase_max_hz=2000.0, mag_weight=0.0)
     (grad,), (expected_grad,) = torch.autograd.grad(only(x, y) - without(x, y), x), torch.autograd.grad(derivative, x)
     assert float(expected_grad.norm()) > 0
     assert float((grad - expected_grad).norm()) < 1e-4 * float(expected_grad.norm())
+    assert loss.derivative_from[n] == d
     with pytest.raises(ValueError, match="phase_derivative"):
         ComplexSTFTLoss(phase_derivative=-1.0)
+    with pytest.raises(ValueError, match="derivative_min_hz"):
+        ComplexSTFTLoss(sample_rate=SR, phase_derivative=1.0, derivative_min_hz=SR)
 
 
 def test_complex_stft_phase_derivative_sees_a_jittered_phase_but_not_a_constant_offset():
@@ -514,3 +521,12 @@ def test_phase_derivative_setting_reaches_the_loss():
     assert float(term(jittered, x)) > 1.5 * float(off(jittered, x))
     with pytest.raises(ConfigError, match=r"loss\.phase_derivative"):
         load_config("cpu", ["loss.phase_derivative=-1"])
+    low = LOSS_TERMS.get("complex_stft")(load_config("cpu", ["loss.phase_derivative_min_hz=0"])).loss
+    assert low.derivative_from[2048] == 0 and term.derivative_from[2048] == 171
+    # a phase jitter below the limit: the complex term sees it either way (and the differences above the limit its
+    # spectral splatter), the differences from 0 Hz add the band itself: 0.39 against 0.27
+    low_jittered = torch.sin(2 * math.pi * 500 * t / SR + (t // 480 % 2) * (math.pi / 2))
+    above = LOSS_TERMS.get("complex_stft")(load_config("cpu")).loss  # the preset's: weight 1, from 2 kHz
+    assert float(low(low_jittered, _sine(500))) > 1.2 * float(above(low_jittered, _sine(500)))
+    with pytest.raises(ConfigError, match=r"loss\.phase_derivative_min_hz"):
+        load_config("cpu", ["loss.phase_derivative_min_hz=-5"])

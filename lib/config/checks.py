@@ -155,6 +155,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"loss.stft_hop_fraction must be in (0, 0.5], got {lo.stft_hop_fraction}")
     if lo.phase_derivative < 0.0:
         raise ConfigError(f"loss.phase_derivative must be >= 0, got {lo.phase_derivative}")
+    hz = lo.phase_derivative_min_hz
+    if hz is not None and not 0.0 <= hz <= d.sample_rate / 2:
+        raise ConfigError(f"loss.phase_derivative_min_hz must be null or in [0, data.sample_rate / 2 = "
+                          f"{d.sample_rate / 2:g}] Hz, got {hz}")
     if lo.balancer_norm_every < 1:
         raise ConfigError(f"loss.balancer_norm_every must be >= 1, got {lo.balancer_norm_every}")
     if lo.mel_log_weight is not None and not lo.mel_log_weight > 0.0:

@@ -145,6 +145,9 @@ class LossConfig:
     # Above phase_max_hz the complex-STFT term holds the phase's frame-to-frame and bin-to-bin differences at this
     # weight (relative to its other parts) instead of leaving the phase free; 0 = off.
     phase_derivative: float = 0.0
+    # The derivative term from this frequency up (Hz), so that below phase_max_hz both the phase and its
+    # differences are held; null = from phase_max_hz (the bins the complex term leaves).
+    phase_derivative_min_hz: float | None = None
     # Hop of the mel and complex-STFT losses as a fraction of each window: 0.25 (75 % overlap, SoundStream's and
     # DAC's). 0.5 halves the frames, but the squared Hann windows, which weigh a squared error, then swing 2:1 within
     # each hop (at 0.25 and 1/3 they sum to a constant); docs/results.md "The spectral losses' hop".

@@ -292,8 +292,8 @@ class ComplexSTFTLoss(nn.Module):
     fixes phase where there is energy, the magnitude term keeps quiet bands from being ignored). With
     `phase_max_hz` (and `sample_rate`) the complex term sums only the bins up to that frequency (still divided by
     the number of all bins), the magnitude term keeps them all: above it only the magnitude is held to the target.
-    With `phase_derivative` > 0 the bins above `phase_max_hz` hold the phase's differences instead of the phase
-    itself: between neighbouring frames (instantaneous frequency) and neighbouring bins (group delay), as complex
+    With `phase_derivative` > 0 the bins above `phase_max_hz` (from `derivative_min_hz` where given, so that the
+    bins below the limit can hold both) hold the phase's differences instead of the phase itself: between neighbouring frames (instantaneous frequency) and neighbouring bins (group delay), as complex
     products `D_t = H_t conj(H_{t-1})` with `H(X) = |X|^(c/2) X / |X|`, so that `|D|` is `(|X_t| |X_{t-1}|)^(c/2)`
     and no phase is ever unwrapped (APNet, Ai & Ling 2023, holds the same two differences with anti-wrapping
     losses): `L_n += phase_derivative * (sum |D_t(X) - D_t(Y)|^2 + sum |D_f(X) - D_f(Y)|^2)`, divided like the
@@ -307,7 +307,8 @@ class ComplexSTFTLoss(nn.Module):
 
     def __init__(self, fft_sizes: Sequence[int] = (256, 512, 1024, 2048), compression: float = 0.3,
                  mag_weight: float = 1.0, eps: float = 1e-8, sample_rate: Optional[int] = None,
-                 phase_max_hz: Optional[float] = None, phase_derivative: float = 0.0, hop_fraction: float = 0.25):
+                 phase_max_hz: Optional[float] = None, phase_derivative: float = 0.0, hop_fraction: float = 0.25,
+                 derivative_min_hz: Optional[float] = None):
         super().__init__()
         _check_hop_fraction(hop_fraction)
         if not fft_sizes:
@@ -319,12 +320,18 @@ class ComplexSTFTLoss(nn.Module):
                              f"at sample_rate={sample_rate}")
         if phase_derivative < 0:
             raise ValueError(f"phase_derivative must be >= 0, got {phase_derivative}")
+        if derivative_min_hz is not None and (sample_rate is None or not 0 <= derivative_min_hz <= sample_rate / 2):
+            raise ValueError(f"derivative_min_hz must be in [0, sample_rate / 2] with a sample_rate, got "
+                             f"{derivative_min_hz} at sample_rate={sample_rate}")
         self.fft_sizes, self.compression, self.mag_weight, self.eps = tuple(fft_sizes), compression, mag_weight, eps
         self.phase_derivative = phase_derivative
         self.hops = {n: max(1, int(n * hop_fraction)) for n in self.fft_sizes}
         # complex-term bins per FFT size: all of them without a limit
         self.phase_bins = {n: n // 2 + 1 if phase_max_hz is None else bins_up_to(phase_max_hz, n, sample_rate)
                            for n in self.fft_sizes}
+        # first bin of the derivative term: the first one the complex term leaves, or the first at derivative_min_hz
+        self.derivative_from = {n: self.phase_bins[n] if derivative_min_hz is None
+                                else math.ceil(derivative_min_hz * n / sample_rate) for n in self.fft_sizes}
 
     def _planes(self, spec: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalised STFT (`torch.stft(normalized=True)`: divided by `sqrt(n)`) as planes `[2 (real,
@@ -342,18 +349,20 @@ class ComplexSTFTLoss(nn.Module):
         # one power per spectrum (a transcendental, and so is its gradient); the other scales follow from it
         mx, my = px.pow(self.compression / 2), py.pow(self.compression / 2)  # |X|^c
         total = self.mag_weight * (mx - my).square().mean()
-        # one split at the limit rather than slices: autograd turns each slice into a zero-filled full-size copy
-        k, bins = self.phase_bins[n], px.shape[1]
-        (zx, zx_hi), (zy, zy_hi) = zx.split([k, bins - k], dim=2), zy.split([k, bins - k], dim=2)
-        (px, px_hi), (py, py_hi) = px.split([k, bins - k], dim=1), py.split([k, bins - k], dim=1)
-        (mx, mx_hi), (my, my_hi) = mx.split([k, bins - k], dim=1), my.split([k, bins - k], dim=1)
+        k, d, bins = self.phase_bins[n], self.derivative_from[n], px.shape[1]
+        if self.phase_derivative > 0 and d < bins:
+            # H = X |X|^(c/2 - 1) = |X|^(c/2) e^(i phase), so that a product of two neighbours has magnitude |X|^c;
+            # one split rather than slices: autograd turns each slice into a zero-filled full-size copy
+            hx, hy = ((z.split([d, bins - d], dim=2)[1] * (m.split([d, bins - d], dim=1)[1]
+                                                          / p.split([d, bins - d], dim=1)[1]).sqrt())
+                      for z, m, p in ((zx, mx, px), (zy, my, py)))
+            total = total + self.phase_derivative * _neighbour_products(hx, hy) / cells
         # C(X) = X |X|^(c - 1) on the bins up to the limit
+        (zx, _), (zy, _) = zx.split([k, bins - k], dim=2), zy.split([k, bins - k], dim=2)
+        (px, _), (py, _) = px.split([k, bins - k], dim=1), py.split([k, bins - k], dim=1)
+        (mx, _), (my, _) = mx.split([k, bins - k], dim=1), my.split([k, bins - k], dim=1)
         cx, cy = zx * (mx * px.rsqrt()), zy * (my * py.rsqrt())
         total = total + (cx - cy).square().sum() / cells
-        if self.phase_derivative > 0 and k < bins:
-            # H = X |X|^(c/2 - 1) = |X|^(c/2) e^(i phase), so that a product of two neighbours has magnitude |X|^c
-            hx, hy = zx_hi * (mx_hi / px_hi).sqrt(), zy_hi * (my_hi / py_hi).sqrt()
-            total = total + self.phase_derivative * _neighbour_products(hx, hy) / cells
         return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, spectra: Optional[SpectrumPair] = None) -> torch.Tensor:

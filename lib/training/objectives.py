@@ -149,6 +149,7 @@ class ComplexSTFTTerm(LossTerm):
         super().__init__(cfg)
         self.loss = ComplexSTFTLoss(sample_rate=cfg.data.sample_rate, phase_max_hz=cfg.loss.phase_max_hz,
                                     phase_derivative=cfg.loss.phase_derivative,
+                                    derivative_min_hz=cfg.loss.phase_derivative_min_hz,
                                     hop_fraction=cfg.loss.stft_hop_fraction)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
