@@ -18,7 +18,8 @@ def _registries() -> dict:
     from lib.training.objectives import ADVERSARIAL_LOSSES, LOSS_TERMS
 
     return {"quantizers": r.QUANTIZERS, "encoders": r.ENCODERS, "decoders": r.DECODERS, "blocks": r.BLOCKS,
-            "upsamplers": r.UPSAMPLERS, "bottlenecks": r.BOTTLENECKS, "activations": r.ACTIVATIONS, "discriminators": r.DISCRIMINATORS,
+            "upsamplers": r.UPSAMPLERS, "bottlenecks": r.BOTTLENECKS, "activations": r.ACTIVATIONS,
+            "discriminators": r.DISCRIMINATORS,
             "adversarial": ADVERSARIAL_LOSSES, "loss_terms": LOSS_TERMS}
 
 

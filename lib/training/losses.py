@@ -293,13 +293,14 @@ class ComplexSTFTLoss(nn.Module):
     `phase_max_hz` (and `sample_rate`) the complex term sums only the bins up to that frequency (still divided by
     the number of all bins), the magnitude term keeps them all: above it only the magnitude is held to the target.
     With `phase_derivative` > 0 the bins above `phase_max_hz` (from `derivative_min_hz` where given, so that the
-    bins below the limit can hold both) hold the phase's differences instead of the phase itself: between neighbouring frames (instantaneous frequency) and neighbouring bins (group delay), as complex
-    products `D_t = H_t conj(H_{t-1})` with `H(X) = |X|^(c/2) X / |X|`, so that `|D|` is `(|X_t| |X_{t-1}|)^(c/2)`
-    and no phase is ever unwrapped (APNet, Ai & Ling 2023, holds the same two differences with anti-wrapping
-    losses): `L_n += phase_derivative * (sum |D_t(X) - D_t(Y)|^2 + sum |D_f(X) - D_f(Y)|^2)`, divided like the
-    complex term by the number of all bins and frames. A sinusoid whose phase advances at its own frequency from
-    frame to frame adds up coherently across overlapping windows; one with an arbitrary phase per frame is heard as
-    noise, which the magnitude terms do not see directly.
+    bins below the limit can hold both) hold the phase's differences instead of the phase itself: between
+    neighbouring frames (instantaneous frequency) and neighbouring bins (group delay), as complex products
+    `D_t = H_t conj(H_{t-1})` with `H(X) = |X|^(c/2) X / |X|`, so that `|D|` is `(|X_t| |X_{t-1}|)^(c/2)` and no
+    phase is ever unwrapped (APNet, Ai & Ling 2023, holds the same two differences with anti-wrapping losses):
+    `L_n += phase_derivative * (sum |D_t(X) - D_t(Y)|^2 + sum |D_f(X) - D_f(Y)|^2)`, divided like the complex term
+    by the number of all bins and frames. A sinusoid whose phase advances at its own frequency from frame to frame
+    adds up coherently across overlapping windows; one with an arbitrary phase per frame is heard as noise, which
+    the magnitude terms do not see directly.
 
     `forward(x [B, C, T] estimate, y [B, C, T] reference, spectra=None) -> scalar`; `T > max(fft_sizes) // 2`;
     `spectra` a :class:`SpectrumPair` of the same `x`, `y` that other terms share.
