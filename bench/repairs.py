@@ -11,7 +11,8 @@ hears, and DNSMOS scores every row.
 
 Rows: the codec; the codec without its quantizer (the encoder's latents decoded directly: the quantizer's share);
 the input's STFT phase below ``--phase-hz``, above it, and everywhere, under the codec's magnitudes (40 ms Hann
-windows, ``spectral_swap``); the input's level in every 5 ms frame and quarter octave (``envelope_swap``); the
+windows, ``spectral_swap``); the input's level in every 5 ms frame and quarter octave (``envelope_swap``; coarser
+frames with ``--envelope-windows``: how fast the levels a listener misses change); the
 codec's output low-passed at 4 kHz (does DNSMOS hear its highs?); and the input itself, low-passed too (the
 ceiling). Writes ``bench/results/NAME.csv`` (one row per clip and repair) and prints the means.
 """
@@ -36,8 +37,10 @@ LOWPASS_HZ = 4000.0
 METRICS = ("pesq_wb", "stoi", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
 
 
-def repaired(codec, wav: torch.Tensor, sample_rate: int, phase_hz: float) -> dict[str, torch.Tensor]:
-    """The codec's output on ``wav [1, 1, T]`` and its repairs, each ``[1, T]``, by name (the module docstring)."""
+def repaired(codec, wav: torch.Tensor, sample_rate: int, phase_hz: float,
+             envelope_windows: tuple[int, ...] = (512,)) -> dict[str, torch.Tensor]:
+    """The codec's output on ``wav [1, 1, T]`` and its repairs, each ``[1, T]``, by name (the module docstring);
+    one levels repair per STFT window of ``envelope_windows`` (samples; hop a quarter of it, named by the hop)."""
     ref = wav[:, 0]
     out = codec(wav).recon[:, 0]
     nyquist = sample_rate / 2
@@ -45,13 +48,17 @@ def repaired(codec, wav: torch.Tensor, sample_rate: int, phase_hz: float) -> dic
     def phase_of_input(lo: float, hi: float) -> torch.Tensor:  # the codec's output with the input's phase in a band
         return spectral_swap(ref, out, sample_rate, lo, hi, "phase").float()
 
+    def levels(n_fft: int) -> tuple[str, torch.Tensor]:  # the input's level in every STFT frame and quarter octave
+        name = f"the input's levels ({1000 * n_fft / 4 / sample_rate:.0f} ms, 1/4 octave)"
+        return name, envelope_swap(out, ref, sample_rate, n_fft=n_fft).float()
+
     return {
         "codec": out,
         "codec without its quantizer": codec(wav, bypass_quantizer=True).recon[:, 0],
         f"the input's phase below {phase_hz:g} Hz": phase_of_input(0.0, phase_hz),
         f"the input's phase above {phase_hz:g} Hz": phase_of_input(phase_hz, nyquist + 1),
         "the input's phase everywhere": phase_of_input(0.0, nyquist + 1),
-        "the input's levels (5 ms, 1/4 octave)": envelope_swap(out, ref, sample_rate).float(),
+        **dict(levels(n) for n in envelope_windows),
         f"low-passed at {LOWPASS_HZ:g} Hz": lowpass(out, sample_rate, LOWPASS_HZ),
         "the input": ref,
         f"the input, low-passed at {LOWPASS_HZ:g} Hz": lowpass(ref, sample_rate, LOWPASS_HZ),
@@ -59,13 +66,14 @@ def repaired(codec, wav: torch.Tensor, sample_rate: int, phase_hz: float) -> dic
 
 
 @torch.no_grad()
-def repairs(codec, clips, sample_rate: int, phase_hz: float = 2000.0, dnsmos: bool = True) -> list[dict]:
+def repairs(codec, clips, sample_rate: int, phase_hz: float = 2000.0, dnsmos: bool = True,
+            envelope_windows: tuple[int, ...] = (512,)) -> list[dict]:
     """One row per (clip, repair) of ``clips`` (``(name, kind, wav [1, 1, T])``): the repair's scores against the
     clip (DNSMOS NaN unless ``dnsmos``)."""
     codec.eval()
     rows = []
     for name, kind, wav in clips:
-        for repair, y in repaired(codec, wav, sample_rate, phase_hz).items():
+        for repair, y in repaired(codec, wav, sample_rate, phase_hz, envelope_windows).items():
             scores = _metrics(y, wav[:, 0], sample_rate, True, name, dnsmos=dnsmos)
             rows.append({"clip": name, "kind": kind, "repair": repair, **{k: float(scores[k]) for k in METRICS}})
     return rows
@@ -91,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=None, help="the first N speech clips only (default: all)")
     ap.add_argument("--clip-seconds", type=float, default=6.0)
     ap.add_argument("--phase-hz", type=float, default=2000.0, help="the split of the phase repairs (Hz)")
+    ap.add_argument("--envelope-windows", type=int, nargs="+", default=[512], metavar="N_FFT",
+                    help="STFT windows (samples) of the levels repairs, one row each (default: 512, 21 ms at 24 kHz)")
     ap.add_argument("--kind", default="speech", help="the report group scored (default: recorded speech)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="the CSV's name, bench/results/NAME.csv (default: repairs)")
@@ -110,7 +120,7 @@ def main(argv=None) -> int:
     if not clips:
         ap.error(f"no {args.kind!r} clips in the {args.split} split of {args.data}")
     print(f"{len(clips)} {args.split} {args.kind} clips", flush=True)
-    rows = repairs(codec, clips, sr, args.phase_hz)
+    rows = repairs(codec, clips, sr, args.phase_hz, envelope_windows=tuple(args.envelope_windows))
     write_csv(rows, args.out)
     print(markdown_table(means(rows), ["repair", "clips", *METRICS]))
     return 0

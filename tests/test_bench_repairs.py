@@ -44,6 +44,13 @@ def test_the_phase_repair_below_the_split_undoes_a_phase_error_there_and_the_one
     assert rows["codec without its quantizer"]["pesq_wb"] > 4.5 and rows["the input"]["stoi"] == pytest.approx(1.0)
     assert rows["low-passed at 4000 Hz"]["stoi"] == pytest.approx(codec["stoi"], abs=0.02)  # STOI ends near 4.3 kHz
     assert all(r["dnsmos_ovrl"] != r["dnsmos_ovrl"] for r in rows.values())  # NaN: DNSMOS was not asked for
+    assert "the input's levels (5 ms, 1/4 octave)" in rows  # the 512-point window's hop at 24 kHz
+
+
+def test_one_levels_repair_per_envelope_window(speech_clip):
+    names = list(repairs.repaired(PhaseScrambler(), speech_clip[0][2], SR, 2000.0, envelope_windows=(512, 2048)))
+    assert [n for n in names if "levels" in n] == ["the input's levels (5 ms, 1/4 octave)",
+                                                    "the input's levels (21 ms, 1/4 octave)"]
 
 
 def test_means_average_each_repair_over_clips_in_first_seen_order():
