@@ -525,18 +525,19 @@ def race_figure(rows: list[dict]):
     metrics = [("pesq_wb", "PESQ-WB"), ("stoi", "STOI"), ("si_sdr", "SI-SDR (dB)"), ("mel_distance", "mel distance")]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     top = max(r["n_q"] for r in rows)
-    styles = dict(zip(SPEECH_GROUPS, ("-", "--")))  # recorded speech solid, synthetic speech dashed
+    # recorded speech solid with dots, synthetic speech dashed with open squares (a race of one mark has no line)
+    styles = dict(zip(SPEECH_GROUPS, (("-", "o", None), ("--", "s", "none"))))
     for i, name in enumerate(dict.fromkeys(r["system"] for r in rows)):
-        for kind, ls in styles.items():
+        for kind, (ls, marker, face) in styles.items():
             pts = [r for r in rows if r["system"] == name and r["kind"] == kind and r["n_q"] == top]
             for ax, (key, label) in zip(axes, metrics if pts else []):
-                ax.plot([r["minutes"] for r in pts], [r[key] for r in pts], marker="o", ls=ls, color=f"C{i}",
-                        label=f"{name}, {kind}")
+                ax.plot([r["minutes"] for r in pts], [r[key] for r in pts], marker=marker, mfc=face, ls=ls,
+                        color=f"C{i}", label=f"{name}, {kind}")
                 ax.set_xlabel("training minutes (2 CPU threads)")
                 ax.set_title(label)
                 ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"Quality race: held-out speech at n_q = {top} (recorded: solid, synthetic: dashed)")
+    fig.suptitle(f"Quality race: held-out speech at n_q = {top} (recorded: solid, dots; synthetic: dashed, squares)")
     fig.tight_layout()
     return fig
 
