@@ -266,9 +266,11 @@ PRESET_MINUTES = 30.0  # the time budget the presets' schedules are sized for (2
 
 
 def ladder(n_q: int, ceiling: bool) -> list[int]:
-    """The rungs scored for a codec of ``n_q`` levels: 1, 2, 4, ... up to ``n_q``, and 0 (unquantized) with
-    ``ceiling``."""
-    return [n for n in (1, 2, 4, 8, 16, 32) if n <= n_q] + ([0] if ceiling else [])
+    """The rungs scored for a codec of ``n_q`` levels: 1, 2, 4, ... up to ``n_q``, with ``n_q`` and ``n_q // 2``
+    always among them (the full bitrate and half of it, where DNSMOS is scored: 6 and 3 kbps for 6 levels of 100 Hz
+    frames as for 8 of 75 Hz), and 0 (unquantized) with ``ceiling``."""
+    rungs = {n for n in (1, 2, 4, 8, 16, 32) if n <= n_q} | {n_q, max(1, n_q // 2)}
+    return sorted(rungs) + ([0] if ceiling else [])
 
 
 def schedule_overrides(args, train) -> list[str]:

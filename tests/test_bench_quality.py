@@ -288,3 +288,10 @@ def test_baselines_score_the_originals_and_opus_on_the_race_clips(human_speech):
     assert 1.0 < by["opus 6 kbps"]["dnsmos_ovrl"] <= 5.0 and by["opus 6 kbps"]["pesq_wb"] < by["opus 8 kbps"]["pesq_wb"]
     assert 4.0 < by["opus 6 kbps"]["kbps"] < 8.0 and by["opus 6 kbps"]["kbps"] < by["opus 8 kbps"]["kbps"]
 
+
+
+@pytest.mark.parametrize("n_q,ceiling,expected", [(8, False, [1, 2, 4, 8]), (6, False, [1, 2, 3, 4, 6]),
+                                                  (4, True, [1, 2, 4, 0]), (1, False, [1]), (3, False, [1, 2, 3])])
+def test_ladder_holds_the_full_bitrate_and_half_of_it(n_q, ceiling, expected):
+    # powers of two up to n_q, plus n_q and n_q // 2 (where DNSMOS is scored), then the unquantized rung
+    assert quality.ladder(n_q, ceiling) == expected
