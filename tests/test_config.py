@@ -45,6 +45,8 @@ def test_overrides_dotted_strings_and_nested_dicts():
     (["data.segment_seconds=0.001"], "shorter than one frame"),
     (["model.quantizer.decay=1.5"], "decay must be in (0, 1)"),
     (["model.spectral.head=magphase"], "model.spectral.head='magphase'"),
+    (["model.encoder=stft", "model.decoder=istft", "model.spectral.decoder_lookahead=-1"],
+     "model.spectral.decoder_lookahead=-1: expected a whole number of frames >= 0"),
     (["train.minutes=0"], "train.minutes: must be > 0 or null"),
     (["train.lr=fast"], "train.lr: expected a number, got 'fast'"),
 ])

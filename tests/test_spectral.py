@@ -122,3 +122,44 @@ def test_compressed_head_inverts_the_encoders_features():
 def test_unknown_head_is_refused():
     with pytest.raises(ValueError, match="head='magphase'"):
         ISTFTDecoder(dim=8, hop_length=HOP, head="magphase")
+
+
+@pytest.mark.parametrize("lookahead", [1, 2])
+def test_decoder_with_lookahead_writes_from_frames_ahead(lookahead):
+    """With a look-ahead of k frames, a change in latent frame f alters the window of frame f - k and nothing
+    before it: k hops more latency than the causal decoder."""
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, lookahead=lookahead).eval()
+    z = torch.randn(1, 8, 12)
+    f = 6
+    z2 = z.clone()
+    z2[..., f] += 1.0
+    with torch.no_grad():
+        a, b = dec(z), dec(z2)
+    first = (f - lookahead + 1) * HOP - dec.n_fft
+    assert a.shape == (1, 1, 12 * HOP)
+    assert torch.equal(a[..., :first], b[..., :first])
+    assert not torch.allclose(a[..., first:first + HOP], b[..., first:first + HOP])
+    assert dec.latency == dec.n_fft - HOP + lookahead * HOP
+
+
+@pytest.mark.parametrize("lookahead,splits", [(1, [1, 0, 3, 1, 7, 5]), (2, [1, 1, 0, 4, 11]), (2, [17])])
+def test_decoder_with_lookahead_streams_like_offline(lookahead, splits):
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=lookahead).eval()
+    z = torch.randn(2, 8, 17)
+    with torch.no_grad():
+        offline = dec(z)
+        dec.reset_stream()
+        parts = [dec.stream(chunk) for chunk in torch.split(z, splits, dim=-1)]
+        streamed = torch.cat(parts + [dec.flush()], dim=-1)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max() < 1e-5
+    # a chunk of f frames returns the samples of frame f - lookahead that no later frame changes: none here
+    assert parts[0].shape[-1] == max(0, (splits[0] - lookahead) * HOP - dec.overlap)
+
+
+def test_decoder_without_lookahead_keeps_its_parameters():
+    """Look-ahead 0 is the causal decoder: the same parameter shapes, so older checkpoints load."""
+    causal, ahead = ISTFTDecoder(dim=8, hidden=16, n_blocks=1), ISTFTDecoder(dim=8, hidden=16, n_blocks=1, lookahead=1)
+    assert causal.trunk.inp.weight.shape == (16, 8, 1) and ahead.trunk.inp.weight.shape == (16, 8, 2)
+    with pytest.raises(ValueError, match="lookahead"):
+        ISTFTDecoder(dim=8, lookahead=-1)

@@ -26,10 +26,12 @@ VARIANTS = {
                      "model.quantizer.kind=fsq", "model.quantizer.som=false", "model.quantizer.fsq_levels=[5, 3]"],
     "spectral_rvq": ["model.encoder=stft", "model.decoder=istft", "model.spectral.hidden=32",
                      "model.spectral.n_fft=1280", "model.quantizer.som=false"],
+    "spectral_lookahead": ["model.encoder=stft", "model.decoder=istft", "model.spectral.hidden=32",
+                           "model.spectral.decoder_lookahead=1", "model.quantizer.som=false"],
     "seanet_fsq": ["model.quantizer.kind=fsq", "model.quantizer.som=false"],
 }
 STREAMABLE = {"conv", "beam_search", "multires_blocks", "wavelet_upsampler", "ema_codebooks",
-              "factorised_code_gradient", "spectral_fsq", "spectral_rvq", "seanet_fsq"}
+              "factorised_code_gradient", "spectral_fsq", "spectral_rvq", "spectral_lookahead", "seanet_fsq"}
 # k-means on the first batch alone: these tests take a few steps, too few to pool one frame per code.
 FIRST_BATCH_INIT = ["model.quantizer.kmeans_frames_per_code=0"]
 

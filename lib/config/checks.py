@@ -117,6 +117,9 @@ def validate(cfg: Config) -> None:
         from lib.model.spectral import HEADS
         if m.spectral.head not in HEADS:
             raise ConfigError(f"model.spectral.head={m.spectral.head!r}: expected one of {list(HEADS)}")
+        look = m.spectral.decoder_lookahead
+        if not isinstance(look, int) or isinstance(look, bool) or look < 0:
+            raise ConfigError(f"model.spectral.decoder_lookahead={look!r}: expected a whole number of frames >= 0")
     if t.weight_decay < 0 or t.lr_warmup_steps < 0 or not 0.0 <= t.lr_min_ratio <= 1.0:
         raise ConfigError(f"train.weight_decay and train.lr_warmup_steps must be >= 0 and train.lr_min_ratio in "
                           f"[0, 1], got {t.weight_decay}, {t.lr_warmup_steps}, {t.lr_min_ratio}")

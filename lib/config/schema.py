@@ -81,6 +81,7 @@ class SpectralConfig:
     kernel_size: int = 7  # causal depthwise kernel, in frames
     mlp_ratio: float = 3.0
     head: str = "complex"  # iSTFT head: "complex" (real, imaginary), "polar" (log magnitude, phase) or "compressed"
+    decoder_lookahead: int = 0  # latent frames after f that frame f's spectrum sees (each adds a hop of latency)
 
 
 @dataclass

@@ -23,6 +23,8 @@ Latency: output sample ``n`` is final once frame ``(n + n_fft - hop) // hop`` is
 ``n_fft - hop`` samples to the codec's one frame: with the default ``n_fft = 2 * hop`` the algorithmic latency is
 ``2 * hop`` samples (26.7 ms at 24 kHz / hop 320). Offline, the last ``n_fft - hop`` samples of a signal hold only
 part of their overlap-add (they fade out); streaming returns them with :meth:`ISTFTDecoder.flush`.
+A decoder that looks ``lookahead`` frames ahead (frame ``f``'s spectrum from latents ``f ... f + lookahead``) adds
+``lookahead * hop`` samples to that.
 """
 from __future__ import annotations
 
@@ -79,9 +81,10 @@ class ConvNeXtBlock(nn.Module):
 class _Trunk(nn.Module):
     """``in_ch -> dim`` projection, ``n_blocks`` ConvNeXt blocks, final LayerNorm, ``dim -> out_ch`` projection."""
 
-    def __init__(self, in_ch: int, dim: int, out_ch: int, n_blocks: int, kernel_size: int, mlp_ratio: float):
+    def __init__(self, in_ch: int, dim: int, out_ch: int, n_blocks: int, kernel_size: int, mlp_ratio: float,
+                 in_kernel: int = 1):
         super().__init__()
-        self.inp = nn.Conv1d(in_ch, dim, 1)
+        self.inp = nn.Conv1d(in_ch, dim, in_kernel)  # unpadded: in_kernel - 1 frames fewer out than in
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, kernel_size, mlp_ratio) for _ in range(n_blocks))
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Conv1d(dim, out_ch, 1)
@@ -189,19 +192,28 @@ class ISTFTDecoder(nn.Module):
     window the :class:`STFTEncoder` analysed for frame ``f``); samples before 0 are dropped. ``stream`` returns the
     samples no later frame can change (it lags ``n_fft - hop`` samples behind the frames given); ``flush`` returns
     the rest, so that ``cat(stream(...), ..., flush())`` equals ``forward`` on the whole sequence.
+
+    ``lookahead``: frames of latents after frame ``f`` that its spectrum may see (its first layer a convolution over
+    latents ``f ... f + lookahead``, zeros past the end): the segments' phases can be placed knowing what the next
+    frame's segment, which overlaps them, will hold; ``lookahead * hop`` samples more latency, and a stream holds
+    back that many frames until later ones arrive.
     """
 
     def __init__(self, channels: int = 1, dim: int = 64, hop_length: int = 320, n_fft: int | None = None,
                  hidden: int = 256, n_blocks: int = 6, kernel_size: int = 7, mlp_ratio: float = 3.0,
-                 head: str = "complex"):
+                 head: str = "complex", lookahead: int = 0):
         super().__init__()
         n_fft = 2 * hop_length if n_fft is None else n_fft
         _check_framing(hop_length, n_fft)
         if head not in HEADS:
             raise ValueError(f"head={head!r}: expected one of {HEADS}")
+        if not isinstance(lookahead, int) or lookahead < 0:
+            raise ValueError(f"lookahead={lookahead!r}: expected a whole number of frames >= 0")
         self.channels, self.dim, self.hop_length, self.n_fft, self.head = channels, dim, hop_length, n_fft, head
+        self.lookahead = lookahead
         self.n_bins = n_fft // 2 + 1
-        self.trunk = _Trunk(dim, hidden, 2 * self.n_bins * channels, n_blocks, kernel_size, mlp_ratio)
+        self.trunk = _Trunk(dim, hidden, 2 * self.n_bins * channels, n_blocks, kernel_size, mlp_ratio,
+                            in_kernel=lookahead + 1)
         with torch.no_grad():  # start quiet: a default-initialised head outputs noise ~20 dB above speech level
             self.trunk.out.weight.mul_(0.1)
             if head == "polar":  # log magnitudes start at e^-6 ~ -52 dB, below quiet speech
@@ -209,17 +221,25 @@ class ISTFTDecoder(nn.Module):
         # Hann windows at hop n_fft / 2^k overlap-add to 2^(k-1): scale the synthesis window back to a sum of one.
         self.register_buffer("window", sqrt_hann(n_fft) * (2 * hop_length / n_fft), persistent=False)
         self._tail: torch.Tensor | None = None  # streaming: overlap-add samples not final yet
-        self._to_drop = self.latency
+        self._held: torch.Tensor | None = None  # streaming: the last `lookahead` latent frames, not decoded yet
+        self._to_drop = self.overlap
 
     @classmethod
     def from_config(cls, cfg) -> "ISTFTDecoder":
         """``model.decoder: istft``, sized by ``model.spectral``."""
-        return cls(**_spectral_kwargs(cfg), n_blocks=cfg.model.spectral.decoder_blocks, head=cfg.model.spectral.head)
+        sp = cfg.model.spectral
+        return cls(**_spectral_kwargs(cfg), n_blocks=sp.decoder_blocks, head=sp.head, lookahead=sp.decoder_lookahead)
+
+    @property
+    def overlap(self) -> int:
+        """Samples of a frame's segment that the next frames' segments overlap-add onto (``n_fft - hop``)."""
+        return self.n_fft - self.hop_length
 
     @property
     def latency(self) -> int:
-        """Samples the decoder waits beyond the current frame before a sample is final (``n_fft - hop``)."""
-        return self.n_fft - self.hop_length
+        """Samples the decoder waits beyond the current frame before a sample is final
+        (``n_fft - hop + lookahead * hop``)."""
+        return self.overlap + self.lookahead * self.hop_length
 
     def _segments(self, h: torch.Tensor) -> torch.Tensor:
         """Trunk output ``[B, C * 2 * bins, F]`` -> windowed time segments ``[B * C, F, n_fft]``."""
@@ -247,13 +267,17 @@ class ISTFTDecoder(nn.Module):
         b, _, frames = z.shape
         if frames == 0:
             return z.new_zeros(b, self.channels, 0)
-        y = self._overlap_add(self._segments(self.trunk(z)))[:, self.latency:]
+        h = self.trunk(F.pad(z, (0, self.lookahead)))
+        y = self._overlap_add(self._segments(h))[:, self.overlap:]
         return y.reshape(b, self.channels, -1).to(z.dtype)
 
     def stream(self, z: torch.Tensor) -> torch.Tensor:
         """Next frames ``[B, dim, F]`` -> the samples now final ``[B, C, n]``."""
-        b, _, frames = z.shape
-        if frames == 0:
+        if self.lookahead:  # decode all but the last `lookahead` frames; they wait for the frames after them
+            z = z if self._held is None else torch.cat([self._held, z], dim=-1)
+            self._held = z[..., max(0, z.shape[-1] - self.lookahead):]
+        b, frames = z.shape[0], z.shape[-1] - self.lookahead
+        if frames <= 0:
             return z.new_zeros(b, self.channels, 0)
         # Overlap-add positions count from the start of the first segment; the chunk's first segment starts where
         # the previous chunk's final samples ended, and the tail holds the n_fft - hop samples after that.
@@ -271,13 +295,18 @@ class ISTFTDecoder(nn.Module):
         return samples.reshape(batch, self.channels, samples.shape[-1])
 
     def flush(self) -> torch.Tensor:
-        """The last ``n_fft - hop`` samples of a stream (partial overlap-add, as offline), then a reset."""
+        """The frames held back for the look-ahead (zeros after them, as offline), then the last ``n_fft - hop``
+        samples of the stream (partial overlap-add, as offline), then a reset."""
+        held = []
+        if self._held is not None and self._held.shape[-1]:
+            rest = self._held
+            held.append(self.stream(rest.new_zeros(*rest.shape[:2], self.lookahead)))
         tail = self._tail
         out = torch.zeros(1, self.channels, 0) if tail is None else self._emit(tail, tail.shape[0] // self.channels)
         self.reset_stream()
-        return out
+        return torch.cat([*held, out], dim=-1) if held else out
 
     def reset_stream(self) -> None:
-        self._tail, self._to_drop = None, self.latency
+        self._tail, self._held, self._to_drop = None, None, self.overlap
         for block in self.trunk.blocks:
             block.dwconv.reset_stream()
