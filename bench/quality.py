@@ -518,7 +518,8 @@ def main(argv=None) -> int:
 
 
 def race_figure(rows: list[dict]):
-    """Speech quality at the full bitrate against training minutes: one panel per metric, one line per system."""
+    """Speech quality at each system's full bitrate (its largest ``n_q``: 8 levels of 75 Hz frames and 6 of 100 Hz
+    are both 6 kbps) against training minutes: one panel per metric, one line per system."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -526,20 +527,25 @@ def race_figure(rows: list[dict]):
 
     metrics = [("pesq_wb", "PESQ-WB"), ("stoi", "STOI"), ("si_sdr", "SI-SDR (dB)"), ("mel_distance", "mel distance")]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    top = max(r["n_q"] for r in rows)
     # recorded speech solid with dots, synthetic speech dashed with open squares (a race of one mark has no line)
     styles = dict(zip(SPEECH_GROUPS, (("-", "o", None), ("--", "s", "none"))))
+    kbps = set()
     for i, name in enumerate(dict.fromkeys(r["system"] for r in rows)):
+        top = max(r["n_q"] for r in rows if r["system"] == name)
         for kind, (ls, marker, face) in styles.items():
             pts = [r for r in rows if r["system"] == name and r["kind"] == kind and r["n_q"] == top]
+            kbps.update(r["kbps"] for r in pts)
             for ax, (key, label) in zip(axes, metrics if pts else []):
                 ax.plot([r["minutes"] for r in pts], [r[key] for r in pts], marker=marker, mfc=face, ls=ls,
                         color=f"C{i}", label=f"{name}, {kind}")
                 ax.set_xlabel("training minutes (2 CPU threads)")
+                ax.ticklabel_format(axis="x", useOffset=False)  # marks 15.00 and 15.01 min: no "+1.5e1" offset
                 ax.set_title(label)
                 ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"Quality race: held-out speech at n_q = {top} (recorded: solid, dots; synthetic: dashed, squares)")
+    rate = " / ".join(f"{k:g}" for k in sorted(kbps))
+    fig.suptitle(f"Quality race: held-out speech at each system's full bitrate, {rate} kbps (recorded: solid, dots; "
+                 "synthetic: dashed, squares)")
     fig.tight_layout()
     return fig
 

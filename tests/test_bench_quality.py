@@ -295,3 +295,17 @@ def test_baselines_score_the_originals_and_opus_on_the_race_clips(human_speech):
 def test_ladder_holds_the_full_bitrate_and_half_of_it(n_q, ceiling, expected):
     # powers of two up to n_q, plus n_q and n_q // 2 (where DNSMOS is scored), then the unquantized rung
     assert quality.ladder(n_q, ceiling) == expected
+
+
+def test_race_figure_draws_each_system_at_its_own_full_bitrate():
+    # a codec of 8 levels at 75 Hz and one of 6 levels at 100 Hz are both 6 kbps: each is drawn at its top rung
+    rows = [dict(system=s, kind=k, minutes=m, n_q=n, kbps=n * 10 * rate / 1000, pesq_wb=1.0 + n / 10, stoi=0.5,
+                 si_sdr=1.0, mel_distance=1.0)
+            for s, top, rate in (("a", 8, 75), ("b", 6, 100)) for n in (top // 2, top)
+            for k in ("speech", "synthetic speech") for m in (15.0, 15.01)]
+    fig = quality.race_figure(rows)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert sorted(lines) == ["a, speech", "a, synthetic speech", "b, speech", "b, synthetic speech"]
+    assert list(lines["a, speech"].get_ydata()) == [1.8, 1.8] and list(lines["b, speech"].get_ydata()) == [1.6, 1.6]
+    assert "6 kbps" in fig._suptitle.get_text()
+    assert fig.axes[0].xaxis.get_major_formatter().get_useOffset() is False
