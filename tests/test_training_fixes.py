@@ -218,13 +218,16 @@ def test_waveform_objective_reconstructs_a_harmonic_signal(objective, bound, tmp
 
 def test_reconstruction_losses_leave_out_the_unfinished_overlap_add_tail(corpus, tmp_path, monkeypatch):
     """The iSTFT decoder cannot finish its last n_fft - hop samples of a crop (the next frame's overlap-add is
-    missing): the reconstruction terms must not hold it to them, so changing only those samples leaves every
-    reconstruction loss unchanged, while changing one sample before them moves it."""
+    missing), nor, looking one frame ahead as the default does, its last frame (its latents past the end are zeros):
+    the reconstruction terms must not hold it to them, so changing only those samples leaves every reconstruction
+    loss unchanged, while changing one sample before them moves it."""
     cfg = load_config("tiny", ["data.batch_size=2", "train.discriminators=[]", "loss.waveform_mse=1",
                                "loss.complex_stft=1", "loss.l1=1"])
     tr = Trainer(cfg, corpus, tmp_path, progress=False)
     tail = tr.codec.unfinished_tail
-    assert tail == tr.codec.decoder.n_fft - tr.codec.hop_length > 0
+    dec, hop = tr.codec.decoder, tr.codec.hop_length
+    assert dec.lookahead == 1
+    assert tail == dec.n_fft - hop + hop > 0
     wav = tr.batches[0]
     seen = []
     original = StepContext.__init__
