@@ -47,6 +47,8 @@ def test_overrides_dotted_strings_and_nested_dicts():
     (["model.spectral.head=magphase"], "model.spectral.head='magphase'"),
     (["model.encoder=stft", "model.decoder=istft", "model.spectral.decoder_lookahead=-1"],
      "model.spectral.decoder_lookahead=-1: expected a whole number of frames >= 0"),
+    (["model.spectral.decoder_subframes=3"], "model.spectral.decoder_subframes=3: expected a whole number >= 1 that "
+                                             "divides the hop (320)"),
     (["train.minutes=0"], "train.minutes: must be > 0 or null"),
     (["train.lr=fast"], "train.lr: expected a number, got 'fast'"),
 ])

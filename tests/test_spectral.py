@@ -163,3 +163,63 @@ def test_decoder_without_lookahead_keeps_its_parameters():
     assert causal.trunk.inp.weight.shape == (16, 8, 1) and ahead.trunk.inp.weight.shape == (16, 8, 2)
     with pytest.raises(ValueError, match="lookahead"):
         ISTFTDecoder(dim=8, lookahead=-1)
+
+
+@pytest.mark.parametrize("subframes,lookahead", [(2, 0), (2, 1), (4, 0)])
+def test_decoder_subframes_write_their_own_short_windows(subframes, lookahead):
+    """With s sub-frames, a change in latent frame f alters no sample before frame f - lookahead's first
+    sub-window, ``(f - lookahead) * hop + hop / s - n_fft / s``, and does alter the samples just after it:
+    the decoder's overlap-add reaches back (n_fft - hop) / s samples."""
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=lookahead,
+                       subframes=subframes).eval()
+    z = torch.randn(1, 8, 12)
+    f = 6
+    z2 = z.clone()
+    z2[..., f] += 1.0
+    with torch.no_grad():
+        a, b = dec(z), dec(z2)
+    first = (f - lookahead) * HOP + HOP // subframes - dec.n_fft // subframes
+    assert a.shape == (1, 1, 12 * HOP)
+    assert torch.equal(a[..., :first], b[..., :first])
+    assert not torch.allclose(a[..., first:first + HOP // subframes], b[..., first:first + HOP // subframes])
+    assert dec.latency == (dec.n_fft - HOP) // subframes + lookahead * HOP
+
+
+@pytest.mark.parametrize("subframes", [2, 4])
+def test_decoder_subframes_synthesise_a_spectrum_per_subframe(subframes):
+    """The trunk's output read as s spectra per frame, sub-frame j of frame f being segment f * s + j: the
+    sub-hop STFT of a signal laid out that way is synthesised back into the signal (sqrt-Hann pair)."""
+    s, hop_s, n_s = subframes, HOP // subframes, 2 * HOP // subframes
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=1, head="complex", subframes=s)
+    assert (dec.synth_hop, dec.synth_n_fft) == (hop_s, n_s) and dec.overlap == n_s - hop_s
+    assert dec.trunk.out.out_channels == s * 2 * (n_s // 2 + 1)
+    enc = STFTEncoder(dim=8, hop_length=hop_s, n_fft=n_s)
+    x = torch.randn(2, 1, 30 * HOP)
+    spec = enc.stft(torch.nn.functional.pad(x, (1, 0)))[..., 1:]  # [B, 2 * bins, 30 * s] at the sub-hop
+    frames = spec.reshape(2, 2, dec.n_bins, 30, s).permute(0, 4, 1, 2, 3).reshape(2, -1, 30)
+    y = dec._overlap_add(dec._segments(frames))[:, dec.latency:].reshape(2, 1, -1)
+    keep = x.shape[-1] - dec.overlap
+    assert y.shape == x.shape
+    assert torch.allclose(y[..., :keep], x[..., :keep], atol=1e-4)
+
+
+@pytest.mark.parametrize("subframes,lookahead,splits", [(2, 0, [1, 0, 3, 1, 7, 5]), (2, 1, [1, 1, 0, 4, 11]),
+                                                        (4, 1, [17])])
+def test_decoder_subframes_stream_like_offline(subframes, lookahead, splits):
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=lookahead,
+                       subframes=subframes).eval()
+    z = torch.randn(2, 8, 17)
+    with torch.no_grad():
+        offline = dec(z)
+        dec.reset_stream()
+        parts = [dec.stream(chunk) for chunk in torch.split(z, splits, dim=-1)]
+        streamed = torch.cat(parts + [dec.flush()], dim=-1)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max() < 1e-5
+    assert parts[0].shape[-1] == max(0, (splits[0] - lookahead) * HOP - dec.overlap)
+
+
+def test_decoder_subframes_are_checked():
+    with pytest.raises(ValueError, match="subframes=3"):
+        ISTFTDecoder(dim=8, hop_length=HOP, subframes=3)
+    assert ISTFTDecoder(dim=8, hidden=16, n_blocks=1).trunk.out.out_channels == 2 * 321  # s = 1 as before

@@ -28,10 +28,13 @@ VARIANTS = {
                      "model.spectral.n_fft=1280", "model.quantizer.som=false"],
     "spectral_lookahead": ["model.encoder=stft", "model.decoder=istft", "model.spectral.hidden=32",
                            "model.spectral.decoder_lookahead=1", "model.quantizer.som=false"],
+    "spectral_causal_decoder": ["model.spectral.decoder_lookahead=0", "model.quantizer.som=false"],
+    "spectral_subframes": ["model.spectral.decoder_subframes=2", "model.quantizer.som=false"],
     "seanet_fsq": ["model.quantizer.kind=fsq", "model.quantizer.som=false"],
 }
 STREAMABLE = {"conv", "beam_search", "multires_blocks", "wavelet_upsampler", "ema_codebooks",
-              "factorised_code_gradient", "spectral_fsq", "spectral_rvq", "spectral_lookahead", "seanet_fsq"}
+              "factorised_code_gradient", "spectral_fsq", "spectral_rvq", "spectral_lookahead",
+              "spectral_causal_decoder", "spectral_subframes", "seanet_fsq"}
 # k-means on the first batch alone: these tests take a few steps, too few to pool one frame per code.
 FIRST_BATCH_INIT = ["model.quantizer.kmeans_frames_per_code=0"]
 

@@ -120,6 +120,10 @@ def validate(cfg: Config) -> None:
         look = m.spectral.decoder_lookahead
         if not isinstance(look, int) or isinstance(look, bool) or look < 0:
             raise ConfigError(f"model.spectral.decoder_lookahead={look!r}: expected a whole number of frames >= 0")
+        sub = m.spectral.decoder_subframes
+        if not isinstance(sub, int) or isinstance(sub, bool) or sub < 1 or hop % sub or n_fft % sub:
+            raise ConfigError(f"model.spectral.decoder_subframes={sub!r}: expected a whole number >= 1 that divides "
+                              f"the hop ({hop}) and n_fft ({n_fft})")
     if t.weight_decay < 0 or t.lr_warmup_steps < 0 or not 0.0 <= t.lr_min_ratio <= 1.0:
         raise ConfigError(f"train.weight_decay and train.lr_warmup_steps must be >= 0 and train.lr_min_ratio in "
                           f"[0, 1], got {t.weight_decay}, {t.lr_warmup_steps}, {t.lr_min_ratio}")

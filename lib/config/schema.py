@@ -82,6 +82,7 @@ class SpectralConfig:
     mlp_ratio: float = 3.0
     head: str = "complex"  # iSTFT head: "complex" (real, imaginary), "polar" (log magnitude, phase) or "compressed"
     decoder_lookahead: int = 0  # latent frames after f that frame f's spectrum sees (each adds a hop of latency)
+    decoder_subframes: int = 1  # spectra per latent frame, synthesised at hop / s with n_fft / s windows
 
 
 @dataclass

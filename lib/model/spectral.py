@@ -24,7 +24,7 @@ Latency: output sample ``n`` is final once frame ``(n + n_fft - hop) // hop`` is
 ``2 * hop`` samples (26.7 ms at 24 kHz / hop 320). Offline, the last ``n_fft - hop`` samples of a signal hold only
 part of their overlap-add (they fade out); streaming returns them with :meth:`ISTFTDecoder.flush`.
 A decoder that looks ``lookahead`` frames ahead (frame ``f``'s spectrum from latents ``f ... f + lookahead``) adds
-``lookahead * hop`` samples to that.
+``lookahead * hop`` samples to that: the default looks one frame ahead, 40 ms in all.
 """
 from __future__ import annotations
 
@@ -197,29 +197,40 @@ class ISTFTDecoder(nn.Module):
     latents ``f ... f + lookahead``, zeros past the end): the segments' phases can be placed knowing what the next
     frame's segment, which overlaps them, will hold; ``lookahead * hop`` samples more latency, and a stream holds
     back that many frames until later ones arrive.
+
+    ``subframes``: ``s`` spectra per latent frame, synthesised with windows of ``n_fft / s`` samples at a hop of
+    ``hop / s`` (sub-frame ``j`` of frame ``f`` ends at sample ``f * hop + (j + 1) * hop / s``), so levels can change
+    within a frame; the head keeps about its size (``s`` spectra of ``n_fft / (2 s) + 1`` bins), and the overlap-add
+    reaches back ``(n_fft - hop) / s`` samples instead of ``n_fft - hop``.
     """
 
     def __init__(self, channels: int = 1, dim: int = 64, hop_length: int = 320, n_fft: int | None = None,
                  hidden: int = 256, n_blocks: int = 6, kernel_size: int = 7, mlp_ratio: float = 3.0,
-                 head: str = "complex", lookahead: int = 0):
+                 head: str = "complex", lookahead: int = 0, subframes: int = 1):
         super().__init__()
         n_fft = 2 * hop_length if n_fft is None else n_fft
         _check_framing(hop_length, n_fft)
+        if not isinstance(subframes, int) or subframes < 1 or hop_length % subframes or n_fft % subframes:
+            raise ValueError(f"subframes={subframes!r}: expected a whole number >= 1 that divides hop_length="
+                             f"{hop_length} and n_fft={n_fft}")
         if head not in HEADS:
             raise ValueError(f"head={head!r}: expected one of {HEADS}")
         if not isinstance(lookahead, int) or lookahead < 0:
             raise ValueError(f"lookahead={lookahead!r}: expected a whole number of frames >= 0")
         self.channels, self.dim, self.hop_length, self.n_fft, self.head = channels, dim, hop_length, n_fft, head
-        self.lookahead = lookahead
-        self.n_bins = n_fft // 2 + 1
-        self.trunk = _Trunk(dim, hidden, 2 * self.n_bins * channels, n_blocks, kernel_size, mlp_ratio,
+        self.lookahead, self.subframes = lookahead, subframes
+        # the synthesis framing: s spectra per latent frame, windows n_fft / s long at a hop of hop / s
+        self.synth_hop, self.synth_n_fft = hop_length // subframes, n_fft // subframes
+        self.n_bins = self.synth_n_fft // 2 + 1
+        self.trunk = _Trunk(dim, hidden, subframes * 2 * self.n_bins * channels, n_blocks, kernel_size, mlp_ratio,
                             in_kernel=lookahead + 1)
         with torch.no_grad():  # start quiet: a default-initialised head outputs noise ~20 dB above speech level
             self.trunk.out.weight.mul_(0.1)
             if head == "polar":  # log magnitudes start at e^-6 ~ -52 dB, below quiet speech
-                self.trunk.out.bias.view(channels, 2, self.n_bins)[:, 0].fill_(-6.0)
+                self.trunk.out.bias.view(channels, subframes, 2, self.n_bins)[:, :, 0].fill_(-6.0)
         # Hann windows at hop n_fft / 2^k overlap-add to 2^(k-1): scale the synthesis window back to a sum of one.
-        self.register_buffer("window", sqrt_hann(n_fft) * (2 * hop_length / n_fft), persistent=False)
+        self.register_buffer("window", sqrt_hann(self.synth_n_fft) * (2 * self.synth_hop / self.synth_n_fft),
+                             persistent=False)
         self._tail: torch.Tensor | None = None  # streaming: overlap-add samples not final yet
         self._held: torch.Tensor | None = None  # streaming: the last `lookahead` latent frames, not decoded yet
         self._to_drop = self.overlap
@@ -228,23 +239,26 @@ class ISTFTDecoder(nn.Module):
     def from_config(cls, cfg) -> "ISTFTDecoder":
         """``model.decoder: istft``, sized by ``model.spectral``."""
         sp = cfg.model.spectral
-        return cls(**_spectral_kwargs(cfg), n_blocks=sp.decoder_blocks, head=sp.head, lookahead=sp.decoder_lookahead)
+        return cls(**_spectral_kwargs(cfg), n_blocks=sp.decoder_blocks, head=sp.head, lookahead=sp.decoder_lookahead,
+                   subframes=sp.decoder_subframes)
 
     @property
     def overlap(self) -> int:
-        """Samples of a frame's segment that the next frames' segments overlap-add onto (``n_fft - hop``)."""
-        return self.n_fft - self.hop_length
+        """Samples of a segment that the next segments overlap-add onto (``(n_fft - hop) / subframes``)."""
+        return self.synth_n_fft - self.synth_hop
 
     @property
     def latency(self) -> int:
         """Samples the decoder waits beyond the current frame before a sample is final
-        (``n_fft - hop + lookahead * hop``)."""
+        (``(n_fft - hop) / subframes + lookahead * hop``)."""
         return self.overlap + self.lookahead * self.hop_length
 
     def _segments(self, h: torch.Tensor) -> torch.Tensor:
-        """Trunk output ``[B, C * 2 * bins, F]`` -> windowed time segments ``[B * C, F, n_fft]``."""
+        """Trunk output ``[B, C * s * 2 * bins, F]`` -> windowed time segments ``[B * C, F * s, n_fft / s]``
+        (``s = subframes``; each frame's sub-frames in turn)."""
         b, _, frames = h.shape
-        h = h.reshape(b * self.channels, 2, self.n_bins, frames).permute(0, 3, 2, 1).float()
+        h = h.reshape(b * self.channels, self.subframes, 2, self.n_bins, frames).permute(0, 4, 1, 3, 2)
+        h = h.reshape(b * self.channels, frames * self.subframes, self.n_bins, 2).float()
         if self.head == "polar":
             spec = torch.polar(h[..., 0].clamp(max=MAX_LOG_MAGNITUDE).exp(), h[..., 1])  # [B * C, F, bins]
         elif self.head == "compressed":  # Z = |X|^c e^{i phase}: magnitude |Z|^(1/c), phase that of Z
@@ -254,14 +268,15 @@ class ISTFTDecoder(nn.Module):
         else:
             spec = torch.complex(h[..., 0], h[..., 1])
         # Inverse of _dft_kernels' scaling: irfft's 1 / n_fft times sqrt(n_fft) -> the same scale as the input.
-        seg = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * math.sqrt(self.n_fft)
+        seg = torch.fft.irfft(spec, n=self.synth_n_fft, dim=-1) * math.sqrt(self.synth_n_fft)
         return seg * self.window
 
     def _overlap_add(self, seg: torch.Tensor) -> torch.Tensor:
-        """``[N, F, n_fft] -> [N, (F - 1) * hop + n_fft]``, segment ``f`` starting at ``f * hop``."""
-        n, frames, _ = seg.shape
-        return F.fold(seg.transpose(1, 2), output_size=(1, (frames - 1) * self.hop_length + self.n_fft),
-                      kernel_size=(1, self.n_fft), stride=(1, self.hop_length)).reshape(n, -1)
+        """``[N, G, n] -> [N, (G - 1) * h + n]`` for synthesis windows of ``n`` samples at hop ``h``, segment ``g``
+        starting at ``g * h``."""
+        n, segments, _ = seg.shape
+        return F.fold(seg.transpose(1, 2), output_size=(1, (segments - 1) * self.synth_hop + self.synth_n_fft),
+                      kernel_size=(1, self.synth_n_fft), stride=(1, self.synth_hop)).reshape(n, -1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         b, _, frames = z.shape
