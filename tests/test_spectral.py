@@ -142,9 +142,12 @@ def test_decoder_with_lookahead_writes_from_frames_ahead(lookahead):
     assert dec.latency == dec.n_fft - HOP + lookahead * HOP
 
 
-@pytest.mark.parametrize("lookahead,splits", [(1, [1, 0, 3, 1, 7, 5]), (2, [1, 1, 0, 4, 11]), (2, [17])])
-def test_decoder_with_lookahead_streams_like_offline(lookahead, splits):
-    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=lookahead).eval()
+@pytest.mark.parametrize("lookahead,subframes,splits", [(1, 1, [1, 0, 3, 1, 7, 5]), (2, 1, [1, 1, 0, 4, 11]),
+                                                        (2, 1, [17]), (0, 2, [1, 0, 3, 1, 7, 5]),
+                                                        (1, 2, [1, 1, 0, 4, 11]), (1, 4, [17])])
+def test_decoder_with_lookahead_or_subframes_streams_like_offline(lookahead, subframes, splits):
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=lookahead,
+                       subframes=subframes).eval()
     z = torch.randn(2, 8, 17)
     with torch.no_grad():
         offline = dec(z)
@@ -153,7 +156,7 @@ def test_decoder_with_lookahead_streams_like_offline(lookahead, splits):
         streamed = torch.cat(parts + [dec.flush()], dim=-1)
     assert streamed.shape == offline.shape
     assert (streamed - offline).abs().max() < 1e-5
-    # a chunk of f frames returns the samples of frame f - lookahead that no later frame changes: none here
+    # a chunk of f frames returns the samples of frame f - lookahead that no later segment changes
     assert parts[0].shape[-1] == max(0, (splits[0] - lookahead) * HOP - dec.overlap)
 
 
@@ -201,22 +204,6 @@ def test_decoder_subframes_synthesise_a_spectrum_per_subframe(subframes):
     keep = x.shape[-1] - dec.overlap
     assert y.shape == x.shape
     assert torch.allclose(y[..., :keep], x[..., :keep], atol=1e-4)
-
-
-@pytest.mark.parametrize("subframes,lookahead,splits", [(2, 0, [1, 0, 3, 1, 7, 5]), (2, 1, [1, 1, 0, 4, 11]),
-                                                        (4, 1, [17])])
-def test_decoder_subframes_stream_like_offline(subframes, lookahead, splits):
-    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=lookahead,
-                       subframes=subframes).eval()
-    z = torch.randn(2, 8, 17)
-    with torch.no_grad():
-        offline = dec(z)
-        dec.reset_stream()
-        parts = [dec.stream(chunk) for chunk in torch.split(z, splits, dim=-1)]
-        streamed = torch.cat(parts + [dec.flush()], dim=-1)
-    assert streamed.shape == offline.shape
-    assert (streamed - offline).abs().max() < 1e-5
-    assert parts[0].shape[-1] == max(0, (splits[0] - lookahead) * HOP - dec.overlap)
 
 
 def test_decoder_subframes_are_checked():
