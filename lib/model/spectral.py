@@ -260,7 +260,7 @@ class ISTFTDecoder(nn.Module):
         h = h.reshape(b * self.channels, self.subframes, 2, self.n_bins, frames).permute(0, 4, 1, 3, 2)
         h = h.reshape(b * self.channels, frames * self.subframes, self.n_bins, 2).float()
         if self.head == "polar":
-            spec = torch.polar(h[..., 0].clamp(max=MAX_LOG_MAGNITUDE).exp(), h[..., 1])  # [B * C, F, bins]
+            spec = torch.polar(h[..., 0].clamp(max=MAX_LOG_MAGNITUDE).exp(), h[..., 1])  # [B * C, F * s, bins]
         elif self.head == "compressed":  # Z = |X|^c e^{i phase}: magnitude |Z|^(1/c), phase that of Z
             mag_c = (h[..., 0].square() + h[..., 1].square() + 1e-12).sqrt()
             unit = torch.complex(h[..., 0], h[..., 1]) / mag_c
