@@ -49,6 +49,10 @@ def test_overrides_dotted_strings_and_nested_dicts():
      "model.spectral.decoder_lookahead=-1: expected a whole number of frames >= 0"),
     (["model.spectral.decoder_subframes=3"], "model.spectral.decoder_subframes=3: expected a whole number >= 1 that "
                                              "divides the hop (320)"),
+    (["model.spectral.envelope_band_hz=[4000, 1000]"], "model.spectral.envelope_band_hz=[4000.0, 1000.0]: "
+                                                       "expected rising band edges between 0 and 12000 Hz"),
+    (["model.spectral.envelope_band_hz=[1000]", "model.spectral.envelope_steps=1"],
+     "model.spectral.envelope_steps=1: expected a whole number >= 2"),
     (["train.minutes=0"], "train.minutes: must be > 0 or null"),
     (["train.lr=fast"], "train.lr: expected a number, got 'fast'"),
 ])

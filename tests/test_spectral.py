@@ -192,3 +192,83 @@ def test_decoder_subframes_are_checked():
     with pytest.raises(ValueError, match="subframes=3"):
         ISTFTDecoder(dim=8, hop_length=HOP, subframes=3)
     assert ISTFTDecoder(dim=8, hidden=16, n_blocks=1).trunk.out.out_channels == 2 * 321  # s = 1 as before
+
+
+ENVELOPE = dict(envelope_band_hz=[500.0, 1000.0, 2000.0, 4000.0, 8000.0], envelope_steps=4, sample_rate=24000)
+
+
+def _with_envelope(log_gains: torch.Tensor, frames: int) -> torch.Tensor:
+    """Head outputs for the envelope: ``log_gains [bands, steps]`` for every one of ``frames`` frames."""
+    return log_gains.reshape(-1, 1).expand(-1, frames)
+
+
+def test_decoder_envelope_starts_as_the_plain_decoder():
+    """The envelope's head rows start at zero (gains of one): the same trunk with and without it decodes alike."""
+    torch.manual_seed(0)
+    plain = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=1)
+    banded = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=1, **ENVELOPE)
+    assert banded.n_envelope == 6 * 4 and banded.trunk.out.out_channels == 2 * 321 + 24
+    state = banded.state_dict()
+    for key, value in plain.state_dict().items():
+        state[key][: value.shape[0]] = value  # the envelope's rows are the extra ones at the end of the head
+    banded.load_state_dict(state)
+    z = torch.randn(2, 8, 15)
+    with torch.no_grad():
+        assert (banded(z) - plain(z)).abs().max() < 1e-5 * plain(z).abs().max()  # float sums over bands
+    assert torch.equal(banded.band_masks.sum(0), torch.ones(321))  # every bin in exactly one band
+    assert torch.allclose(banded.envelope_basis.sum(0), torch.ones(2 * HOP))  # the hats interpolate: sum to one
+
+
+def test_decoder_envelope_scales_each_band():
+    """The analysis spectrum of a 300 Hz + 3 kHz pair through the synthesis with the 2-4 kHz band's gain at 0.01
+    keeps the 300 Hz tone and takes the 3 kHz one 40 dB down; equal gains in every band scale the whole output."""
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=1, head="complex", **ENVELOPE)
+    enc = STFTEncoder(dim=8, hop_length=HOP)
+    t = torch.arange(40 * HOP) / 24000
+    low, high = torch.sin(2 * math.pi * 300 * t), torch.sin(2 * math.pi * 3000 * t)
+    spec = enc.stft(torch.nn.functional.pad((low + high).reshape(1, 1, -1), (1, 0)))[..., 1:]
+    frames, keep = spec.shape[-1], slice(2 * HOP, 38 * HOP)  # away from the edges' partial overlap-adds
+
+    def synthesise(log_gains: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([spec, _with_envelope(log_gains, frames)[None]], dim=1)
+        return dec._overlap_add(dec._segments(h))[0, dec.latency:]
+
+    y = synthesise(torch.full((6, 4), math.log(3.0)))
+    assert torch.allclose(y[keep], 3 * (low + high)[keep], atol=1e-3)
+    quiet = torch.zeros(6, 4)
+    quiet[3] = math.log(0.01)  # band 3: 2-4 kHz
+    y = synthesise(quiet)
+    assert (y[keep] - low[keep] - 0.01 * high[keep]).abs().max() < 0.02
+
+
+def test_decoder_envelope_streams_and_keeps_the_latency():
+    """With a trained-looking envelope (random head rows) the decoder streams like offline and a change in frame f
+    still alters nothing before frame f - 1's window."""
+    torch.manual_seed(1)
+    dec = ISTFTDecoder(dim=8, hop_length=HOP, hidden=16, n_blocks=2, head="compressed", lookahead=1,
+                       **ENVELOPE).eval()
+    with torch.no_grad():
+        dec.trunk.out.weight[dec.n_spectral:].normal_(0.0, 0.3)
+        z = torch.randn(2, 8, 17)
+        offline = dec(z)
+        dec.reset_stream()
+        streamed = torch.cat([dec.stream(c) for c in torch.split(z, [1, 0, 3, 1, 7, 5], dim=-1)] + [dec.flush()], -1)
+        z2 = z.clone()
+        z2[..., 6] += 1.0
+        changed = dec(z2)
+    assert streamed.shape == offline.shape and (streamed - offline).abs().max() < 1e-5
+    first = (6 - 1) * HOP + HOP - dec.n_fft
+    assert torch.equal(offline[..., :first], changed[..., :first])
+    assert not torch.allclose(offline[..., first:first + HOP], changed[..., first:first + HOP])
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(envelope_band_hz=[2000.0, 1000.0], sample_rate=24000), "rising edges"),
+    (dict(envelope_band_hz=[1000.0, 13000.0], sample_rate=24000), "rising edges"),
+    (dict(envelope_band_hz=[1000.0]), "sample_rate=None"),
+    (dict(envelope_band_hz=[1000.0], sample_rate=24000, envelope_steps=1), "envelope_steps=1"),
+    (dict(envelope_band_hz=[1000.0], sample_rate=24000, subframes=2), "subframes=1"),
+])
+def test_decoder_envelope_is_checked(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        ISTFTDecoder(dim=8, hop_length=HOP, **kwargs)

@@ -30,11 +30,12 @@ VARIANTS = {
                            "model.spectral.decoder_lookahead=1", "model.quantizer.som=false"],
     "spectral_causal_decoder": ["model.spectral.decoder_lookahead=0", "model.quantizer.som=false"],
     "spectral_subframes": ["model.spectral.decoder_subframes=2", "model.quantizer.som=false"],
+    "spectral_envelope": ["model.spectral.envelope_band_hz=[1000, 4000]", "model.quantizer.som=false"],
     "seanet_fsq": ["model.quantizer.kind=fsq", "model.quantizer.som=false"],
 }
 STREAMABLE = {"conv", "beam_search", "multires_blocks", "wavelet_upsampler", "ema_codebooks",
               "factorised_code_gradient", "spectral_fsq", "spectral_rvq", "spectral_lookahead",
-              "spectral_causal_decoder", "spectral_subframes", "seanet_fsq"}
+              "spectral_causal_decoder", "spectral_subframes", "spectral_envelope", "seanet_fsq"}
 # k-means on the first batch alone: these tests take a few steps, too few to pool one frame per code.
 FIRST_BATCH_INIT = ["model.quantizer.kmeans_frames_per_code=0"]
 

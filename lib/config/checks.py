@@ -124,6 +124,13 @@ def validate(cfg: Config) -> None:
         if not isinstance(sub, int) or isinstance(sub, bool) or sub < 1 or hop % sub or n_fft % sub:
             raise ConfigError(f"model.spectral.decoder_subframes={sub!r}: expected a whole number >= 1 that divides "
                               f"the hop ({hop}) and n_fft ({n_fft})")
+        edges, nyquist = m.spectral.envelope_band_hz, cfg.data.sample_rate / 2
+        if edges and (sub != 1 or list(edges) != sorted(edges) or not all(0 < e < nyquist for e in edges)):
+            raise ConfigError(f"model.spectral.envelope_band_hz={edges!r}: expected rising band edges between 0 and "
+                              f"{nyquist:g} Hz, with decoder_subframes 1 (got {sub})")
+        if edges and (not isinstance(m.spectral.envelope_steps, int) or m.spectral.envelope_steps < 2):
+            raise ConfigError(f"model.spectral.envelope_steps={m.spectral.envelope_steps!r}: expected a whole "
+                              f"number >= 2")
     if t.weight_decay < 0 or t.lr_warmup_steps < 0 or not 0.0 <= t.lr_min_ratio <= 1.0:
         raise ConfigError(f"train.weight_decay and train.lr_warmup_steps must be >= 0 and train.lr_min_ratio in "
                           f"[0, 1], got {t.weight_decay}, {t.lr_warmup_steps}, {t.lr_min_ratio}")

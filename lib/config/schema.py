@@ -83,6 +83,8 @@ class SpectralConfig:
     head: str = "complex"  # iSTFT head: "complex" (real, imaginary), "polar" (log magnitude, phase) or "compressed"
     decoder_lookahead: int = 0  # latent frames after f that frame f's spectrum sees (each adds a hop of latency)
     decoder_subframes: int = 1  # spectra per latent frame, synthesised at hop / s with n_fft / s windows
+    envelope_band_hz: list[float] = field(default_factory=list)  # band edges of a gain envelope within each frame
+    envelope_steps: int = 4  # the envelope's gains per band and frame, interpolated across the frame's window
 
 
 @dataclass

@@ -202,11 +202,18 @@ class ISTFTDecoder(nn.Module):
     ``hop / s`` (sub-frame ``j`` of frame ``f`` ends at sample ``f * hop + (j + 1) * hop / s``), so levels can change
     within a frame; the head keeps about its size (``s`` spectra of ``n_fft / (2 s) + 1`` bins), and the overlap-add
     reaches back ``(n_fft - hop) / s`` samples instead of ``n_fft - hop``.
+
+    ``envelope_band_hz``: band edges (Hz, ``sample_rate`` needed) that split each frame's spectrum into bands; the head
+    also predicts ``envelope_steps`` log gains per band and frame, linearly interpolated across the frame's window
+    and applied to that band's inverse spectrum before the synthesis window, so a band's level can rise and fall
+    within a frame while its spectrum keeps the full window's resolution. The gains start at one (zero weights):
+    an untrained envelope is the plain decoder. Off (``[]``) by default; only with ``subframes = 1``.
     """
 
     def __init__(self, channels: int = 1, dim: int = 64, hop_length: int = 320, n_fft: int | None = None,
                  hidden: int = 256, n_blocks: int = 6, kernel_size: int = 7, mlp_ratio: float = 3.0,
-                 head: str = "complex", lookahead: int = 0, subframes: int = 1):
+                 head: str = "complex", lookahead: int = 0, subframes: int = 1,
+                 envelope_band_hz: list[float] | tuple = (), envelope_steps: int = 4, sample_rate: int | None = None):
         super().__init__()
         n_fft = 2 * hop_length if n_fft is None else n_fft
         _check_framing(hop_length, n_fft)
@@ -222,10 +229,14 @@ class ISTFTDecoder(nn.Module):
         # the synthesis framing: s spectra per latent frame, windows n_fft / s long at a hop of hop / s
         self.synth_hop, self.synth_n_fft = hop_length // subframes, n_fft // subframes
         self.n_bins = self.synth_n_fft // 2 + 1
-        self.trunk = _Trunk(dim, hidden, subframes * 2 * self.n_bins * channels, n_blocks, kernel_size, mlp_ratio,
+        self._init_envelope(list(envelope_band_hz), envelope_steps, sample_rate)
+        self.n_spectral = subframes * 2 * self.n_bins * channels  # head outputs before the envelope's log gains
+        self.trunk = _Trunk(dim, hidden, self.n_spectral + self.n_envelope, n_blocks, kernel_size, mlp_ratio,
                             in_kernel=lookahead + 1)
         with torch.no_grad():  # start quiet: a default-initialised head outputs noise ~20 dB above speech level
             self.trunk.out.weight.mul_(0.1)
+            self.trunk.out.weight[self.n_spectral:].zero_()  # the envelope starts as gains of one
+            self.trunk.out.bias[self.n_spectral:].zero_()
             if head == "polar":  # log magnitudes start at e^-6 ~ -52 dB, below quiet speech
                 self.trunk.out.bias.view(channels, subframes, 2, self.n_bins)[:, :, 0].fill_(-6.0)
         # Hann windows at hop n_fft / 2^k overlap-add to 2^(k-1): scale the synthesis window back to a sum of one.
@@ -235,12 +246,37 @@ class ISTFTDecoder(nn.Module):
         self._held: torch.Tensor | None = None  # streaming: the last `lookahead` latent frames, not decoded yet
         self._to_drop = self.overlap
 
+    def _init_envelope(self, band_hz: list[float], steps: int, sample_rate: int | None) -> None:
+        """Band masks ``[bands, bins]`` and the interpolation from ``steps`` gains to a window ``[steps, n_fft]``."""
+        self.envelope_band_hz, self.envelope_steps = band_hz, steps
+        self.n_envelope = 0
+        if not band_hz:
+            return
+        if self.subframes != 1:
+            raise ValueError(f"envelope_band_hz needs subframes=1, got subframes={self.subframes}")
+        if sample_rate is None or any(not 0 < e < sample_rate / 2 for e in band_hz) or band_hz != sorted(band_hz):
+            raise ValueError(f"envelope_band_hz={band_hz!r}: expected rising edges between 0 and the Nyquist "
+                             f"frequency (sample_rate={sample_rate!r})")
+        if not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"envelope_steps={steps!r}: expected a whole number >= 2")
+        hz = torch.arange(self.n_bins) * sample_rate / self.synth_n_fft
+        band = torch.bucketize(hz, torch.tensor(band_hz, dtype=hz.dtype), right=True)  # bin -> band index
+        self.register_buffer("band_masks", F.one_hot(band, len(band_hz) + 1).T.float(), persistent=False)
+        # hat functions centred at (k + 0.5) * n / steps, flat beyond the first and last centres: they sum to one
+        centres = (torch.arange(steps) + 0.5) * self.synth_n_fft / steps
+        pos = torch.arange(self.synth_n_fft) + 0.5
+        hats = (1 - (pos[None] - centres[:, None]).abs() / (self.synth_n_fft / steps)).clamp(min=0)
+        hats[0, pos < centres[0]], hats[-1, pos > centres[-1]] = 1.0, 1.0
+        self.register_buffer("envelope_basis", hats, persistent=False)
+        self.n_envelope = self.channels * (len(band_hz) + 1) * steps
+
     @classmethod
     def from_config(cls, cfg) -> "ISTFTDecoder":
         """``model.decoder: istft``, sized by ``model.spectral``."""
         sp = cfg.model.spectral
         return cls(**_spectral_kwargs(cfg), n_blocks=sp.decoder_blocks, head=sp.head, lookahead=sp.decoder_lookahead,
-                   subframes=sp.decoder_subframes)
+                   subframes=sp.decoder_subframes, envelope_band_hz=sp.envelope_band_hz,
+                   envelope_steps=sp.envelope_steps, sample_rate=cfg.data.sample_rate)
 
     @property
     def overlap(self) -> int:
@@ -257,6 +293,7 @@ class ISTFTDecoder(nn.Module):
         """Trunk output ``[B, C * s * 2 * bins, F]`` -> windowed time segments ``[B * C, F * s, n_fft / s]``
         (``s = subframes``; each frame's sub-frames in turn)."""
         b, _, frames = h.shape
+        h, env = h[:, : self.n_spectral], h[:, self.n_spectral:]
         h = h.reshape(b * self.channels, self.subframes, 2, self.n_bins, frames).permute(0, 4, 1, 3, 2)
         h = h.reshape(b * self.channels, frames * self.subframes, self.n_bins, 2).float()
         if self.head == "polar":
@@ -267,9 +304,22 @@ class ISTFTDecoder(nn.Module):
             spec = unit * mag_c.clamp(max=MAX_COMPRESSED).pow(1.0 / HEAD_COMPRESSION)
         else:
             spec = torch.complex(h[..., 0], h[..., 1])
+        if self.n_envelope:
+            return self._banded_segments(spec, env) * self.window
         # Inverse of _dft_kernels' scaling: irfft's 1 / n_fft times sqrt(n_fft) -> the same scale as the input.
         seg = torch.fft.irfft(spec, n=self.synth_n_fft, dim=-1) * math.sqrt(self.synth_n_fft)
         return seg * self.window
+
+    def _banded_segments(self, spec: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        """Spectra ``[N, F, bins]`` and log gains ``[B, C * bands * steps, F]`` -> segments ``[N, F, n_fft]``: each
+        band's inverse spectrum times its gain curve across the window, summed over the bands."""
+        n, frames, _ = spec.shape
+        bands = self.band_masks.shape[0]
+        log_gain = env.float().reshape(n, bands, self.envelope_steps, frames).clamp(-MAX_LOG_MAGNITUDE,
+                                                                                   MAX_LOG_MAGNITUDE)
+        gain = torch.einsum("nbkf,kt->nfbt", log_gain, self.envelope_basis).exp()  # [N, F, bands, n_fft]
+        per_band = torch.fft.irfft(spec[:, :, None] * self.band_masks, n=self.synth_n_fft, dim=-1)
+        return (per_band * gain).sum(dim=2) * math.sqrt(self.synth_n_fft)
 
     def _overlap_add(self, seg: torch.Tensor) -> torch.Tensor:
         """``[N, G, n] -> [N, (G - 1) * h + n]`` for synthesis windows of ``n`` samples at hop ``h``, segment ``g``
