@@ -13,8 +13,14 @@ DEBIAN_DATA := espeak-ng sonic-pi-samples alsa-utils opus-tools \
 	asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 \
 	asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722
 # OpenMP threads that sleep rather than spin while waiting: on a machine whose cores are shared with other work,
-# spinning made 2-thread torch 5-12x slower (see bench/README.md). Set it yourself to override.
-OMP_WAIT_POLICY ?= PASSIVE
+# spinning made 2-thread torch 2-12x slower (see bench/README.md). `make workbook` times this machine instead
+# (lib.wait_policy: spinning trains about 1.4x faster on quiet cores). Set it yourself to override both.
+ifeq ($(origin OMP_WAIT_POLICY),undefined)
+WORKBOOK_WAIT_POLICY := auto
+OMP_WAIT_POLICY := PASSIVE
+else
+WORKBOOK_WAIT_POLICY := $(OMP_WAIT_POLICY)
+endif
 export OMP_WAIT_POLICY
 
 .PHONY: workbook test lab env data-packages browser-packages bench clean-runs
@@ -40,7 +46,7 @@ browser-packages:
 	@sh .ci/apt-install.sh "the browser test will be skipped" chromium
 
 workbook: env data-packages
-	$(PY) -m lib.runner --preset $(PRESET) --run-dir $(RUN) --figures figures --data data/default $(if $(STEPS),--steps $(STEPS)) $(if $(MINUTES),--minutes $(MINUTES))
+	OMP_WAIT_POLICY=$(WORKBOOK_WAIT_POLICY) $(PY) -m lib.runner --preset $(PRESET) --run-dir $(RUN) --figures figures --data data/default $(if $(STEPS),--steps $(STEPS)) $(if $(MINUTES),--minutes $(MINUTES))
 
 test: env data-packages browser-packages
 	$(PY) -m pytest

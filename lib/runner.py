@@ -10,6 +10,9 @@ The kernels run with ``WORKBOOK_HEADLESS=1`` (``lib.headless``): outputs are sav
 players, tables and images rather than live widgets. Every executed copy is then signed with nbformat's notary
 (the secret and signature database of this user's Jupyter data folder), so that it opens *trusted* in
 JupyterLab on this machine: untrusted notebooks have their players and HTML stripped.
+
+Where ``OMP_WAIT_POLICY`` is unset or "auto" (``make workbook``'s default), the runner first times this machine with
+threads that spin at a barrier and threads that sleep, and the kernels inherit the faster (``lib.wait_policy``).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
-HEADLESS_ENV = "WORKBOOK_HEADLESS"  # lib.headless.ENV (the runner imports nothing from lib)
+HEADLESS_ENV = "WORKBOOK_HEADLESS"  # lib.headless.ENV (the runner loads nothing of lib that loads torch)
 
 
 def notebook_paths(selection: list[str] | None = None) -> list[Path]:
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"-p {item!r}: expected NAME=VALUE")
         extra[name] = _literal(value)
     extra = extra or None
+    from lib.wait_policy import resolve  # the kernels inherit the chosen OpenMP variables
+
+    resolve(report=lambda line: print(f"[runner] {line}", flush=True))
     run_all(args.preset, args.run_dir, args.figures, args.data, args.only, extra)
     return 0
 

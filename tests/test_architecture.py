@@ -93,7 +93,8 @@ ALLOWED = {
     "analysis": {"registry", "config", "build", "model", "data", "training.checkpoint", "training.losses"},
     "bitstream": {"registry", "config", "build", "model", "data", "training.checkpoint"},
     "__main__": {"bitstream"},
-    "runner": set(),
+    "wait_policy": set(),
+    "runner": {"wait_policy"},
 }
 
 

@@ -67,6 +67,7 @@ def test_the_runner_passes_parameters_to_the_notebooks(monkeypatch, capsys):
 
     seen = {}
     monkeypatch.setattr(runner, "run_all", lambda *args: seen.setdefault("args", args))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # set by the user: kept, no timing
     assert runner.main(["--steps", "40", "-p", "prior_steps=60", "-p", "shares=(0.1, 0.2)", "-p", "embedding=learned",
                         "-p", "compare_checkpoint=None"]) == 0
     assert seen["args"][-1] == {"steps": 40, "prior_steps": 60, "shares": (0.1, 0.2), "embedding": "learned",
