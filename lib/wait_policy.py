@@ -29,7 +29,8 @@ import json, os, sys, time
 import torch
 from lib.model.spectral import ISTFTDecoder, STFTEncoder
 torch.manual_seed(0)
-torch.set_num_threads(int(sys.argv[1]))
+if int(sys.argv[1]):
+    torch.set_num_threads(int(sys.argv[1]))
 enc, dec = STFTEncoder(dim=64, hidden=256, n_blocks=4), ISTFTDecoder(dim=64, hidden=256, n_blocks=6, lookahead=1)
 x = torch.randn(8, 1, 24000)
 times = []
@@ -53,8 +54,9 @@ def policy_environment(policy: str, environ: MutableMapping[str, str]) -> None:
         environ["OMP_WAIT_POLICY"] = PASSIVE
 
 
-def time_workload(policy: str, threads: int = 2, iterations: int = 10) -> float:
-    """Median seconds of one step-sized forward + backward in a fresh interpreter under ``policy``."""
+def time_workload(policy: str, threads: int = 0, iterations: int = 10) -> float:
+    """Median seconds of one step-sized forward + backward in a fresh interpreter under ``policy`` (``threads``:
+    torch's intra-op threads, 0 for torch's own default, which the notebooks' kernels train with)."""
     env = dict(os.environ)
     policy_environment(policy, env)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +85,12 @@ def resolve(environ: MutableMapping[str, str] = os.environ, report=print) -> str
     given = environ.get("OMP_WAIT_POLICY")
     if given is not None and given.lower() != "auto":
         return given
-    policy, timings = choose()
+    try:
+        policy, timings = choose()
+    except RuntimeError as err:  # the job does not depend on the timing: sleep, the safe choice, and say why
+        policy_environment(PASSIVE, environ)
+        report(f"OpenMP waiting: {PASSIVE} (the timing failed, so threads sleep: {str(err).splitlines()[0]})")
+        return PASSIVE
     policy_environment(policy, environ)
     pairs = ", ".join(f"{spin:.3f} s against {passive:.3f} s" for spin, passive in timings)
     why = ("threads that spin at a barrier were faster" if policy == SPIN else
@@ -93,7 +100,7 @@ def resolve(environ: MutableMapping[str, str] = os.environ, report=print) -> str
     return policy
 
 
-def choose(threads: int = 2, rounds: int = 2, margin: float = 0.95, iterations: int = 10) -> tuple[str, list]:
+def choose(threads: int = 0, rounds: int = 2, margin: float = 0.95, iterations: int = 10) -> tuple[str, list]:
     """Time both policies ``rounds`` times, alternating; returns the choice and the ``(spin_s, passive_s)`` pairs."""
     timings = []
     for r in range(rounds):

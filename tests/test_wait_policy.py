@@ -44,6 +44,16 @@ def test_resolve_times_the_machine_when_unset_or_auto(monkeypatch, given, timing
     assert f"{timings[0][0]:.3f} s against {timings[0][1]:.3f} s" in lines[0]
 
 
+def test_a_failed_timing_leaves_threads_sleeping(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the spin timing failed:\nTraceback ...")
+
+    monkeypatch.setattr(wp, "time_workload", broken)
+    env, lines = {"OMP_WAIT_POLICY": "auto"}, []
+    assert wp.resolve(env, report=lines.append) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert lines == ["OpenMP waiting: PASSIVE (the timing failed, so threads sleep: the spin timing failed:)"]
+
+
 def test_the_workload_runs_under_the_policy_it_is_given(monkeypatch):
     """One real timing in a fresh interpreter (the parent's variables do not leak into it: PASSIVE here, spin asked)."""
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
